@@ -1,0 +1,31 @@
+"""gunicorn settings for the Procfile's web process.
+
+Sync workers: the ack path is CPU-bound (HMAC, JSON, one Redis round trip),
+so threads buy little under the GIL and a sync worker per core is simplest.
+Override with WEB_CONCURRENCY (workers) and GUNICORN_THREADS.
+"""
+
+import multiprocessing
+import os
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count()))
+threads = int(os.environ.get("GUNICORN_THREADS", "1"))
+worker_class = "gthread" if threads > 1 else "sync"
+# Meta waits 20 s at most; a request still running after that is retried anyway.
+timeout = 30
+graceful_timeout = 30
+keepalive = 5
+accesslog = "-" if os.environ.get("RECEIVER_ACCESS_LOG") else None
+errorlog = "-"
+loglevel = os.environ.get("RECEIVER_LOG_LEVEL", "info").lower()
+
+# The receiver's own loggers (handler failures, dev-mode warnings) go to stderr too.
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "loggers": {
+        "receiver": {"level": loglevel.upper(), "handlers": ["error_console"], "propagate": False},
+        "handlers": {"level": loglevel.upper(), "handlers": ["error_console"], "propagate": False},
+    },
+}

@@ -1,0 +1,1 @@
+"""Example handler modules. Name them in ``handlers = [...]`` or ``RECEIVER_HANDLERS``."""

@@ -1,0 +1,44 @@
+"""receiver: the callback URL for Workplace from Meta and Graph API webhooks."""
+
+from __future__ import annotations
+
+from . import filters
+from .app import build_core, create_app
+from .core import Core, Request, Result
+from .errors import (
+    ConfigError,
+    HandshakeRejected,
+    PayloadRejected,
+    PluginError,
+    QueueUnavailable,
+    ReceiverError,
+    Rejected,
+    SignatureRejected,
+    TargetRejected,
+)
+from .events import Event
+from .routing import Handler, Router, connect, default_router, on
+
+__all__ = [
+    "ConfigError",
+    "Core",
+    "Event",
+    "Handler",
+    "HandshakeRejected",
+    "PayloadRejected",
+    "PluginError",
+    "QueueUnavailable",
+    "ReceiverError",
+    "Rejected",
+    "Request",
+    "Result",
+    "Router",
+    "SignatureRejected",
+    "TargetRejected",
+    "build_core",
+    "connect",
+    "create_app",
+    "default_router",
+    "filters",
+    "on",
+]

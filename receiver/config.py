@@ -1,0 +1,343 @@
+"""Configuration, flowing one way: defaults, then a TOML file, then the environment.
+
+Secrets in the TOML file may be literal strings or indirections
+(``{ env = "VAR" }``, ``{ file = "/run/secrets/x" }``) so the file itself can
+be committed. Everything is read and validated once, at start-up.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import defaults
+from .errors import ConfigError
+
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class Integration:
+    """One Workplace custom integration (or Meta app) that posts to this receiver."""
+
+    name: str
+    app_secrets: tuple[str, ...] = ()
+    """Newest first: during a rotation the reset secret and the old one are both listed."""
+    verify_token: str | None = None
+    access_token: str | None = None
+    accept_sha1: bool = False
+    enabled: bool = True
+    capture: bool = False
+
+    def __repr__(self) -> str:  # never print secrets, even by accident
+        return (
+            f"Integration(name={self.name!r}, secrets={len(self.app_secrets)}, "
+            f"accept_sha1={self.accept_sha1}, enabled={self.enabled})"
+        )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole, validated configuration of one receiver process."""
+
+    integrations: Mapping[str, Integration]
+    default_integration: str = defaults.DEFAULT_INTEGRATION
+    dev_mode: bool = False
+    max_body_bytes: int = defaults.MAX_BODY_BYTES
+    max_depth: int = defaults.MAX_DEPTH
+    answer_timeout: float = defaults.ANSWER_TIMEOUT
+    handlers: tuple[str, ...] = ()
+    redis_url: str | None = None
+    data_dir: str = defaults.DATA_DIR
+    queue_name: str = defaults.QUEUE_NAME
+    job_timeout: int = defaults.JOB_TIMEOUT
+    job_retries: int = defaults.JOB_RETRIES
+    dedupe_window: int = defaults.DEDUPE_WINDOW
+    sync_topics: tuple[str, ...] = defaults.SYNC_TOPICS
+    source: str = field(default="defaults", compare=False)
+    """Where the values came from, for ``receiver check``."""
+
+    def integration(self, name: str | None) -> Integration | None:
+        return self.integrations.get(name or self.default_integration)
+
+
+_RECEIVER_KEYS: dict[str, type] = {
+    "default_integration": str,
+    "dev_mode": bool,
+    "max_body_bytes": int,
+    "max_depth": int,
+    "answer_timeout": float,
+    "handlers": list,
+    "redis_url": str,
+    "data_dir": str,
+    "queue_name": str,
+    "job_timeout": int,
+    "job_retries": int,
+    "dedupe_window": int,
+    "sync_topics": list,
+}
+_INTEGRATION_KEYS = {
+    "app_secrets",
+    "app_secret",
+    "verify_token",
+    "access_token",
+    "accept_sha1",
+    "enabled",
+    "capture",
+}
+
+
+def load_settings(
+    mapping: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Build settings from defaults, the TOML file ``RECEIVER_CONFIG`` names, then the environment.
+
+    ``mapping`` stands in for the file (tests, ``create_app(config=...)``); when
+    given, ``RECEIVER_CONFIG`` is not read.
+    """
+    env = os.environ if environ is None else environ
+    source = "defaults"
+    if mapping is None:
+        path = env.get("RECEIVER_CONFIG")
+        mapping = _read_toml(path) if path else {}
+        source = path or "environment"
+    else:
+        source = "mapping"
+    return _build(dict(mapping), env, source)
+
+
+def _read_toml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"RECEIVER_CONFIG names {path!r}, which does not exist; "
+            "fix the path or unset RECEIVER_CONFIG (config/receiver.toml is the documented example)"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+
+
+def _build(data: dict[str, Any], env: Mapping[str, str], source: str) -> Settings:
+    data = dict(data)
+    raw_integrations = data.pop("integrations", {}) or {}
+    if not isinstance(raw_integrations, dict):
+        raise ConfigError("[integrations] must be a table of tables, e.g. [integrations.hr-bot]")
+    top = data.pop("receiver", data)
+    if top is not data and data:
+        raise ConfigError(f"unknown top-level keys {sorted(data)}; put settings under [receiver]")
+    values = _check_receiver_table(top)
+
+    env_overrides: dict[str, Any] = {
+        "dev_mode": _env_bool(env, "RECEIVER_DEV_MODE"),
+        "max_body_bytes": _env_int(env, "RECEIVER_MAX_BODY_BYTES"),
+        "data_dir": env.get("RECEIVER_DATA_DIR") or None,
+        "redis_url": env.get("REDIS_URL") or None,
+        "default_integration": env.get("RECEIVER_DEFAULT_INTEGRATION") or None,
+    }
+    values.update({k: v for k, v in env_overrides.items() if v is not None})
+    extra_handlers = [h.strip() for h in env.get("RECEIVER_HANDLERS", "").split(",") if h.strip()]
+    handlers = tuple(dict.fromkeys([*values.pop("handlers", []), *extra_handlers]))
+    sync_topics = tuple(values.pop("sync_topics", defaults.SYNC_TOPICS))
+
+    integrations: dict[str, Integration] = {}
+    for name, table in raw_integrations.items():
+        integrations[name] = _integration(name, table, env)
+    default_name = values.get("default_integration", defaults.DEFAULT_INTEGRATION)
+    env_default = _integration_from_env(default_name, integrations.get(default_name), env)
+    if env_default is not None:
+        integrations[default_name] = env_default
+
+    settings = Settings(
+        integrations=integrations,
+        handlers=handlers,
+        sync_topics=sync_topics,
+        source=source,
+        **values,
+    )
+    _validate(settings)
+    return settings
+
+
+def _check_receiver_table(table: Any) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise ConfigError("[receiver] must be a table")
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        expected = _RECEIVER_KEYS.get(key)
+        if expected is None:
+            raise ConfigError(
+                f"unknown setting [receiver].{key}; "
+                f"known settings: {', '.join(sorted(_RECEIVER_KEYS))}"
+            )
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise ConfigError(
+                f"[receiver].{key} must be {expected.__name__}, not {type(value).__name__}"
+            )
+        if isinstance(value, list) and not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"[receiver].{key} must be a list of strings")
+        out[key] = value
+    return out
+
+
+def _integration(name: str, table: Any, env: Mapping[str, str]) -> Integration:
+    where = f"[integrations.{name}]"
+    if not _NAME.match(name):
+        raise ConfigError(f"{where}: names may use letters, digits, '-' and '_' only")
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table")
+    unknown = set(table) - _INTEGRATION_KEYS
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown keys {sorted(unknown)}; "
+            f"known: {', '.join(sorted(_INTEGRATION_KEYS))}"
+        )
+    secrets: list[str] = []
+    if "app_secret" in table:
+        secrets.append(_secret(table["app_secret"], f"{where}.app_secret", env))
+    raw_list = table.get("app_secrets", [])
+    if not isinstance(raw_list, list):
+        raise ConfigError(f"{where}.app_secrets must be a list, newest secret first")
+    secrets.extend(_secret(s, f"{where}.app_secrets", env) for s in raw_list)
+    token = table.get("verify_token")
+    access = table.get("access_token")
+    return Integration(
+        name=name,
+        app_secrets=tuple(s for s in secrets if s),
+        verify_token=_secret(token, f"{where}.verify_token", env) if token is not None else None,
+        access_token=_secret(access, f"{where}.access_token", env) if access is not None else None,
+        accept_sha1=_bool(table.get("accept_sha1", False), f"{where}.accept_sha1"),
+        enabled=_bool(table.get("enabled", True), f"{where}.enabled"),
+        capture=_bool(table.get("capture", False), f"{where}.capture"),
+    )
+
+
+def _integration_from_env(
+    name: str, base: Integration | None, env: Mapping[str, str]
+) -> Integration | None:
+    """The environment configures (or overrides) the default integration."""
+    secret = _env_secret(env, "RECEIVER_APP_SECRET")
+    fallbacks = _env_secret(env, "RECEIVER_APP_SECRET_FALLBACKS")
+    token = _env_secret(env, "RECEIVER_VERIFY_TOKEN")
+    access = _env_secret(env, "RECEIVER_ACCESS_TOKEN")
+    sha1 = _env_bool(env, "RECEIVER_ACCEPT_SHA1")
+    if not any(v is not None for v in (secret, token, access, sha1)):
+        return base
+    current = base or Integration(name=name)
+    secrets = current.app_secrets
+    if secret is not None:
+        older = tuple(s.strip() for s in (fallbacks or "").split(",") if s.strip())
+        secrets = (secret, *older)
+    return Integration(
+        name=name,
+        app_secrets=secrets,
+        verify_token=token if token is not None else current.verify_token,
+        access_token=access if access is not None else current.access_token,
+        accept_sha1=sha1 if sha1 is not None else current.accept_sha1,
+        enabled=current.enabled,
+        capture=current.capture,
+    )
+
+
+def _validate(settings: Settings) -> None:
+    if settings.max_body_bytes < 1024:
+        raise ConfigError("max_body_bytes must be at least 1024 (Meta's envelopes alone need that)")
+    if not 4 <= settings.max_depth <= 512:
+        raise ConfigError("max_depth must be between 4 and 512")
+    if settings.answer_timeout <= 0:
+        raise ConfigError("answer_timeout must be a positive number of seconds")
+    if settings.job_retries < 0 or settings.job_timeout <= 0 or settings.dedupe_window <= 0:
+        raise ConfigError("job_retries must be >= 0; job_timeout and dedupe_window > 0")
+    if not _NAME.match(settings.queue_name):
+        raise ConfigError("queue_name may use letters, digits, '-' and '_' only")
+    if settings.dev_mode:
+        return
+    for integration in settings.integrations.values():
+        if not integration.enabled:
+            continue
+        if not integration.app_secrets:
+            raise ConfigError(
+                f"integration {integration.name!r} has no app secret, so forged requests "
+                "could not be told apart: set RECEIVER_APP_SECRET (or RECEIVER_APP_SECRET_FILE, "
+                f"or app_secrets in [integrations.{integration.name}]); for local experiments "
+                "only, RECEIVER_DEV_MODE=1 accepts unsigned requests"
+            )
+        if not integration.verify_token:
+            raise ConfigError(
+                f"integration {integration.name!r} has no verify token, so Meta's subscription "
+                "handshake cannot succeed: set RECEIVER_VERIFY_TOKEN "
+                "(or RECEIVER_VERIFY_TOKEN_FILE, "
+                f"or verify_token in [integrations.{integration.name}])"
+            )
+    if not settings.integrations:
+        raise ConfigError(
+            "no integration is configured: set RECEIVER_APP_SECRET and RECEIVER_VERIFY_TOKEN, "
+            "or name integrations in the file RECEIVER_CONFIG points to"
+        )
+
+
+def _secret(value: Any, where: str, env: Mapping[str, str]) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and set(value) == {"env"}:
+        name = value["env"]
+        if name not in env:
+            raise ConfigError(f"{where} reads environment variable {name!r}, which is not set")
+        return env[name]
+    if isinstance(value, dict) and set(value) == {"file"}:
+        return _read_secret_file(str(value["file"]), where)
+    raise ConfigError(f'{where} must be a string, {{ env = "VAR" }} or {{ file = "path" }}')
+
+
+def _read_secret_file(path: str, where: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read secret file {path!r} ({exc.strerror})") from None
+
+
+def _env_secret(env: Mapping[str, str], name: str) -> str | None:
+    if env.get(name):
+        return env[name]
+    path = env.get(f"{name}_FILE")
+    if path:
+        return _read_secret_file(path, f"{name}_FILE")
+    return None
+
+
+def _env_bool(env: Mapping[str, str], name: str) -> bool | None:
+    raw = env.get(name)
+    if raw is None:
+        return None
+    lowered = raw.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean; use 1 or 0")
+
+
+def _env_int(env: Mapping[str, str], name: str) -> int | None:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where} must be true or false")
+    return value

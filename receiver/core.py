@@ -1,0 +1,317 @@
+"""The receiver's core: one request in, one result out. No Flask here.
+
+The web view, the replay tool and the tests all call ``Core.handle``; the
+order of checks is the security contract: integration, size, signature,
+and only then parsing.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import envelope, signature
+from .config import Integration, Settings
+from .errors import (
+    HandshakeRejected,
+    QueueUnavailable,
+    Rejected,
+    TargetRejected,
+)
+from .events import Event
+from .jobs import HandlerFailures, WorkContext
+from .queue import Backend
+from .routing import Handler, Router
+
+log = logging.getLogger("receiver")
+
+ALLOWED_METHODS = ("GET", "POST")
+
+
+class Headers(Mapping[str, str]):
+    """Case-insensitive, read-only request headers."""
+
+    def __init__(self, items: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> None:
+        pairs = items.items() if isinstance(items, Mapping) else items
+        self._data = {k.lower(): v for k, v in pairs}
+
+    def __getitem__(self, key: str) -> str:
+        return self._data[key.lower()]
+
+    def __iter__(self) -> Any:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._data.get(key.lower(), default)
+
+
+@dataclass
+class Request:
+    """What the core needs of an HTTP request."""
+
+    method: str
+    body: bytes = b""
+    headers: Mapping[str, str] = field(default_factory=Headers)
+    query: Mapping[str, str] = field(default_factory=dict)
+    integration: str | None = None
+    """``None`` for ``/webhook``: the default integration."""
+    topic: str | None = None
+    """Set for per-topic URLs (``/webhook/group``)."""
+    body_too_large: bool = False
+    """The adapter stopped reading at the limit."""
+    replayed: bool = False
+
+
+@dataclass
+class HandlerResult:
+    handler: str
+    event_id: str
+    ok: bool
+    error: str | None = None
+
+
+@dataclass
+class Result:
+    """The answer, plus what happened, for logs, captures, replay reports and tests."""
+
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+    delivery_id: str | None = None
+    integration: str | None = None
+    events: list[Event] = field(default_factory=list)
+    results: list[HandlerResult] = field(default_factory=list)
+    jobs: list[str] = field(default_factory=list)
+    secret_index: int | None = None
+    error: str | None = None
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body) if self.content_type == "application/json" else None
+
+
+def _json(status: int, data: Any, **extra: Any) -> Result:
+    return Result(status=status, body=json.dumps(data, separators=(",", ":")).encode(), **extra)
+
+
+def rejection(exc: Rejected, **extra: Any) -> Result:
+    return _json(exc.status, exc.as_dict(), error=exc.code, **extra)
+
+
+class Core:
+    """Verifies, parses, routes; runs inline handlers and hands the rest to a backend."""
+
+    def __init__(self, settings: Settings, router: Router, backend: Backend) -> None:
+        self.settings = settings
+        self.router = router
+        self.backend = backend
+        self._answer_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="receiver-answer")
+
+    def handle(self, request: Request) -> Result:
+        method = request.method.upper()
+        if method not in (*ALLOWED_METHODS, "HEAD"):
+            return rejection(
+                Rejected(
+                    f"{method} is not allowed here; Meta sends GET (handshake) and POST",
+                    code="method_not_allowed",
+                    status=405,
+                ),
+                headers={"Allow": ", ".join(ALLOWED_METHODS)},
+            )
+        try:
+            integration = self._integration(request.integration)
+            if method in ("GET", "HEAD"):
+                return self._handshake(integration, request.query)
+            return self._deliver(integration, request)
+        except Rejected as exc:
+            log.info("rejected %s %s: %s", method, request.integration or "default", exc.code)
+            return rejection(exc, integration=request.integration)
+
+    def _integration(self, name: str | None) -> Integration:
+        integration = self.settings.integration(name)
+        if integration is None:
+            raise TargetRejected(
+                f"no integration named {name!r} is configured here", code="unknown_integration"
+            )
+        if not integration.enabled:
+            raise TargetRejected(
+                f"integration {integration.name!r} is disabled; enable it in the config to accept "
+                "its deliveries",
+                code="integration_disabled",
+                status=403,
+            )
+        return integration
+
+    def _handshake(self, integration: Integration, query: Mapping[str, str]) -> Result:
+        mode = query.get("hub.mode")
+        token = query.get("hub.verify_token")
+        challenge = query.get("hub.challenge")
+        if mode is None or token is None or challenge is None:
+            raise HandshakeRejected(
+                "handshake needs hub.mode, hub.verify_token and hub.challenge",
+                code="missing_parameter",
+            )
+        if mode != "subscribe":
+            raise HandshakeRejected("hub.mode must be 'subscribe'", code="bad_mode")
+        expected = integration.verify_token
+        if expected is None:
+            self._warn_dev("handshake accepted without a verify token")
+        elif not hmac.compare_digest(token.encode(), expected.encode()):
+            raise HandshakeRejected(
+                "hub.verify_token does not match this integration's verify token",
+                code="bad_verify_token",
+                status=403,
+            )
+        return Result(
+            status=200,
+            body=challenge.encode("utf-8"),
+            content_type="text/plain",
+            integration=integration.name,
+        )
+
+    def _deliver(self, integration: Integration, request: Request) -> Result:
+        delivery_id = uuid.uuid4().hex
+        context: dict[str, Any] = {"delivery_id": delivery_id, "integration": integration.name}
+        if request.body_too_large or len(request.body) > self.settings.max_body_bytes:
+            raise Rejected(
+                f"body is larger than max_body_bytes ({self.settings.max_body_bytes})",
+                code="body_too_large",
+                status=413,
+            )
+        secret_index = None
+        if integration.app_secrets:
+            secret_index = signature.verify(
+                request.headers,
+                request.body,
+                integration.app_secrets,
+                accept_sha1=integration.accept_sha1,
+            )
+            if secret_index > 0:
+                log.info(
+                    "integration %s: delivery signed with an older secret (#%d); finish the "
+                    "rotation before removing it",
+                    integration.name,
+                    secret_index,
+                )
+        else:
+            self._warn_dev(f"signature not checked for integration {integration.name!r}")
+        context["secret_index"] = secret_index
+        events = envelope.parse(
+            request.body,
+            delivery_id=delivery_id,
+            integration=integration.name,
+            max_depth=self.settings.max_depth,
+            replayed=request.replayed,
+        )
+        if request.topic is not None and events and events[0].topic != request.topic:
+            raise Rejected(
+                f"this URL takes {request.topic!r} deliveries, the body is {events[0].topic!r}; "
+                "check the callback URL subscribed for this topic",
+                code="topic_mismatch",
+                status=422,
+            )
+        return self._route(events, context)
+
+    def _route(self, events: list[Event], context: dict[str, Any]) -> Result:
+        inline: list[tuple[Event, Handler]] = []
+        background: list[tuple[Event, Handler]] = []
+        for event in events:
+            for handler in self.router.match(event):
+                (background if handler.background else inline).append((event, handler))
+        jobs: list[str] = []
+        if background:
+            try:
+                jobs = self.backend.submit(context["delivery_id"], background)
+            except QueueUnavailable as exc:
+                return _json(
+                    exc.status,
+                    {"error": exc.code, "message": str(exc)},
+                    error=exc.code,
+                    events=events,
+                    **context,
+                )
+            except HandlerFailures:
+                pass  # inline backend: already logged per item
+        sync = [(e, h) for e, h in inline if e.topic in self.settings.sync_topics]
+        results = [
+            self._run(e, h)[0] for e, h in inline if e.topic not in self.settings.sync_topics
+        ]
+        if sync:
+            answer, sync_results = self._answer(sync)
+            return _json(
+                200, answer, events=events, results=results + sync_results, jobs=jobs, **context
+            )
+        body = {
+            "delivery_id": context["delivery_id"],
+            "events": len(events),
+            "queued": len(background),
+        }
+        return _json(200, body, events=events, results=results, jobs=jobs, **context)
+
+    def _run(self, event: Event, handler: Handler) -> tuple[HandlerResult, Any]:
+        try:
+            value = handler.func(event)
+        except Exception as exc:
+            log.exception("handler %s failed on event %s", handler.id, event.id)
+            return HandlerResult(handler.id, event.id, ok=False, error=type(exc).__name__), None
+        return HandlerResult(handler.id, event.id, ok=True), value
+
+    def _answer(self, work: list[tuple[Event, Handler]]) -> tuple[Any, list[HandlerResult]]:
+        """Synchronous topics: handlers' return values become the response body.
+
+        Several answers: their ``data`` lists are joined, other keys come from
+        the first. None in time: ``{"data": []}``. A handler still running at the
+        deadline is left to finish; its answer is dropped.
+        """
+        deadline = time.monotonic() + self.settings.answer_timeout
+        futures = [self._answer_pool.submit(self._run, e, h) for e, h in work]
+        results: list[HandlerResult] = []
+        answers: list[dict[str, Any]] = []
+        for (event, handler), future in zip(work, futures, strict=True):
+            try:
+                result, value = future.result(timeout=max(0.0, deadline - time.monotonic()))
+            except FutureTimeout:
+                log.warning(
+                    "handler %s did not answer event %s within %.1fs; answer dropped",
+                    handler.id,
+                    event.id,
+                    self.settings.answer_timeout,
+                )
+                results.append(HandlerResult(handler.id, event.id, ok=False, error="timeout"))
+                continue
+            results.append(result)
+            if isinstance(value, dict):
+                answers.append(value)
+            elif value is not None:
+                log.warning(
+                    "handler %s answered a %s; sync answers must be dicts",
+                    handler.id,
+                    type(value).__name__,
+                )
+        if not answers:
+            return {"data": []}, results
+        merged = dict(answers[0])
+        if len(answers) > 1:
+            merged["data"] = [d for a in answers for d in (a.get("data") or [])]
+        return merged, results
+
+    def work_context(self) -> WorkContext:
+        connection = getattr(self.backend, "connection", None)
+        return WorkContext(
+            router=self.router, connection=connection, dedupe_window=self.settings.dedupe_window
+        )
+
+    def _warn_dev(self, what: str) -> None:
+        log.warning("DEVELOPMENT MODE: %s; never expose this receiver to the internet", what)

@@ -1,0 +1,36 @@
+"""Every default in one place; each is what a new deployment gets untouched."""
+
+from __future__ import annotations
+
+DEFAULT_INTEGRATION = "default"
+"""Integration answered at ``/webhook``; the environment configures it."""
+
+MAX_BODY_BYTES = 4 * 1024 * 1024
+"""Largest POST body accepted (Meta batches up to 1,000 updates; 4 MiB leaves room)."""
+
+MAX_DEPTH = 64
+"""Deepest JSON nesting accepted; Meta's envelopes are under 10 levels deep."""
+
+ANSWER_TIMEOUT = 5.0
+"""Seconds synchronous topics (link previews) wait for their handlers' answers."""
+
+DATA_DIR = ".receiver"
+"""Local folder for the embedded Redis's data and other local state."""
+
+QUEUE_NAME = "receiver"
+"""RQ queue that background handlers use unless they name another."""
+
+JOB_TIMEOUT = 180
+"""Seconds one background job may run before RQ stops it."""
+
+JOB_RETRIES = 3
+"""Extra attempts a failing background handler gets."""
+
+DEDUPE_WINDOW = 24 * 3600
+"""Seconds a handled event id is remembered, well past Meta's first-retry horizon."""
+
+SYNC_TOPICS = ("link",)
+"""Topics whose handlers answer in the HTTP response body."""
+
+ENTRY_POINT_GROUP = "receiver.handlers"
+"""Entry-point group through which installed packages offer handler modules."""

@@ -1,0 +1,78 @@
+"""The receiver's exceptions: one root, narrow branches.
+
+    ReceiverError
+    ├── ConfigError            bad or missing configuration; start-up stops
+    ├── PluginError            a handler module failed to import or register
+    ├── QueueUnavailable       Redis could not take background work (→ 503)
+    └── Rejected               a request the receiver answers with a 4xx
+        ├── HandshakeRejected  GET verification failed
+        ├── SignatureRejected  missing, malformed or wrong HMAC signature
+        ├── PayloadRejected    body too large, not UTF-8, not JSON, not an envelope
+        └── TargetRejected     unknown or disabled integration, topic mismatch, method
+
+Every ``Rejected`` carries the HTTP ``status``, a stable machine-readable
+``code`` and a short ``message`` safe to send back: no secrets, no payload text.
+"""
+
+from __future__ import annotations
+
+
+class ReceiverError(Exception):
+    """Root of every error the receiver raises on purpose."""
+
+
+class ConfigError(ReceiverError):
+    """The configuration cannot be used; the message says what to change."""
+
+
+class PluginError(ReceiverError):
+    """A handler module could not be loaded or registered."""
+
+    def __init__(self, message: str, module: str | None = None) -> None:
+        super().__init__(message)
+        self.module = module
+
+
+class QueueUnavailable(ReceiverError):
+    """Background work could not be stored, so the delivery must not be acknowledged."""
+
+    status = 503
+    code = "queue_unavailable"
+
+
+class Rejected(ReceiverError):
+    """A request refused with a specific 4xx answer."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+
+    def as_dict(self) -> dict[str, str]:
+        return {"error": self.code, "message": self.message}
+
+
+class HandshakeRejected(Rejected):
+    """The verify-token handshake did not match."""
+
+
+class SignatureRejected(Rejected):
+    """The body's signature is missing, malformed or wrong."""
+
+    status = 401
+
+
+class PayloadRejected(Rejected):
+    """The body is signed but cannot be read as a webhook envelope."""
+
+
+class TargetRejected(Rejected):
+    """The URL names no integration or topic that can take this request."""
+
+    status = 404

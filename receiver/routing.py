@@ -1,0 +1,218 @@
+"""Handlers and the router that finds them for an event, through blinker signals.
+
+Blinker's rules, and where we differ on purpose:
+- blinker holds weak references by default; we connect with ``weak=False``
+  so a handler defined inside a function does not vanish;
+- blinker's receiver order is undefined; we run matches in registration order;
+- an exception in one blinker receiver stops the rest; our receivers only
+  match (they never run user code but filters, whose errors count as no match),
+  and the dispatcher runs each handler under its own ``try``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from . import filters as F
+from .errors import PluginError
+from .events import Event
+from .signals import event_signal, patterns_for
+
+log = logging.getLogger("receiver.routing")
+
+HandlerFunc = Callable[[Event], Any]
+T = TypeVar("T", bound=HandlerFunc)
+
+_PATTERN = re.compile(r"^(\*|[A-Za-z0-9_-]+\.(\*|[A-Za-z0-9_-]+))$")
+_RESERVED_MATCH = {"topic", "field", "verb", "integration", "entry_id", "name", "replayed"}
+_order = itertools.count()
+
+
+@dataclass(frozen=True)
+class Handler:
+    """One registration: a function, the pattern it listens on, how it runs."""
+
+    func: HandlerFunc
+    pattern: str
+    filter: F.Filter | None = None
+    background: bool = False
+    queue: str | None = None
+    retry: int | None = None
+    timeout: int | None = None
+    order: int = 0
+
+    @property
+    def id(self) -> str:
+        """Stable across processes: how a worker finds the handler a job names."""
+        return f"{self.func.__module__}:{self.func.__qualname__}@{self.pattern}"
+
+    def matches(self, event: Event) -> bool:
+        if self.filter is None:
+            return True
+        try:
+            return self.filter(event)
+        except Exception:
+            log.exception("filter of %s raised on event %s; treated as no match", self.id, event.id)
+            return False
+
+
+class Router:
+    """Handler registry; ``create_app`` uses the module-level default one unless given another."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, Handler] = {}
+        self._receivers: dict[str, Callable[..., Handler | None]] = {}
+
+    def on(
+        self,
+        name: str,
+        *filters: F.Filter | Callable[[Event], Any],
+        background: bool = False,
+        queue: str | None = None,
+        retry: int | None = None,
+        timeout: int | None = None,
+        **match: Any,
+    ) -> Callable[[T], T]:
+        """Decorator: run the function for every event named ``name`` that passes the filters.
+
+        ``name`` is ``"topic.field"``, ``"topic.*"`` or ``"*"``. Keyword
+        arguments other than the options filter on event attributes
+        (``verb="add"``, ``integration="hr"``). Returns the function unchanged.
+        """
+
+        def decorator(func: T) -> T:
+            self.connect(
+                name,
+                func,
+                *filters,
+                background=background,
+                queue=queue,
+                retry=retry,
+                timeout=timeout,
+                **match,
+            )
+            return func
+
+        return decorator
+
+    def connect(
+        self,
+        name: str,
+        func: HandlerFunc,
+        *filters: F.Filter | Callable[[Event], Any],
+        background: bool = False,
+        queue: str | None = None,
+        retry: int | None = None,
+        timeout: int | None = None,
+        **match: Any,
+    ) -> Handler:
+        """The plain-call twin of ``on``."""
+        if not _PATTERN.match(name):
+            raise PluginError(
+                f"{name!r} is not an event pattern; use 'topic.field', 'topic.*' or '*' "
+                "(e.g. 'group.comments')"
+            )
+        if not callable(func):
+            raise PluginError(f"handler for {name!r} is not callable")
+        unknown = set(match) - _RESERVED_MATCH
+        if unknown:
+            raise PluginError(
+                f"unknown option(s) {sorted(unknown)} for {name!r}; filter keywords are "
+                f"{sorted(_RESERVED_MATCH)}, options are background, queue, retry, timeout"
+            )
+        if retry is not None and retry < 0:
+            raise PluginError("retry must be >= 0 (extra attempts after the first)")
+        if timeout is not None and timeout <= 0:
+            raise PluginError("timeout must be a positive number of seconds")
+        combined = _combine(
+            [F.where(f) for f in filters]
+            + [F.attribute(key, expected) for key, expected in match.items()]
+        )
+        handler = Handler(
+            func=func,
+            pattern=name,
+            filter=combined,
+            background=background,
+            queue=queue,
+            retry=retry,
+            timeout=timeout,
+            order=next(_order),
+        )
+        if handler.id in self._handlers:
+            self.disconnect(handler.id)
+
+        def receive(sender: Any, event: Event) -> Handler | None:
+            return handler if handler.matches(event) else None
+
+        event_signal(name).connect(receive, sender=self, weak=False)
+        self._handlers[handler.id] = handler
+        self._receivers[handler.id] = receive
+        return handler
+
+    def disconnect(self, handler_id: str) -> None:
+        handler = self._handlers.pop(handler_id)
+        event_signal(handler.pattern).disconnect(self._receivers.pop(handler_id), sender=self)
+
+    def clear(self) -> None:
+        for handler_id in list(self._handlers):
+            self.disconnect(handler_id)
+
+    def match(self, event: Event) -> list[Handler]:
+        """Handlers for the event, in registration order."""
+        found: list[Handler] = []
+        for pattern in patterns_for(event.topic, event.field):
+            signal = event_signal(pattern)
+            if not signal.receivers:
+                continue
+            for _receiver, handler in signal.send(self, event=event):
+                if handler is not None:
+                    found.append(handler)
+        found.sort(key=lambda h: h.order)
+        return found
+
+    def handler(self, handler_id: str) -> Handler:
+        try:
+            return self._handlers[handler_id]
+        except KeyError:
+            raise PluginError(
+                f"no handler {handler_id!r} is registered here; the worker must load the same "
+                "handler modules as the web process (RECEIVER_HANDLERS / handlers in the config)"
+            ) from None
+
+    def handlers(self) -> list[Handler]:
+        return sorted(self._handlers.values(), key=lambda h: h.order)
+
+    def has_background(self) -> bool:
+        return any(h.background for h in self._handlers.values())
+
+    @contextmanager
+    def isolated(self) -> Iterator[Router]:
+        """Registrations made inside the block are removed after it (tests)."""
+        before = set(self._handlers)
+        try:
+            yield self
+        finally:
+            for handler_id in set(self._handlers) - before:
+                self.disconnect(handler_id)
+
+
+def _combine(parts: list[F.Filter]) -> F.Filter | None:
+    if not parts:
+        return None
+    combined = parts[0]
+    for part in parts[1:]:
+        combined = combined & part
+    return combined
+
+
+default_router = Router()
+"""The router ``receiver.on`` registers on; every app uses it unless given another."""
+
+on = default_router.on
+connect = default_router.connect

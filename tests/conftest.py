@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+
+from receiver import Event, Router, create_app
+from receiver.signature import signature_headers
+
+from .redis_server import RedisServer
+
+HERE = Path(__file__).parent
+PAYLOADS = HERE / "payloads"
+SECRET = "test-app-secret"
+TOKEN = "test-verify-token"
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees the developer's or another test's receiver settings."""
+    for name in list(os.environ):
+        if name.startswith("RECEIVER_") or name == "REDIS_URL":
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """A real Redis, flushed before each test that uses it."""
+    redis.Redis.from_url(redis_server.url).flushall()
+    return redis_server.url
+
+
+@pytest.fixture
+def router() -> Router:
+    return Router()
+
+
+@pytest.fixture
+def seen(router: Router) -> list[Event]:
+    """Every event routed to a catch-all inline handler."""
+    events: list[Event] = []
+    router.connect("*", events.append)
+    return events
+
+
+def base_config(**receiver: Any) -> dict[str, Any]:
+    return {
+        "receiver": receiver,
+        "integrations": {"default": {"app_secrets": [SECRET], "verify_token": TOKEN}},
+    }
+
+
+@pytest.fixture
+def app(router: Router, redis_url: str) -> Flask:
+    return create_app({**base_config(redis_url=redis_url)}, router=router)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def signed(body: bytes, secret: str = SECRET, **extra: str) -> dict[str, str]:
+    return {**signature_headers(body, secret), **extra}
+
+
+def payload(name: str) -> bytes:
+    return (PAYLOADS / name).read_bytes()
+
+
+def envelope(topic: str, *changes: dict[str, Any], **entry: Any) -> bytes:
+    return json.dumps({"object": topic, "entry": [{**entry, "changes": list(changes)}]}).encode()
+
+
+@pytest.fixture
+def worker_env(redis_url: str, tmp_path: Path) -> dict[str, str]:
+    """Environment for a real `receiver worker` / gunicorn process running the test plugins."""
+    return {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "RECEIVER_APP_SECRET": SECRET,
+        "RECEIVER_VERIFY_TOKEN": TOKEN,
+        "RECEIVER_HANDLERS": "tests.plugins.recording",
+        "RECORDING_DB": str(tmp_path / "side-effects.sqlite"),
+        "PYTHONPATH": os.pathsep.join([str(HERE.parent), *sys.path]),
+    }
