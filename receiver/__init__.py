@@ -1,7 +1,5 @@
 """receiver: the callback URL for Workplace from Meta and Graph API webhooks."""
 
-from __future__ import annotations
-
 from . import filters
 from .app import build_core, create_app
 from .core import Core, Request, Result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -62,6 +63,8 @@ def serve(host: str, port: int, worker: bool) -> None:
     from .embedded import EmbeddedRedis, spawn_worker
 
     settings = load_settings()
+    # SIGTERM (a supervisor, `kill`) cleans up like Ctrl-C: worker and embedded Redis stop too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     embedded = None
     if settings.redis_url is None:
         embedded = EmbeddedRedis(settings.data_dir)

@@ -49,8 +49,14 @@ class Handler:
 
     @property
     def id(self) -> str:
-        """Stable across processes: how a worker finds the handler a job names."""
-        return f"{self.func.__module__}:{self.func.__qualname__}@{self.pattern}"
+        """Stable across processes: how a worker finds the handler a job names.
+
+        Lambdas and local functions share qualnames, so their line tells them apart.
+        """
+        qualname = self.func.__qualname__
+        if "<" in qualname:
+            qualname += f"#L{getattr(getattr(self.func, '__code__', None), 'co_firstlineno', 0)}"
+        return f"{self.func.__module__}:{qualname}@{self.pattern}"
 
     def matches(self, event: Event) -> bool:
         if self.filter is None:

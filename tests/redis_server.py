@@ -37,10 +37,19 @@ class RedisServer:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [
-                self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-                "--dir", str(self.folder), "--save", "",
-                "--appendonly", "yes" if self.appendonly else "no",
-                "--logfile", str(self.folder / "redis.log"),
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.folder),
+                "--save",
+                "",
+                "--appendonly",
+                "yes" if self.appendonly else "no",
+                "--logfile",
+                str(self.folder / "redis.log"),
             ],
             stdout=subprocess.DEVNULL,
         )
@@ -52,7 +61,9 @@ class RedisServer:
                     return
             except redis.RedisError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not start; see {self.folder}/redis.log")
+                    raise RuntimeError(
+                        f"redis-server did not start; see {self.folder}/redis.log"
+                    ) from None
                 time.sleep(0.05)
 
     def stop(self) -> None:

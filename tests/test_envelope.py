@@ -17,9 +17,23 @@ def events(data: Any) -> list[Any]:
 
 
 def messaging(**item: Any) -> dict[str, Any]:
-    return {"object": "page", "entry": [{"id": "1", "time": 1, "messaging": [
-        {"sender": {"id": "a"}, "recipient": {"id": "b"}, "timestamp": 1700000000000, **item}
-    ]}]}
+    return {
+        "object": "page",
+        "entry": [
+            {
+                "id": "1",
+                "time": 1,
+                "messaging": [
+                    {
+                        "sender": {"id": "a"},
+                        "recipient": {"id": "b"},
+                        "timestamp": 1700000000000,
+                        **item,
+                    }
+                ],
+            }
+        ],
+    }
 
 
 @pytest.mark.parametrize(
@@ -45,12 +59,23 @@ def test_messaging_item_named_by_its_key(item: dict[str, Any], field: str) -> No
 
 
 def test_batch_of_many_entries_and_changes_keeps_order() -> None:
-    data = {"object": "group", "entry": [
-        {"id": str(e), "time": 1600000000 + e, "changes": [
-            {"field": "posts" if c % 2 else "comments", "value": {"n": e * 10 + c, "verb": "add"}}
-            for c in range(5)
-        ]} for e in range(200)
-    ]}
+    data = {
+        "object": "group",
+        "entry": [
+            {
+                "id": str(e),
+                "time": 1600000000 + e,
+                "changes": [
+                    {
+                        "field": "posts" if c % 2 else "comments",
+                        "value": {"n": e * 10 + c, "verb": "add"},
+                    }
+                    for c in range(5)
+                ],
+            }
+            for e in range(200)
+        ],
+    }
     found = events(data)
     assert len(found) == 1000
     assert [e.value["n"] for e in found] == [e * 10 + c for e in range(200) for c in range(5)]
@@ -58,9 +83,30 @@ def test_batch_of_many_entries_and_changes_keeps_order() -> None:
 
 
 def test_whatsapp_style_changes_route_by_field() -> None:
-    data = {"object": "whatsapp_business_account", "entry": [{"id": "WABA", "changes": [
-        {"field": "messages", "value": {"messaging_product": "whatsapp", "messages": [
-            {"from": "1", "id": "wamid.X", "timestamp": "1700000000", "type": "text"}]}}]}]}
+    data = {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": "WABA",
+                "changes": [
+                    {
+                        "field": "messages",
+                        "value": {
+                            "messaging_product": "whatsapp",
+                            "messages": [
+                                {
+                                    "from": "1",
+                                    "id": "wamid.X",
+                                    "timestamp": "1700000000",
+                                    "type": "text",
+                                }
+                            ],
+                        },
+                    }
+                ],
+            }
+        ],
+    }
     [event] = events(data)
     assert event.name == "whatsapp_business_account.messages"
     assert event.entry_id == "WABA"
@@ -73,31 +119,62 @@ def test_entry_without_id_or_time() -> None:
 
 
 def test_time_falls_back_to_value_created_time() -> None:
-    [event] = events({"object": "group", "entry": [{"changes": [
-        {"field": "posts", "value": {"created_time": "2018-01-16T02:59:58+0000"}}]}]})
+    [event] = events(
+        {
+            "object": "group",
+            "entry": [
+                {
+                    "changes": [
+                        {"field": "posts", "value": {"created_time": "2018-01-16T02:59:58+0000"}}
+                    ]
+                }
+            ],
+        }
+    )
     assert event.time == datetime(2018, 1, 16, 2, 59, 58, tzinfo=UTC)
 
 
 def test_changed_fields_style_entries() -> None:
-    found = events({"object": "user", "entry": [
-        {"uid": "7", "id": "7", "time": 1, "changed_fields": ["status", "events"]}]})
+    found = events(
+        {
+            "object": "user",
+            "entry": [{"uid": "7", "id": "7", "time": 1, "changed_fields": ["status", "events"]}],
+        }
+    )
     assert [e.name for e in found] == ["user.status", "user.events"]
     assert found[0].value == {"uid": "7", "id": "7", "time": 1}
 
 
 def test_standby_items_and_bare_entries_are_not_dropped() -> None:
-    found = events({"object": "page", "entry": [
-        {"id": "1", "standby": [{"sender": {"id": "a"}, "message": {"text": "x"}}]},
-        {"id": "2", "time": 5, "novel": True},
-    ]})
+    found = events(
+        {
+            "object": "page",
+            "entry": [
+                {"id": "1", "standby": [{"sender": {"id": "a"}, "message": {"text": "x"}}]},
+                {"id": "2", "time": 5, "novel": True},
+            ],
+        }
+    )
     assert [e.name for e in found] == ["page.standby", "page.entry"]
 
 
 def test_same_item_same_id_even_reordered_keys() -> None:
-    a = events({"object": "group", "entry": [{"id": "1", "time": 2, "changes": [
-        {"field": "posts", "value": {"a": 1, "b": 2}}]}]})
-    b = events({"entry": [{"changes": [{"value": {"b": 2, "a": 1}, "field": "posts"}],
-                           "time": 2, "id": "1"}], "object": "group"})
+    a = events(
+        {
+            "object": "group",
+            "entry": [
+                {"id": "1", "time": 2, "changes": [{"field": "posts", "value": {"a": 1, "b": 2}}]}
+            ],
+        }
+    )
+    b = events(
+        {
+            "entry": [
+                {"changes": [{"value": {"b": 2, "a": 1}, "field": "posts"}], "time": 2, "id": "1"}
+            ],
+            "object": "group",
+        }
+    )
     assert a[0].id == b[0].id
 
 
@@ -110,7 +187,12 @@ def test_same_item_same_id_even_reordered_keys() -> None:
         ("2018-01-16T03:03:13+0000", datetime(2018, 1, 16, 3, 3, 13, tzinfo=UTC)),
         ("2018-01-16T03:03:13Z", datetime(2018, 1, 16, 3, 3, 13, tzinfo=UTC)),
         ("2018-01-16T05:03:13+02:00", datetime(2018, 1, 16, 3, 3, 13, tzinfo=UTC)),
-        (None, None), (True, None), (-5, None), ("soon", None), (1e300, None), ([1], None),
+        (None, None),
+        (True, None),
+        (-5, None),
+        ("soon", None),
+        (1e300, None),
+        ([1], None),
     ],
 )
 def test_time_normalisation(raw: Any, expected: datetime | None) -> None:

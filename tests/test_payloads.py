@@ -12,20 +12,47 @@ from receiver import Event
 from .conftest import PAYLOADS, payload, signed
 
 EXPECTED = {
-    "group__comments__add.json": ("group.comments", "add", datetime(2018, 1, 16, 3, 3, 14, tzinfo=UTC), "483499012017824"),
-    "group__posts__status_add.json": ("group.posts", "add", datetime(2018, 1, 16, 3, 0, tzinfo=UTC), "483499012017824"),
-    "link__preview__request_RECONSTRUCTED.json": (
-        "link.preview", None, datetime(2017, 7, 31, 15, 31, 37, 793000, tzinfo=UTC), None,
+    "group__comments__add.json": (
+        "group.comments",
+        "add",
+        datetime(2018, 1, 16, 3, 3, 14, tzinfo=UTC),
+        "483499012017824",
     ),
-    "page__messages__text_workplace_bot.json": ("page.messages", None, datetime(1970, 1, 1, 0, 2, 3, tzinfo=UTC), "entry_id"),
+    "group__posts__status_add.json": (
+        "group.posts",
+        "add",
+        datetime(2018, 1, 16, 3, 0, tzinfo=UTC),
+        "483499012017824",
+    ),
+    "link__preview__request_RECONSTRUCTED.json": (
+        "link.preview",
+        None,
+        datetime(2017, 7, 31, 15, 31, 37, 793000, tzinfo=UTC),
+        None,
+    ),
+    "page__messages__text_workplace_bot.json": (
+        "page.messages",
+        None,
+        datetime(1970, 1, 1, 0, 2, 3, tzinfo=UTC),
+        "entry_id",
+    ),
     "page__messaging_postbacks__button_workplace_bot.json": (
-        "page.messaging_postbacks", None, datetime(1970, 1, 1, 0, 2, 3, tzinfo=UTC), "entry_id",
+        "page.messaging_postbacks",
+        None,
+        datetime(1970, 1, 1, 0, 2, 3, tzinfo=UTC),
+        "entry_id",
     ),
     "user__photos__update_graphapi_doc_example.json": (
-        "user.photos", "update", datetime(2018, 3, 7, 0, 46, 11, tzinfo=UTC), "10210299214172187",
+        "user.photos",
+        "update",
+        datetime(2018, 3, 7, 0, 46, 11, tzinfo=UTC),
+        "10210299214172187",
     ),
     "workplace_security__admin_activity__admin_deactivate_account_RECONSTRUCTED.json": (
-        "workplace_security.admin_activity", None, datetime(2021, 3, 29, 12, 0, 22, tzinfo=UTC), "100000000000001",
+        "workplace_security.admin_activity",
+        None,
+        datetime(2021, 3, 29, 12, 0, 22, tzinfo=UTC),
+        "100000000000001",
     ),
 }
 
@@ -50,7 +77,9 @@ def test_sample_routes_to_handler(client: FlaskClient, seen: list[Event], name: 
     assert event.time is not None and event.time.tzinfo is not None
 
 
-def test_redelivery_keeps_event_id_but_not_delivery_id(client: FlaskClient, seen: list[Event]) -> None:
+def test_redelivery_keeps_event_id_but_not_delivery_id(
+    client: FlaskClient, seen: list[Event]
+) -> None:
     body = payload("group__comments__add.json")
     for _ in range(2):
         client.post("/webhook", data=body, headers=signed(body))

@@ -13,7 +13,8 @@ from receiver import Event, on
 def _db() -> sqlite3.Connection:
     connection = sqlite3.connect(os.environ["RECORDING_DB"], timeout=30)
     connection.execute(
-        "CREATE TABLE IF NOT EXISTS calls (event_id TEXT, name TEXT, verb TEXT, pid INTEGER, data TEXT)"
+        "CREATE TABLE IF NOT EXISTS calls "
+        "(event_id TEXT, name TEXT, verb TEXT, pid INTEGER, data TEXT)"
     )
     return connection
 

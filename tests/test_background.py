@@ -1,0 +1,80 @@
+"""Background handlers go through a real Redis and run in a real `receiver worker` process."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from flask.testing import FlaskClient
+
+from receiver import create_app
+
+from .conftest import base_config, envelope, payload, signed
+from .plugins.recording import calls
+from .processes import ROOT, receiver_command
+
+
+@pytest.fixture
+def client(
+    redis_url: str, worker_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> FlaskClient:
+    monkeypatch.setenv("RECORDING_DB", worker_env["RECORDING_DB"])
+    app = create_app(base_config(redis_url=redis_url, handlers=["tests.plugins.recording"]))
+    return app.test_client()
+
+
+def drain(env: dict[str, str]) -> None:
+    """Run a real worker until the queue is empty."""
+    subprocess.run(
+        receiver_command("--log-level", "WARNING", "worker", "--burst"),
+        env=env,
+        cwd=ROOT,
+        check=True,
+        timeout=120,
+    )
+
+
+def test_background_handler_runs_in_worker(client: FlaskClient, worker_env: dict[str, str]) -> None:
+    body = payload("group__posts__status_add.json")
+    response = client.post("/webhook", data=body, headers=signed(body))
+    assert response.status_code == 200
+    assert response.get_json()["queued"] == 1
+    assert calls(worker_env["RECORDING_DB"]) == []  # not run in the request
+
+    drain(worker_env)
+    [(event_id, name, verb)] = calls(worker_env["RECORDING_DB"])
+    assert (name, verb) == ("group.posts", "add")
+
+
+def test_redelivered_event_runs_once(client: FlaskClient, worker_env: dict[str, str]) -> None:
+    body = payload("group__comments__add.json")
+    for _ in range(3):
+        assert client.post("/webhook", data=body, headers=signed(body)).status_code == 200
+    drain(worker_env)
+    assert [c[1] for c in calls(worker_env["RECORDING_DB"])] == ["group.comments"]
+
+
+def test_batch_delivery_every_item_handled(client: FlaskClient, worker_env: dict[str, str]) -> None:
+    body = envelope(
+        "group", *[{"field": "posts", "value": {"n": i, "verb": "add"}} for i in range(50)]
+    )
+    assert client.post("/webhook", data=body, headers=signed(body)).get_json()["queued"] == 50
+    drain(worker_env)
+    assert len(calls(worker_env["RECORDING_DB"])) == 50
+
+
+def test_redis_down_means_503_not_ack(
+    worker_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from .redis_server import free_port
+
+    monkeypatch.setenv("RECORDING_DB", worker_env["RECORDING_DB"])
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    client = create_app(
+        base_config(redis_url=dead, handlers=["tests.plugins.recording"])
+    ).test_client()
+    body = payload("group__posts__status_add.json")
+    response = client.post("/webhook", data=body, headers=signed(body))
+    assert response.status_code == 503
+    assert response.get_json()["error"] == "queue_unavailable"

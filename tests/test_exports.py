@@ -1,0 +1,14 @@
+"""The public surface is exactly what ``receiver/__init__.py`` exports."""
+
+import receiver
+
+
+def test_exported_members() -> None:
+    public = {name for name in dir(receiver) if not name.startswith("_")}
+    modules = {name for name in public if type(getattr(receiver, name)).__name__ == "module"}
+    assert public - modules == set(receiver.__all__) - {"filters"}
+
+
+def test_contract_names() -> None:
+    for name in ("create_app", "on", "Event"):
+        assert name in receiver.__all__

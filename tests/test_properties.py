@@ -1,0 +1,98 @@
+"""Property tests: any JSON body, signed, gets events or a clean 4xx, never an exception."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from receiver import Router
+from receiver.config import load_settings
+from receiver.core import Core, Headers, Request
+from receiver.envelope import parse
+from receiver.errors import PayloadRejected
+from receiver.jobs import WorkContext
+from receiver.queue import InlineBackend
+from receiver.signature import signature_headers
+
+scalars = (
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
+)
+json_values = st.recursive(
+    scalars,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=30,
+)
+changes = st.fixed_dictionaries(
+    {"field": st.text(min_size=1, max_size=10)}, optional={"value": json_values}
+)
+messaging = st.dictionaries(
+    st.sampled_from(["sender", "message", "postback", "read", "timestamp", "x"]),
+    json_values,
+    max_size=4,
+)
+entries = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": json_values,
+        "time": json_values,
+        "changes": st.lists(changes, max_size=3) | json_values,
+        "messaging": st.lists(messaging, max_size=3) | json_values,
+    },
+)
+envelopes = st.fixed_dictionaries(
+    {
+        "object": st.text(max_size=10) | json_values,
+        "entry": st.lists(entries | json_values, max_size=3) | json_values,
+    }
+)
+
+
+def check(body: bytes) -> None:
+    try:
+        events = parse(body, delivery_id="d", integration="i", max_depth=64)
+    except PayloadRejected as exc:
+        assert 400 <= exc.status < 500
+        return
+    for event in events:
+        json.dumps(event.to_dict())  # plain data, ready for a worker
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(envelopes)
+def test_envelope_shaped_json(data: dict[str, Any]) -> None:
+    check(json.dumps(data).encode())
+
+
+@settings(max_examples=300)
+@given(json_values)
+def test_any_json(data: Any) -> None:
+    check(json.dumps(data).encode())
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=200))
+def test_any_bytes(data: bytes) -> None:
+    check(data)
+
+
+ROUTER = Router()
+CORE = Core(
+    load_settings({"integrations": {"default": {"app_secrets": ["s"], "verify_token": "t"}}}, {}),
+    ROUTER,
+    InlineBackend(WorkContext(ROUTER)),
+)
+ROUTER.connect("*", lambda e: None)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(envelopes | json_values)
+def test_core_answers_200_or_4xx(data: Any) -> None:
+    body = json.dumps(data).encode()
+    result = CORE.handle(Request("POST", body, Headers(signature_headers(body, "s"))))
+    assert result.status == 200 or 400 <= result.status < 500
+    assert json.loads(result.body)

@@ -1,0 +1,150 @@
+"""Routing: names, wildcards, filters, order, isolation of failures."""
+
+from __future__ import annotations
+
+import gc
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+import receiver
+from receiver import Event, PluginError, Router
+from receiver import filters as F
+
+from .conftest import envelope, signed
+
+
+def deliver(client: FlaskClient, body: bytes) -> Any:
+    response = client.post("/webhook", data=body, headers=signed(body))
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()
+
+
+MEMBERSHIP_ADD = envelope(
+    "group",
+    {"field": "membership", "value": {"verb": "add", "member": {"id": "9"}}},
+    id="g1",
+    time=1600000000,
+)
+MEMBERSHIP_REMOVE = envelope("group", {"field": "membership", "value": {"verb": "remove"}}, id="g1")
+
+
+def test_exact_topic_wildcard_and_catch_all(router: Router, client: FlaskClient) -> None:
+    calls: list[str] = []
+    router.connect("group.membership", lambda e: calls.append("exact"))
+    router.connect("group.*", lambda e: calls.append("topic"))
+    router.connect("*", lambda e: calls.append("all"))
+    router.connect("page.*", lambda e: calls.append("other topic"))
+    router.connect("group.posts", lambda e: calls.append("other field"))
+    deliver(client, MEMBERSHIP_ADD)
+    assert calls == ["exact", "topic", "all"]  # registration order
+
+
+def test_unknown_topic_and_field_still_routed(
+    router: Router, client: FlaskClient, seen: list[Event]
+) -> None:
+    deliver(client, envelope("brand_new_topic", {"field": "never_seen", "value": [1, 2]}))
+    assert [(e.name, e.value) for e in seen] == [("brand_new_topic.never_seen", [1, 2])]
+
+
+def test_keyword_and_combined_filters(router: Router, client: FlaskClient) -> None:
+    calls: list[str] = []
+    router.connect("group.membership", lambda e: calls.append("add"), verb="add")
+    router.connect("group.membership", lambda e: calls.append("not add"), ~F.verb("add"))
+    router.connect(
+        "group.*", lambda e: calls.append("member 9"), F.value("member.id", "9") & F.verb(["add"])
+    )
+    router.connect("*", lambda e: calls.append("predicate"), lambda e: e.entry_id == "g1")
+    deliver(client, MEMBERSHIP_ADD)
+    assert calls == ["add", "member 9", "predicate"]
+    calls.clear()
+    deliver(client, MEMBERSHIP_REMOVE)
+    assert calls == ["not add", "predicate"]
+
+
+def test_raising_filter_is_no_match(router: Router, client: FlaskClient) -> None:
+    calls: list[str] = []
+    router.connect("*", lambda e: calls.append("bad"), lambda e: 1 / 0)
+    router.connect("*", lambda e: calls.append("good"))
+    deliver(client, MEMBERSHIP_ADD)
+    assert calls == ["good"]
+
+
+def test_decorator_returns_function_unchanged(router: Router) -> None:
+    def handle(event: Event) -> str:
+        return "called"
+
+    assert router.on("group.posts")(handle) is handle
+    assert handle(None) == "called"  # type: ignore[arg-type]
+
+
+def test_locally_defined_handler_is_not_collected(router: Router, client: FlaskClient) -> None:
+    calls: list[str] = []
+
+    def register() -> None:
+        @router.on("*")
+        def local(event: Event) -> None:
+            calls.append(event.name)
+
+    register()
+    gc.collect()
+    deliver(client, MEMBERSHIP_ADD)
+    assert calls == ["group.membership"]
+
+
+def test_routers_do_not_see_each_other(client: FlaskClient, router: Router) -> None:
+    other = Router()
+    calls: list[str] = []
+    other.connect("*", lambda e: calls.append("other router"))
+    deliver(client, MEMBERSHIP_ADD)
+    assert calls == []
+
+
+def test_default_router_is_used_by_module_level_on() -> None:
+    with receiver.default_router.isolated():
+
+        @receiver.on("group.posts", background=True, queue="slow", retry=5)
+        def handle(event: Event) -> None: ...
+
+        [handler] = [h for h in receiver.default_router.handlers() if h.func is handle]
+        assert (handler.background, handler.queue, handler.retry) == (True, "slow", 5)
+    assert all(h.func is not handle for h in receiver.default_router.handlers())
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("group", {}, "not an event pattern"),
+        ("group.posts.x", {}, "not an event pattern"),
+        ("group.posts", {"verbb": "add"}, "unknown option"),
+        ("group.posts", {"retry": -1}, "retry"),
+        ("group.posts", {"timeout": 0}, "timeout"),
+    ],
+)
+def test_registration_mistakes(
+    router: Router, name: str, options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(PluginError, match=message):
+        router.connect(name, lambda e: None, **options)
+
+
+def test_reregistering_replaces_not_duplicates(router: Router, client: FlaskClient) -> None:
+    calls: list[str] = []
+
+    def handle(event: Event) -> None:
+        calls.append("x")
+
+    router.connect("*", handle)
+    router.connect("*", handle)
+    deliver(client, MEMBERSHIP_ADD)
+    assert calls == ["x"]
+
+
+def test_every_item_of_a_batch_is_its_own_event(
+    router: Router, client: FlaskClient, seen: list[Event]
+) -> None:
+    body = envelope("group", *[{"field": "posts", "value": {"n": i}} for i in range(3)])
+    assert deliver(client, body)["events"] == 3
+    assert [e.value["n"] for e in seen] == [0, 1, 2]
+    assert len({e.delivery_id for e in seen}) == 1
