@@ -8,17 +8,27 @@ from typing import Any
 
 import redis
 from flask import Flask
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from .config import Settings, load_settings
 from .core import Core
 from .embedded import EmbeddedRedis, spawn_worker
 from .jobs import WorkContext
 from .plugins import load_plugins
-from .queue import Backend, InlineBackend, RQBackend
+from .queue import Backend, RQBackend
 from .routing import Router, default_router
 from .runtime import activate
 
 log = logging.getLogger("receiver")
+
+
+class Runtime(Core):
+    """The core plus what workers and operators need: the Redis it uses, if any."""
+
+    def work_context(self) -> WorkContext:
+        connection = getattr(self.backend, "connection", None)
+        return WorkContext(router=self.router, settings=self.settings, connection=connection)
 
 
 def build_core(
@@ -27,8 +37,12 @@ def build_core(
     router: Router | None = None,
     backend: Backend | None = None,
     require_redis: bool = False,
-) -> Core:
-    """Settings, plugins and a backend: everything but the web layer."""
+    redis_timeout: float | None = None,
+) -> Runtime:
+    """Settings, plugins and a backend: everything but the web layer.
+
+    Workers pass a longer ``redis_timeout`` than the web's fail-fast bound.
+    """
     settings = config if isinstance(config, Settings) else load_settings(config)
     router = router if router is not None else default_router
     activate(settings)
@@ -40,12 +54,13 @@ def build_core(
         )
     if backend is None:
         if settings.redis_url is None and not require_redis:
-            backend = _LazyEmbeddedBackend(settings, router)
+            backend = _LazyEmbeddedBackend(settings)
         else:
-            backend = RQBackend(
-                settings, connect(settings.redis_url or _embedded(settings).ensure_running())
-            )
-    return Core(settings, router, backend)
+            url = settings.redis_url or EmbeddedRedis(settings.data_dir).ensure_running()
+            connection = connect(url, redis_timeout or settings.redis_timeout)
+            warn_if_not_persistent(connection)
+            backend = RQBackend(settings, connection)
+    return Runtime(settings, router, backend)
 
 
 def create_app(
@@ -64,44 +79,62 @@ def create_app(
 
     core = build_core(config, router=router, backend=backend)
     app = Flask("receiver")
-    app.config["MAX_CONTENT_LENGTH"] = None  # the view enforces the limit itself
     app.extensions["receiver"] = core
     app.register_blueprint(blueprint)
     register_error_handlers(app)
     return app
 
 
-def connect(url: str) -> redis.Redis:
+def connect(url: str, timeout: float) -> redis.Redis:
+    """A client that fails fast: one quick retry (a pooled connection may predate a restart)."""
     return redis.Redis.from_url(
-        url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 1),
+        health_check_interval=30,
     )
 
 
-def _embedded(settings: Settings) -> EmbeddedRedis:
-    return EmbeddedRedis(settings.data_dir)
+def warn_if_not_persistent(connection: redis.Redis) -> None:
+    """Acknowledged work survives only what Redis keeps: say so when it keeps nothing."""
+    try:
+        info = connection.info("persistence")
+        save = connection.config_get("save").get("save", "")
+    except redis.ResponseError:
+        return  # managed Redis often forbids CONFIG; nothing to learn
+    except redis.RedisError as exc:
+        log.warning(
+            "could not reach Redis at start-up (%s); deliveries will spool until it answers", exc
+        )
+        return
+    if not info.get("aof_enabled") and not save:
+        log.warning(
+            "the Redis this process uses keeps nothing on disk (no AOF, no RDB snapshots): "
+            "a Redis restart loses acknowledged events; set appendonly yes (see README)"
+        )
 
 
 class _LazyEmbeddedBackend:
     """Starts the embedded Redis and a worker the first time background work arrives."""
 
-    def __init__(self, settings: Settings, router: Router) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.router = router
         self._backend: RQBackend | None = None
 
     @property
     def connection(self) -> redis.Redis:
         return self._ensure().connection
 
-    def submit(self, delivery_id: str, work: Any) -> list[str]:
+    def submit(self, delivery_id: str, work: Any) -> str:
         return self._ensure().submit(delivery_id, work)
 
     def _ensure(self) -> RQBackend:
         if self._backend is None:
-            url = _embedded(self.settings).ensure_running()
+            url = EmbeddedRedis(self.settings.data_dir).ensure_running()
             spawn_worker(url)
-            self._backend = RQBackend(self.settings, connect(url))
+            self._backend = RQBackend(self.settings, connect(url, self.settings.redis_timeout))
         return self._backend
 
 
-__all__ = ["build_core", "create_app", "InlineBackend", "WorkContext"]
+__all__ = ["Runtime", "build_core", "connect", "create_app"]

@@ -179,8 +179,8 @@ def check() -> None:
     from .queue import InlineBackend
     from .routing import default_router
 
-    core = build_core(backend=InlineBackend(WorkContext(default_router)))
-    settings = core.settings
+    settings = load_settings()
+    core = build_core(settings, backend=InlineBackend(WorkContext(default_router, settings)))
     click.echo(f"configuration from: {settings.source}")
     for integration in settings.integrations.values():
         click.echo(

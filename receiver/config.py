@@ -59,6 +59,10 @@ class Settings:
     queue_name: str = defaults.QUEUE_NAME
     job_timeout: int = defaults.JOB_TIMEOUT
     job_retries: int = defaults.JOB_RETRIES
+    retry_backoff: float = defaults.RETRY_BACKOFF
+    max_drainers: int = defaults.MAX_DRAINERS
+    redis_timeout: float = defaults.REDIS_TIMEOUT
+    spool_mode: str = defaults.SPOOL_MODE
     dedupe_window: int = defaults.DEDUPE_WINDOW
     sync_topics: tuple[str, ...] = defaults.SYNC_TOPICS
     source: str = field(default="defaults", compare=False)
@@ -80,6 +84,10 @@ _RECEIVER_KEYS: dict[str, type] = {
     "queue_name": str,
     "job_timeout": int,
     "job_retries": int,
+    "retry_backoff": float,
+    "max_drainers": int,
+    "redis_timeout": float,
+    "spool_mode": str,
     "dedupe_window": int,
     "sync_topics": list,
 }
@@ -142,6 +150,7 @@ def _build(data: dict[str, Any], env: Mapping[str, str], source: str) -> Setting
         "data_dir": env.get("RECEIVER_DATA_DIR") or None,
         "redis_url": env.get("REDIS_URL") or None,
         "default_integration": env.get("RECEIVER_DEFAULT_INTEGRATION") or None,
+        "spool_mode": env.get("RECEIVER_SPOOL_MODE") or None,
     }
     values.update({k: v for k, v in env_overrides.items() if v is not None})
     extra_handlers = [h.strip() for h in env.get("RECEIVER_HANDLERS", "").split(",") if h.strip()]
@@ -258,6 +267,10 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("answer_timeout must be a positive number of seconds")
     if settings.job_retries < 0 or settings.job_timeout <= 0 or settings.dedupe_window <= 0:
         raise ConfigError("job_retries must be >= 0; job_timeout and dedupe_window > 0")
+    if settings.spool_mode not in ("spool", "reject"):
+        raise ConfigError("spool_mode must be 'spool' (ack from a local spool) or 'reject' (503)")
+    if settings.max_drainers < 1 or settings.redis_timeout <= 0 or settings.retry_backoff <= 0:
+        raise ConfigError("max_drainers must be >= 1; redis_timeout and retry_backoff > 0")
     if not _NAME.match(settings.queue_name):
         raise ConfigError("queue_name may use letters, digits, '-' and '_' only")
     if settings.dev_mode:

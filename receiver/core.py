@@ -27,7 +27,6 @@ from .errors import (
     TargetRejected,
 )
 from .events import Event
-from .jobs import HandlerFailures, WorkContext
 from .queue import Backend
 from .routing import Handler, Router
 
@@ -93,7 +92,8 @@ class Result:
     integration: str | None = None
     events: list[Event] = field(default_factory=list)
     results: list[HandlerResult] = field(default_factory=list)
-    jobs: list[str] = field(default_factory=list)
+    stored: str | None = None
+    """Where background work went: ``redis``, ``spool`` or ``inline``; ``None`` if none."""
     secret_index: int | None = None
     error: str | None = None
 
@@ -230,10 +230,10 @@ class Core:
         for event in events:
             for handler in self.router.match(event):
                 (background if handler.background else inline).append((event, handler))
-        jobs: list[str] = []
+        stored = None
         if background:
             try:
-                jobs = self.backend.submit(context["delivery_id"], background)
+                stored = self.backend.submit(context["delivery_id"], background)
             except QueueUnavailable as exc:
                 return _json(
                     exc.status,
@@ -242,8 +242,6 @@ class Core:
                     events=events,
                     **context,
                 )
-            except HandlerFailures:
-                pass  # inline backend: already logged per item
         sync = [(e, h) for e, h in inline if e.topic in self.settings.sync_topics]
         results = [
             self._run(e, h)[0] for e, h in inline if e.topic not in self.settings.sync_topics
@@ -251,14 +249,14 @@ class Core:
         if sync:
             answer, sync_results = self._answer(sync)
             return _json(
-                200, answer, events=events, results=results + sync_results, jobs=jobs, **context
+                200, answer, events=events, results=results + sync_results, stored=stored, **context
             )
         body = {
             "delivery_id": context["delivery_id"],
             "events": len(events),
             "queued": len(background),
         }
-        return _json(200, body, events=events, results=results, jobs=jobs, **context)
+        return _json(200, body, events=events, results=results, stored=stored, **context)
 
     def _run(self, event: Event, handler: Handler) -> tuple[HandlerResult, Any]:
         try:
@@ -306,12 +304,6 @@ class Core:
         if len(answers) > 1:
             merged["data"] = [d for a in answers for d in (a.get("data") or [])]
         return merged, results
-
-    def work_context(self) -> WorkContext:
-        connection = getattr(self.backend, "connection", None)
-        return WorkContext(
-            router=self.router, connection=connection, dedupe_window=self.settings.dedupe_window
-        )
 
     def _warn_dev(self, what: str) -> None:
         log.warning("DEVELOPMENT MODE: %s; never expose this receiver to the internet", what)

@@ -26,6 +26,18 @@ JOB_TIMEOUT = 180
 JOB_RETRIES = 3
 """Extra attempts a failing background handler gets."""
 
+RETRY_BACKOFF = 10.0
+"""Seconds before the first retry; each next wait is four times longer (±20 % jitter)."""
+
+MAX_DRAINERS = 8
+"""Drain jobs per queue at once; set it to at least the number of worker processes."""
+
+REDIS_TIMEOUT = 0.5
+"""Seconds the web side waits for Redis before spooling the delivery to disk instead."""
+
+SPOOL_MODE = "spool"
+"""When Redis cannot take a delivery: ``spool`` it to local disk and ack, or ``reject`` (503)."""
+
 DEDUPE_WINDOW = 24 * 3600
 """Seconds a handled event id is remembered, well past Meta's first-retry horizon."""
 

@@ -1,24 +1,27 @@
-"""What a worker runs: batches of (event, handler) items, each deduplicated in Redis.
+"""Run (event, handler) items exactly once per success, with their state in Redis.
 
-A job carries JSON data only (events as dicts, handlers by id). Each item's
-state lives in Redis under ``receiver:state:<integration>:<handler>:<event>``:
+Work travels as JSON items (``{"event": {...}, "handler": id}``). Before an
+item runs it is claimed atomically; its state lives under
+``receiver:state:<integration>:<handler>:<event id>`` for ``dedupe_window``:
 
-- absent or ``failed``   → the item may run (a redelivery re-runs a failure);
-- ``running:<job>``      → another job has it; skipped (the same job may reclaim it);
-- ``retrying:<job>``     → failed, and that job will retry it; others skip it;
-- ``done``               → handled; every later copy is skipped.
+- absent, or ``failed``      → may run (a redelivery re-runs a failure: never swallowed);
+- ``running:<token>``        → running; skipped by others, unless the owner is a
+                               drainer whose heartbeat has expired (it was killed);
+- ``retrying:<token>``       → failed, a scheduled retry owns it; others skip it;
+- ``done``                   → handled; every later copy is skipped.
 """
 
 from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
 
+from .config import Settings
 from .errors import ReceiverError
 from .events import Event
 from .routing import Handler, Router
@@ -26,12 +29,19 @@ from .routing import Handler, Router
 log = logging.getLogger("receiver.jobs")
 
 STATE_PREFIX = "receiver:state:"
+ALIVE_PREFIX = "receiver:alive:"
 
 _CLAIM = """
 local out = {}
 for i, key in ipairs(KEYS) do
   local s = redis.call('GET', key)
-  if (not s) or s == 'failed' or s == 'running:' .. ARGV[1] or s == 'retrying:' .. ARGV[1] then
+  local ok = false
+  if not s or s == 'failed' or s == 'running:' .. ARGV[1] or s == 'retrying:' .. ARGV[1] then
+    ok = true
+  elseif string.sub(s, 1, 10) == 'running:d:' then
+    ok = redis.call('EXISTS', ARGV[3] .. string.sub(s, 11)) == 0
+  end
+  if ok then
     redis.call('SET', key, 'running:' .. ARGV[1], 'EX', ARGV[2])
     out[i] = 1
   else
@@ -42,26 +52,30 @@ return out
 """
 
 
-class HandlerFailures(ReceiverError):
-    """Some items of a batch failed; RQ retries the job, which re-runs only those."""
-
-    def __init__(self, failures: Sequence[dict[str, str]]) -> None:
-        lines = [f"{len(failures)} handler call(s) failed:"]
-        for failure in failures:
-            lines.append(f"- {failure['handler']} on event {failure['event_id']}:")
-            lines.append(failure["traceback"])
-        super().__init__("\n".join(lines))
-        self.failures = list(failures)
+class HandlerFailed(ReceiverError):
+    """A background handler raised; the message carries its traceback for RQ's failed registry."""
 
 
 @dataclass
 class WorkContext:
-    """What the job functions need in this process: handlers and where state lives."""
+    """What job functions need in this process: the handlers, and where state lives."""
 
     router: Router
+    settings: Settings
     connection: Redis | None = None
-    dedupe_window: int = 24 * 3600
-    calls: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    item: dict[str, Any]
+    handler: Handler
+    event: Event
+    ran: bool
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
 
 
 _context: WorkContext | None = None
@@ -76,15 +90,14 @@ def current_context() -> WorkContext:
     """The configured context; a plain ``rq worker`` builds it from the environment."""
     global _context
     if _context is None:
-        from .app import build_core  # late: the worker path imports Flask only if needed
+        from .app import build_core
 
-        core = build_core()
-        _context = core.work_context()
+        _context = build_core(require_redis=True).work_context()
     return _context
 
 
-def state_key(event: Event, handler: Handler) -> str:
-    return f"{STATE_PREFIX}{event.integration}:{handler.id}:{event.id}"
+def state_key(event_integration: str, handler_id: str, event_id: str) -> str:
+    return f"{STATE_PREFIX}{event_integration}:{handler_id}:{event_id}"
 
 
 def item(event: Event, handler: Handler) -> dict[str, Any]:
@@ -92,51 +105,59 @@ def item(event: Event, handler: Handler) -> dict[str, Any]:
     return {"event": event.to_dict(), "handler": handler.id}
 
 
-def run_batch(items: list[dict[str, Any]]) -> dict[str, int]:
-    """RQ job function: run every item not already handled; raise if any failed."""
-    from rq import get_current_job
-
-    job = get_current_job()
-    job_id = job.id if job is not None else "inline"
-    final = job is None or not job.retries_left
-    return execute(items, current_context(), job_id=job_id, final_attempt=final)
-
-
 def execute(
-    items: list[dict[str, Any]], context: WorkContext, *, job_id: str, final_attempt: bool
-) -> dict[str, int]:
-    pairs = [(Event.from_dict(i["event"]), context.router.handler(i["handler"])) for i in items]
-    runnable = _claim(pairs, context, job_id)
-    failures: list[dict[str, str]] = []
-    done = 0
-    for (event, handler), claimed in zip(pairs, runnable, strict=True):
-        if not claimed:
+    items: list[dict[str, Any]],
+    context: WorkContext,
+    *,
+    token: str,
+    failed_state: Callable[[Outcome], str],
+) -> list[Outcome]:
+    """Claim, run and record each item; a failure is recorded with ``failed_state(outcome)``."""
+    router = context.router
+    outcomes = [
+        Outcome(i, router.handler(i["handler"]), Event.from_dict(i["event"]), ran=False)
+        for i in items
+    ]
+    claimed = _claim(outcomes, context, token)
+    for outcome, mine in zip(outcomes, claimed, strict=True):
+        if not mine:
             continue
+        outcome.ran = True
         try:
-            handler.func(event)
+            outcome.handler.func(outcome.event)
         except Exception:
-            log.exception("background handler %s failed on event %s", handler.id, event.id)
-            failures.append(
-                {"handler": handler.id, "event_id": event.id, "traceback": traceback.format_exc()}
+            outcome.error = traceback.format_exc()
+            log.exception(
+                "background handler %s failed on event %s", outcome.handler.id, outcome.event.id
             )
-            _set_state(context, event, handler, "failed" if final_attempt else f"retrying:{job_id}")
+            _set_state(context, outcome, failed_state(outcome))
         else:
-            done += 1
-            _set_state(context, event, handler, "done")
-    if failures:
-        raise HandlerFailures(failures)
-    return {"done": done, "skipped": len(pairs) - sum(runnable)}
+            _set_state(context, outcome, "done")
+    return outcomes
 
 
-def _claim(pairs: list[tuple[Event, Handler]], context: WorkContext, job_id: str) -> list[bool]:
+def _claim(outcomes: list[Outcome], context: WorkContext, token: str) -> list[bool]:
+    keys = [state_key(o.event.integration, o.handler.id, o.event.id) for o in outcomes]
+    # Copies of one item in the same batch (a delivery posted twice) run once.
+    first = {key: index for index, key in reversed(list(enumerate(keys)))}
     if context.connection is None:
-        return [True] * len(pairs)
-    keys = [state_key(event, handler) for event, handler in pairs]
-    claim = context.connection.register_script(_CLAIM)
-    result = claim(keys=keys, args=[job_id, context.dedupe_window])
-    return [bool(flag) for flag in result]
+        return [first[key] == index for index, key in enumerate(keys)]
+    script = context.connection.register_script(_CLAIM)
+    unique = list(first)
+    result = script(keys=unique, args=[token, context.settings.dedupe_window, ALIVE_PREFIX])
+    won = {key for key, flag in zip(unique, result, strict=True) if flag}
+    return [key in won and first[key] == index for index, key in enumerate(keys)]
 
 
-def _set_state(context: WorkContext, event: Event, handler: Handler, state: str) -> None:
+def _set_state(context: WorkContext, outcome: Outcome, state: str) -> None:
     if context.connection is not None:
-        context.connection.set(state_key(event, handler), state, ex=context.dedupe_window)
+        key = state_key(outcome.event.integration, outcome.handler.id, outcome.event.id)
+        context.connection.set(key, state, ex=context.settings.dedupe_window)
+
+
+def outcome_state(
+    connection: Redis, event_integration: str, handler_id: str, event_id: str
+) -> str | None:
+    """What happened to one (event, handler) pair, for operators and tests."""
+    raw = connection.get(state_key(event_integration, handler_id, event_id))
+    return raw.decode() if isinstance(raw, bytes) else raw

@@ -1,89 +1,108 @@
-"""Hand background work to RQ: one job per delivery and queue, stored in one round trip."""
+"""The web side of background work: store it durably before the delivery is acknowledged.
+
+Each delivery becomes one packet per queue, appended to Redis in one round
+trip (a Lua script that also says whether a drain job must be started).
+When Redis is unreachable or slower than ``redis_timeout``, the delivery is
+spooled to local disk and still acknowledged (``spool_mode = "spool"``), or
+refused with 503 so Meta retries (``"reject"``, or when the spool fails too).
+"""
 
 from __future__ import annotations
 
+import json
 import logging
-import random
+import time
 from collections import defaultdict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol
 
 import redis
-from rq import Queue, Retry
-from rq.serializers import JSONSerializer
 
+from . import drain
 from .config import Settings
 from .errors import QueueUnavailable
 from .events import Event
-from .jobs import WorkContext, execute, item
+from .jobs import Outcome, WorkContext, execute, item
 from .routing import Handler
+from .spool import Spool, SpoolDrainer, Spooled
 
 log = logging.getLogger("receiver.queue")
 
-JOB_FUNCTION = "receiver.jobs.run_batch"
-BACKOFF_BASE = 10.0
-BACKOFF_CAP = 3600.0
-
 Work = Sequence[tuple[Event, Handler]]
+BREAKER_SECONDS = 1.0
+"""After a Redis failure, new deliveries go straight to the spool for this long."""
 
 
 class Backend(Protocol):
     """Where background work goes once the delivery is verified and parsed."""
 
-    def submit(self, delivery_id: str, work: Work) -> list[str]:
-        """Store the work durably (or run it); return job ids. Raise ``QueueUnavailable``."""
+    def submit(self, delivery_id: str, work: Work) -> str:
+        """Store the work durably (or run it); say where it went. Raise ``QueueUnavailable``."""
         ...
 
 
-def backoff(retries: int) -> list[int]:
-    """Exponential waits with ±20 % jitter, so a burst of failures does not retry in step."""
-    return [
-        max(1, round(min(BACKOFF_CAP, BACKOFF_BASE * 4**n) * random.uniform(0.8, 1.2)))
-        for n in range(retries)
-    ]
+def packets(delivery_id: str, work: Work, default_queue: str) -> dict[str, list[str]]:
+    by_queue: dict[str, list[dict[str, object]]] = defaultdict(list)
+    for event, handler in work:
+        by_queue[handler.queue or default_queue].append(item(event, handler))
+    return {
+        queue: [json.dumps({"delivery_id": delivery_id, "items": items}, separators=(",", ":"))]
+        for queue, items in by_queue.items()
+    }
 
 
 class RQBackend:
-    """Durable: answers only after Redis has taken the jobs."""
+    """Durable: answers only once Redis, or the local spool, holds the work."""
 
     def __init__(self, settings: Settings, connection: redis.Redis) -> None:
         self.settings = settings
         self.connection = connection
+        self.spool = Spool(Path(settings.data_dir) / "spool")
+        self.drainer = SpoolDrainer(self.spool, self._push_spooled)
+        self._down_until = 0.0
+        if settings.spool_mode == "spool" and self.spool.files():
+            self.drainer.ensure_running()
 
-    def submit(self, delivery_id: str, work: Work) -> list[str]:
-        groups: dict[tuple[str, int, int], list[dict[str, object]]] = defaultdict(list)
-        for event, handler in work:
-            key = (
-                handler.queue or self.settings.queue_name,
-                handler.timeout or self.settings.job_timeout,
-                self.settings.job_retries if handler.retry is None else handler.retry,
-            )
-            groups[key].append(item(event, handler))
-        job_ids: list[str] = []
-        try:
-            with self.connection.pipeline(transaction=True) as pipe:
-                for (queue_name, timeout, retries), items in groups.items():
-                    queue = Queue(queue_name, connection=self.connection, serializer=JSONSerializer)
-                    job_id = f"{delivery_id}-{queue_name}-{len(job_ids)}"
-                    data = Queue.prepare_data(
-                        JOB_FUNCTION,
-                        args=(items,),
-                        timeout=timeout,
-                        result_ttl=0,
-                        job_id=job_id,
-                        description=f"{len(items)} event(s) of delivery {delivery_id}",
-                        retry=Retry(max=retries, interval=backoff(retries)) if retries else None,
-                    )
-                    queue.enqueue_many([data], pipeline=pipe)
-                    job_ids.append(job_id)
-                pipe.execute()
-        except redis.RedisError as exc:
-            log.error("could not store background work of delivery %s: %s", delivery_id, exc)
+    def submit(self, delivery_id: str, work: Work) -> str:
+        queues = packets(delivery_id, work, self.settings.queue_name)
+        if time.monotonic() >= self._down_until:
+            try:
+                self._push(queues)
+                return "redis"
+            except redis.RedisError as exc:
+                self._down_until = time.monotonic() + BREAKER_SECONDS
+                log.error("Redis did not take delivery %s: %s", delivery_id, exc)
+        if self.settings.spool_mode != "spool":
             raise QueueUnavailable(
                 "background work could not be stored (Redis unreachable); "
                 "the delivery was not acknowledged and Meta will retry it"
+            )
+        try:
+            self.spool.write(delivery_id, queues)
+        except OSError as exc:
+            log.critical("spool write failed for delivery %s: %s", delivery_id, exc)
+            raise QueueUnavailable(
+                "neither Redis nor the local spool could store the delivery; "
+                "not acknowledged, Meta will retry it"
             ) from exc
-        return job_ids
+        self.drainer.ensure_running()
+        return "spool"
+
+    def _push(self, queues: dict[str, list[str]]) -> None:
+        for queue, items in queues.items():
+            encoded = [p.encode() for p in items]
+            drainer = drain.push(self.connection, queue, encoded, self.settings.max_drainers)
+            if drainer is not None:
+                try:
+                    drain.start_drainer(self.connection, queue, drainer, self.settings.job_timeout)
+                except redis.RedisError:
+                    # Stored; worker maintenance starts a drainer once the slot lapses.
+                    log.warning("stored delivery but could not start a drain job; workers will")
+
+    def _push_spooled(self, spooled: Spooled) -> None:
+        self._push(spooled.queues)
+        self._down_until = 0.0
 
 
 class InlineBackend:
@@ -91,10 +110,14 @@ class InlineBackend:
 
     def __init__(self, context: WorkContext) -> None:
         self.context = context
+        self.outcomes: list[Outcome] = []
 
-    def submit(self, delivery_id: str, work: Work) -> list[str]:
+    def submit(self, delivery_id: str, work: Work) -> str:
         if work:
-            execute(
-                [item(e, h) for e, h in work], self.context, job_id=delivery_id, final_attempt=True
+            self.outcomes = execute(
+                [item(e, h) for e, h in work],
+                self.context,
+                token=f"i:{delivery_id}",
+                failed_state=lambda o: "failed",
             )
-        return []
+        return "inline"

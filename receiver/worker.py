@@ -1,10 +1,10 @@
 """``receiver worker``: a real RQ worker with the handler modules loaded once.
 
 ``SimpleWorker`` runs jobs in the worker process itself instead of forking a
-work-horse per job: forking costs milliseconds per job, and since handler
-modules are imported once at start-up there is nothing a fresh fork would
-reset. A SIGKILLed worker's job is still found by RQ's abandoned-job
-cleanup and retried while it has retries left.
+work-horse per job: a fork costs milliseconds, and since handler modules are
+imported once at start-up a fresh fork would reset nothing. Crash safety
+does not rest on the fork either: drain jobs prove they are alive with a
+heartbeat, and a maintenance thread here gives a dead drainer's work back.
 """
 
 from __future__ import annotations
@@ -14,58 +14,81 @@ import os
 import signal
 import threading
 import time
+from typing import Any
 
 import redis
 from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 
-from . import jobs
+from . import drain, jobs
 from .app import build_core
 
 log = logging.getLogger("receiver.worker")
+
+WORKER_REDIS_TIMEOUT = 30.0
+"""Workers may wait on Redis far longer than the web's fail-fast bound."""
+MAINTENANCE_EVERY = 3.0
+"""Seconds between checks for dead drainers and pending work nobody drains."""
+
+
+class ReceiverWorker(SimpleWorker):
+    """SimpleWorker whose warm shutdown also tells a running drain job to stop early."""
+
+    def request_stop(self, signum: Any, frame: Any) -> None:
+        drain.stop_requested.set()
+        super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
 
 
 def run_worker(
     queues: list[str] | None = None, *, burst: bool = False, parent_pid: int | None = None
 ) -> bool:
-    core = build_core(require_redis=True)
+    core = build_core(require_redis=True, redis_timeout=WORKER_REDIS_TIMEOUT)
     context = core.work_context()
     connection = context.connection
-    assert isinstance(connection, redis.Redis)
+    assert connection is not None
     jobs.configure(context)
-    warn_if_not_persistent(connection)
     names = queues or sorted(
         {core.settings.queue_name}
         | {h.queue for h in core.router.handlers() if h.background and h.queue}
     )
-    worker = SimpleWorker(
+    worker = ReceiverWorker(
         [Queue(n, connection=connection, serializer=JSONSerializer) for n in names],
         connection=connection,
         serializer=JSONSerializer,
     )
     if parent_pid is not None:
         _exit_with_parent(parent_pid)
+    for name in names:
+        maintain(connection, name, core.settings.max_drainers, core.settings.job_timeout)
+    if not burst:
+        _start_maintenance(connection, names, core.settings.max_drainers, core.settings.job_timeout)
     log.info(
         "worker listening on %s with %d handler(s)", ", ".join(names), len(core.router.handlers())
     )
-    return bool(worker.work(burst=burst, with_scheduler=True, logging_level="WARNING"))
+    return bool(worker.work(burst=burst, with_scheduler=not burst, logging_level="WARNING"))
 
 
-def warn_if_not_persistent(connection: redis.Redis) -> None:
-    """Acknowledged work survives only what Redis keeps: say so when it keeps nothing."""
-    try:
-        info = connection.info("persistence")
-    except redis.RedisError:
-        return
-    if (
-        not info.get("aof_enabled")
-        and not info.get("rdb_bgsave_in_progress")
-        and connection.config_get("save").get("save", "") in ("", None)
-    ):
-        log.warning(
-            "the Redis this process uses has persistence off (no AOF, no RDB snapshots): "
-            "a Redis restart loses queued events; enable appendonly yes"
-        )
+def maintain(connection: redis.Redis, queue: str, max_drainers: int, job_timeout: int) -> None:
+    """Recover dead drainers' packets and make sure pending work has a drainer."""
+    reaped = drain.reap(connection, queue)
+    if reaped:
+        log.warning("recovered the in-flight work of %d dead drainer(s) on %s", reaped, queue)
+    drain.kick(connection, queue, max_drainers, job_timeout)
+
+
+def _start_maintenance(
+    connection: redis.Redis, queues: list[str], max_drainers: int, job_timeout: int
+) -> None:
+    def loop() -> None:
+        while True:
+            time.sleep(MAINTENANCE_EVERY)
+            for queue in queues:
+                try:
+                    maintain(connection, queue, max_drainers, job_timeout)
+                except redis.RedisError as exc:
+                    log.warning("maintenance skipped: %s", exc)
+
+    threading.Thread(target=loop, name="receiver-maintenance", daemon=True).start()
 
 
 def _exit_with_parent(parent_pid: int) -> None:

@@ -24,11 +24,12 @@ TOKEN = "test-verify-token"
 
 
 @pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test sees the developer's or another test's receiver settings."""
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test sees the developer's or another test's settings, nor writes into the checkout."""
     for name in list(os.environ):
         if name.startswith("RECEIVER_") or name == "REDIS_URL":
             monkeypatch.delenv(name)
+    monkeypatch.setenv("RECEIVER_DATA_DIR", str(tmp_path / "data"))
 
 
 @pytest.fixture(scope="session")

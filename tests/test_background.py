@@ -64,16 +64,42 @@ def test_batch_delivery_every_item_handled(client: FlaskClient, worker_env: dict
     assert len(calls(worker_env["RECORDING_DB"])) == 50
 
 
-def test_redis_down_means_503_not_ack(
-    worker_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("mode", ["spool", "reject"])
+def test_redis_down_spools_or_rejects(
+    worker_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
 ) -> None:
     from .redis_server import free_port
 
     monkeypatch.setenv("RECORDING_DB", worker_env["RECORDING_DB"])
     dead = f"redis://127.0.0.1:{free_port()}/0"
-    client = create_app(
-        base_config(redis_url=dead, handlers=["tests.plugins.recording"])
-    ).test_client()
+    config = base_config(redis_url=dead, handlers=["tests.plugins.recording"], spool_mode=mode)
+    client = create_app(config).test_client()
+    body = payload("group__posts__status_add.json")
+    response = client.post("/webhook", data=body, headers=signed(body))
+    spooled = list((tmp_path / "data" / "spool").glob("*.json"))
+    if mode == "spool":
+        assert response.status_code == 200
+        [path] = spooled
+        assert path.stat().st_mode & 0o777 == 0o600
+    else:
+        assert response.status_code == 503
+        assert response.get_json()["error"] == "queue_unavailable"
+        assert spooled == []
+
+
+def test_spool_unwritable_means_503(
+    worker_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from .redis_server import free_port
+
+    monkeypatch.setenv("RECORDING_DB", worker_env["RECORDING_DB"])
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the data folder should be")
+    monkeypatch.setenv("RECEIVER_DATA_DIR", str(blocker))
+    config = base_config(
+        redis_url=f"redis://127.0.0.1:{free_port()}/0", handlers=["tests.plugins.recording"]
+    )
+    client = create_app(config).test_client()
     body = payload("group__posts__status_add.json")
     response = client.post("/webhook", data=body, headers=signed(body))
     assert response.status_code == 503

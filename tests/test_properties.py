@@ -81,11 +81,10 @@ def test_any_bytes(data: bytes) -> None:
 
 
 ROUTER = Router()
-CORE = Core(
-    load_settings({"integrations": {"default": {"app_secrets": ["s"], "verify_token": "t"}}}, {}),
-    ROUTER,
-    InlineBackend(WorkContext(ROUTER)),
+SETTINGS = load_settings(
+    {"integrations": {"default": {"app_secrets": ["s"], "verify_token": "t"}}}, {}
 )
+CORE = Core(SETTINGS, ROUTER, InlineBackend(WorkContext(ROUTER, SETTINGS)))
 ROUTER.connect("*", lambda e: None)
 
 

@@ -1,0 +1,137 @@
+"""The local spool: where acknowledged deliveries wait while Redis cannot take them.
+
+One file per delivery, named by arrival time so draining keeps order,
+created 0600, written then fsynced then renamed into place (a half-written
+file is never seen). A drainer claims a file by renaming it, pushes it to
+Redis and removes it; a crash in between means a second push, which the
+per-item dedupe in Redis turns into a no-op.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("receiver.spool")
+
+STALE_CLAIM = 60.0
+"""Seconds after which another process may take over a claimed file (its drainer died)."""
+
+
+@dataclass(frozen=True)
+class Spooled:
+    path: Path
+    delivery_id: str
+    queues: dict[str, list[str]]
+    """Queue name → packets (JSON text), as the web side would have pushed them."""
+
+
+class Spool:
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = Path(folder)
+
+    def write(self, delivery_id: str, queues: dict[str, list[str]]) -> Path:
+        """Store durably; raise ``OSError`` when the disk cannot."""
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        name = f"{time.time_ns():020d}-{delivery_id}.json"
+        temporary = self.folder / f".{name}.tmp"
+        data = json.dumps({"delivery_id": delivery_id, "queues": queues}).encode()
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        final = self.folder / name
+        os.rename(temporary, final)
+        directory = os.open(self.folder, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+        return final
+
+    def files(self) -> list[Path]:
+        """Waiting deliveries, oldest first."""
+        if not self.folder.is_dir():
+            return []
+        return sorted(
+            p for p in self.folder.iterdir() if p.name.endswith(".json") and p.name[0] != "."
+        )
+
+    def __len__(self) -> int:
+        return len(self.files()) + len(self._claims())
+
+    def drain(self, push: Callable[[Spooled], None]) -> int:
+        """Push waiting deliveries in order, stopping at the first failure; return the count."""
+        self._release_stale_claims()
+        moved = 0
+        for path in self.files():
+            claimed = path.with_name(f"{path.name}.claimed-{os.getpid()}")
+            try:
+                os.rename(path, claimed)
+            except FileNotFoundError:
+                continue  # another process took it
+            try:
+                data: dict[str, Any] = json.loads(claimed.read_bytes())
+                push(Spooled(path, data["delivery_id"], data["queues"]))
+            except Exception:
+                os.rename(claimed, path)
+                raise
+            claimed.unlink()
+            moved += 1
+        return moved
+
+    def _claims(self) -> list[Path]:
+        if not self.folder.is_dir():
+            return []
+        return [p for p in self.folder.iterdir() if ".json.claimed-" in p.name]
+
+    def _release_stale_claims(self) -> None:
+        for claimed in self._claims():
+            try:
+                if time.time() - claimed.stat().st_mtime > STALE_CLAIM:
+                    os.rename(claimed, claimed.with_name(claimed.name.split(".claimed-")[0]))
+            except FileNotFoundError:
+                pass
+
+
+class SpoolDrainer:
+    """A daemon thread per web process that empties the spool once Redis answers again."""
+
+    def __init__(self, spool: Spool, push: Callable[[Spooled], None], every: float = 1.0) -> None:
+        self.spool = spool
+        self.push = push
+        self.every = every
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def ensure_running(self) -> None:
+        with self._lock:
+            # After gunicorn forks, the parent's thread does not exist in the child.
+            if self._thread is not None and self._thread.is_alive() and self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            self._thread = threading.Thread(target=self._run, name="receiver-spool", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.every)
+            if not self.spool.files() and not self.spool._claims():
+                continue
+            try:
+                moved = self.spool.drain(self.push)
+            except Exception as exc:
+                log.debug("spool not drained yet: %s", exc)
+                continue
+            if moved:
+                log.warning("moved %d spooled deliveries into Redis", moved)
