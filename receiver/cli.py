@@ -6,7 +6,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -124,11 +124,7 @@ def routes() -> None:
             "no handlers registered; name handler modules in RECEIVER_HANDLERS or the config"
         )
         return
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    for row in rows:
-        click.echo(
-            "  ".join(cell.ljust(widths[i]) if i < 3 else cell for i, cell in enumerate(row))
-        )
+    _table(rows)
 
 
 @main.command()
@@ -195,6 +191,115 @@ def check() -> None:
     if settings.dev_mode:
         click.echo("WARNING: development mode is on", err=True)
     click.echo("ok")
+
+
+def _operator_view() -> tuple[Any, list[str]]:
+    """Settings, plugins and Redis, as ``receiver worker`` would see them."""
+    from .app import build_core
+    from .ops import queue_names
+
+    core = build_core(require_redis=True)
+    connection = core.work_context().connection
+    return connection, queue_names(core.settings, core.router)
+
+
+def _table(rows: Sequence[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
+        click.echo("  ".join([*cells, row[-1]]))
+
+
+@main.group(invoke_without_command=True)
+@click.pass_context
+@_friendly
+def failed(ctx: click.Context) -> None:
+    """List background items that failed every attempt."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from .ops import failed_items
+
+    connection, queues = _operator_view()
+    items, drains = failed_items(connection, queues)
+    if not items:
+        click.echo("no failed items")
+    else:
+        rows = [("JOB", "EVENT", "EVENT ID", "ATTEMPTS", "HANDLER", "ERROR")]
+        rows += [
+            (f.job_id, f.event_name, f.event_id, str(f.attempts), f.handler, f.error) for f in items
+        ]
+        _table(rows)
+    if drains:
+        click.echo(
+            f"({len(drains)} abandoned drain job(s) hidden: their deliveries were recovered; "
+            "`receiver failed requeue --all` clears them)"
+        )
+
+
+@failed.command("requeue")
+@click.argument("job_ids", nargs=-1)
+@click.option("--all", "everything", is_flag=True, help="Requeue every failed item.")
+@_friendly
+def failed_requeue(job_ids: tuple[str, ...], everything: bool) -> None:
+    """Run failed items again (after fixing the handler)."""
+    from .ops import requeue
+
+    if not job_ids and not everything:
+        raise click.UsageError("name job ids (see `receiver failed`) or pass --all")
+    connection, queues = _operator_view()
+    try:
+        done = requeue(connection, queues, None if everything else list(job_ids))
+    except KeyError as exc:
+        raise click.ClickException(f"no failed item with job id {exc.args[0]}") from None
+    click.echo(f"requeued {len(done)} item(s)")
+
+
+@main.command()
+@click.option("--drain", "drain_now", is_flag=True, help="Move spooled deliveries into Redis now.")
+@_friendly
+def spool(drain_now: bool) -> None:
+    """Show (and drain) deliveries acknowledged while Redis was unreachable."""
+    from .spool import Spool, spool_folder
+
+    settings = load_settings()
+    folder = Spool(spool_folder(settings))
+    files = folder.files()
+    click.echo(f"{len(folder)} delivery(ies) spooled in {folder.folder}")
+    if files:
+        click.echo(f"oldest: {files[0].name}")
+    if drain_now and len(folder):
+        from .app import build_core
+        from .queue import RQBackend
+
+        backend = build_core(settings, require_redis=True).backend
+        assert isinstance(backend, RQBackend)
+        try:
+            moved = folder.drain(backend.push_spooled)
+        except Exception as exc:
+            raise click.ClickException(f"Redis did not take the spool yet: {exc}") from None
+        click.echo(f"moved {moved} delivery(ies) into Redis")
+
+
+@main.command()
+@_friendly
+def queues() -> None:
+    """Queue depths: pending deliveries, drainers, RQ jobs, scheduled retries, failed."""
+    from .ops import depths
+
+    connection, names = _operator_view()
+    rows = [("QUEUE", "PENDING", "DRAINERS", "RQ JOBS", "RETRIES", "FAILED")]
+    for d in depths(connection, names):
+        rows.append(
+            (
+                d.queue,
+                str(d.pending_packets),
+                str(d.drainers),
+                str(d.rq_jobs),
+                str(d.scheduled_retries),
+                str(d.failed),
+            )
+        )
+    _table(rows)
 
 
 def _mask(url: str) -> str:

@@ -255,6 +255,7 @@ def _after_failure(outcome: Outcome, context: WorkContext) -> str:
         timeout=handler.timeout or settings.job_timeout,
         result_ttl=0,
         description=f"{handler.id} on event {outcome.event.id} ({outcome.event.name})",
+        meta={"retries": retries},
         retry=Retry(max=retries - 1, interval=backoff(retries, settings.retry_backoff)[1:])
         if retries > 1
         else None,

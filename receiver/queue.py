@@ -14,7 +14,6 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Protocol
 
 import redis
@@ -25,7 +24,7 @@ from .errors import QueueUnavailable
 from .events import Event
 from .jobs import Outcome, WorkContext, execute, item
 from .routing import Handler
-from .spool import Spool, SpoolDrainer, Spooled
+from .spool import Spool, SpoolDrainer, Spooled, spool_folder
 
 log = logging.getLogger("receiver.queue")
 
@@ -58,8 +57,8 @@ class RQBackend:
     def __init__(self, settings: Settings, connection: redis.Redis) -> None:
         self.settings = settings
         self.connection = connection
-        self.spool = Spool(Path(settings.data_dir) / "spool")
-        self.drainer = SpoolDrainer(self.spool, self._push_spooled)
+        self.spool = Spool(spool_folder(settings))
+        self.drainer = SpoolDrainer(self.spool, self.push_spooled)
         self._down_until = 0.0
         if settings.spool_mode == "spool" and self.spool.files():
             self.drainer.ensure_running()
@@ -100,7 +99,7 @@ class RQBackend:
                     # Stored; worker maintenance starts a drainer once the slot lapses.
                     log.warning("stored delivery but could not start a drain job; workers will")
 
-    def _push_spooled(self, spooled: Spooled) -> None:
+    def push_spooled(self, spooled: Spooled) -> None:
         self._push(spooled.queues)
         self._down_until = 0.0
 

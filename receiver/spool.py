@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .config import Settings
+
 log = logging.getLogger("receiver.spool")
 
 STALE_CLAIM = 60.0
@@ -31,6 +33,10 @@ class Spooled:
     delivery_id: str
     queues: dict[str, list[str]]
     """Queue name → packets (JSON text), as the web side would have pushed them."""
+
+
+def spool_folder(settings: Settings) -> Path:
+    return Path(settings.data_dir) / "spool"
 
 
 class Spool:

@@ -22,12 +22,17 @@ from rq.serializers import JSONSerializer
 
 from . import drain, jobs
 from .app import build_core
+from .config import Settings
+from .ops import queue_names
 
 log = logging.getLogger("receiver.worker")
 
 WORKER_REDIS_TIMEOUT = 30.0
 """Workers may wait on Redis far longer than the web's fail-fast bound."""
 MAINTENANCE_EVERY = 3.0
+RECONNECT_WAIT_MAX = 5
+"""Longest wait between reconnection attempts when Redis is away (RQ's default is 60 s)."""
+RESTART_DELAY = 1.0
 """Seconds between checks for dead drainers and pending work nobody drains."""
 
 
@@ -47,46 +52,52 @@ def run_worker(
     connection = context.connection
     assert connection is not None
     jobs.configure(context)
-    names = queues or sorted(
-        {core.settings.queue_name}
-        | {h.queue for h in core.router.handlers() if h.background and h.queue}
-    )
-    worker = ReceiverWorker(
-        [Queue(n, connection=connection, serializer=JSONSerializer) for n in names],
-        connection=connection,
-        serializer=JSONSerializer,
-    )
+    names = queues or queue_names(core.settings, core.router)
     if parent_pid is not None:
         _exit_with_parent(parent_pid)
-    for name in names:
-        maintain(connection, name, core.settings.max_drainers, core.settings.job_timeout)
+    maintain_all(connection, names, core.settings)
     if not burst:
-        _start_maintenance(connection, names, core.settings.max_drainers, core.settings.job_timeout)
-    log.info(
-        "worker listening on %s with %d handler(s)", ", ".join(names), len(core.router.handlers())
-    )
-    return bool(worker.work(burst=burst, with_scheduler=not burst, logging_level="WARNING"))
+        _start_maintenance(connection, names, core.settings)
+    count = len(core.router.handlers())
+    log.info("worker listening on %s with %d handler(s)", ", ".join(names), count)
+    worked = False
+    while True:
+        worker = ReceiverWorker(
+            [Queue(n, connection=connection, serializer=JSONSerializer) for n in names],
+            connection=connection,
+            serializer=JSONSerializer,
+        )
+        worker.max_connection_wait_time = RECONNECT_WAIT_MAX
+        try:
+            did = worker.work(burst=burst, with_scheduler=not burst, logging_level="WARNING")
+            worked = worked or did
+        except redis.RedisError as exc:
+            log.error("worker lost Redis (%s)", exc)
+        if burst or drain.stop_requested.is_set():
+            return worked
+        # RQ quits on errors outside its dequeue loop (e.g. Redis gone mid-job): start afresh.
+        log.warning("RQ worker loop ended unexpectedly; restarting in %.0fs", RESTART_DELAY)
+        time.sleep(RESTART_DELAY)
 
 
-def maintain(connection: redis.Redis, queue: str, max_drainers: int, job_timeout: int) -> None:
+def maintain_all(connection: redis.Redis, queues: list[str], settings: Settings) -> None:
     """Recover dead drainers' packets and make sure pending work has a drainer."""
-    reaped = drain.reap(connection, queue)
-    if reaped:
-        log.warning("recovered the in-flight work of %d dead drainer(s) on %s", reaped, queue)
-    drain.kick(connection, queue, max_drainers, job_timeout)
+    for queue in queues:
+        try:
+            reaped = drain.reap(connection, queue)
+            drain.kick(connection, queue, settings.max_drainers, settings.job_timeout)
+        except redis.RedisError as exc:
+            log.warning("maintenance of %s skipped: %s", queue, exc)
+            continue
+        if reaped:
+            log.warning("recovered the in-flight work of %d dead drainer(s) on %s", reaped, queue)
 
 
-def _start_maintenance(
-    connection: redis.Redis, queues: list[str], max_drainers: int, job_timeout: int
-) -> None:
+def _start_maintenance(connection: redis.Redis, queues: list[str], settings: Settings) -> None:
     def loop() -> None:
         while True:
             time.sleep(MAINTENANCE_EVERY)
-            for queue in queues:
-                try:
-                    maintain(connection, queue, max_drainers, job_timeout)
-                except redis.RedisError as exc:
-                    log.warning("maintenance skipped: %s", exc)
+            maintain_all(connection, queues, settings)
 
     threading.Thread(target=loop, name="receiver-maintenance", daemon=True).start()
 

@@ -1,0 +1,119 @@
+"""What operators look at: failed items, queue depths, the spool. Data only; the CLI formats it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+from rq import Queue
+from rq.job import Job
+from rq.registry import FailedJobRegistry, ScheduledJobRegistry
+from rq.serializers import JSONSerializer
+
+from . import drain
+from .config import Settings
+from .routing import Router
+
+
+@dataclass
+class FailedItem:
+    job_id: str
+    queue: str
+    event_name: str
+    event_id: str
+    handler: str
+    attempts: int
+    error: str
+
+
+@dataclass
+class QueueDepth:
+    queue: str
+    pending_packets: int
+    drainers: int
+    rq_jobs: int
+    scheduled_retries: int
+    failed: int
+
+
+def queue_names(settings: Settings, router: Router) -> list[str]:
+    return sorted(
+        {settings.queue_name} | {h.queue for h in router.handlers() if h.background and h.queue}
+    )
+
+
+def _queue(name: str, connection: redis.Redis) -> Queue:
+    return Queue(name, connection=connection, serializer=JSONSerializer)
+
+
+def failed_items(connection: redis.Redis, queues: list[str]) -> tuple[list[FailedItem], list[str]]:
+    """Failed handler items, and the ids of abandoned drain jobs (their work was recovered)."""
+    items: list[FailedItem] = []
+    drains: list[str] = []
+    for name in queues:
+        registry = FailedJobRegistry(queue=_queue(name, connection))
+        for job_id in registry.get_job_ids():
+            try:
+                job = Job.fetch(job_id, connection=connection, serializer=JSONSerializer)
+            except Exception:
+                continue
+            item = drain.job_item(job)
+            if item is None:
+                if job.func_name == drain.DRAIN_FUNCTION:
+                    drains.append(job_id)
+                continue
+            retries = int((job.meta or {}).get("retries", 0))
+            attempts = 1 if retries == 0 else retries + 1 - int(job.retries_left or 0)
+            error = (job.exc_info or "").strip().splitlines()
+            items.append(
+                FailedItem(
+                    job_id=job_id,
+                    queue=name,
+                    event_name=item["event"].get("name", "?"),
+                    event_id=item["event"].get("id", "?"),
+                    handler=item["handler"],
+                    attempts=attempts,
+                    error=error[-1] if error else "",
+                )
+            )
+    return items, drains
+
+
+def requeue(connection: redis.Redis, queues: list[str], job_ids: list[str] | None) -> list[str]:
+    """Put failed items back on their queues (all when ``job_ids`` is None).
+
+    With all, dead drain jobs are dropped too: maintenance already recovered their work.
+    """
+    failed, drains = failed_items(connection, queues)
+    wanted = set(job_ids) if job_ids is not None else {f.job_id for f in failed}
+    unknown = wanted - {f.job_id for f in failed}
+    if unknown:
+        raise KeyError(", ".join(sorted(unknown)))
+    done = []
+    for item in failed:
+        if item.job_id in wanted:
+            FailedJobRegistry(queue=_queue(item.queue, connection)).requeue(item.job_id)
+            done.append(item.job_id)
+    if job_ids is None:
+        for name in queues:
+            registry = FailedJobRegistry(queue=_queue(name, connection))
+            for job_id in drains:
+                registry.remove(job_id, delete_job=True)
+    return done
+
+
+def depths(connection: redis.Redis, queues: list[str]) -> list[QueueDepth]:
+    out = []
+    for name in queues:
+        queue = _queue(name, connection)
+        out.append(
+            QueueDepth(
+                queue=name,
+                pending_packets=int(connection.llen(drain.pending_key(name))),
+                drainers=int(connection.zcard(drain.drainers_key(name))),
+                rq_jobs=queue.count,
+                scheduled_retries=ScheduledJobRegistry(queue=queue).count,  # type: ignore[no-untyped-call]
+                failed=FailedJobRegistry(queue=queue).count,
+            )
+        )
+    return out
