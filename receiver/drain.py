@@ -29,6 +29,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import redis
 from redis import Redis
 from rq import Queue, Retry, get_current_job
 from rq.job import Job
@@ -51,6 +52,8 @@ SLOT_GRACE = 60
 BUDGET = 20.0
 """Seconds one drain job runs before handing over: keeps RQ's job heartbeat honest."""
 POP_PACKETS = 50
+OUTAGE_PAUSE = 1.0
+"""Seconds a drainer waits before trying Redis again."""
 DRAIN_FUNCTION = "receiver.drain.drain"
 RETRY_FUNCTION = "receiver.drain.retry_item"
 
@@ -196,29 +199,35 @@ def drain(queue: str) -> dict[str, int]:
     finish = connection.register_script(FINISH)
     counts = {"packets": 0, "events": 0, "failed": 0}
     started = time.monotonic()
+    done_keys = [pending_key(queue), drainers_key(queue), inflight]
     with _Heartbeat(connection, queue, drainer):
         reap(connection, queue)
-        # A retried drain job (same id) first finishes what it had in flight.
-        packets = connection.lrange(inflight, 0, -1)
         while True:
-            if not packets:
-                done_keys = [pending_key(queue), drainers_key(queue), inflight]
-                if stop_requested.is_set() or time.monotonic() - started > BUDGET:
-                    if not finish(keys=done_keys, args=[drainer]):
-                        _hand_over(connection, queue, drainer, context)
-                    break
-                packets = pop(keys=[pending_key(queue), inflight], args=[POP_PACKETS])
+            try:
+                # Packets already in flight first: a retried job, or a reply lost to an outage.
+                packets = connection.lrange(inflight, 0, -1)
                 if not packets:
-                    if finish(keys=done_keys, args=[drainer]):
+                    if stop_requested.is_set() or time.monotonic() - started > BUDGET:
+                        if not finish(keys=done_keys, args=[drainer]):
+                            _hand_over(connection, queue, drainer, context)
                         break
-                    continue
-            items = [i for p in packets for i in json.loads(p)["items"]]
-            outcomes = run_items(items, context, token=f"d:{drainer}")
-            connection.delete(inflight)
+                    packets = pop(keys=[pending_key(queue), inflight], args=[POP_PACKETS])
+                    if not packets:
+                        if finish(keys=done_keys, args=[drainer]):
+                            break
+                        continue
+                items = [i for p in packets for i in json.loads(p)["items"]]
+                outcomes = run_items(items, context, token=f"d:{drainer}")
+                connection.delete(inflight)
+            except redis.RedisError as exc:
+                # Keep the claim on what is in flight; carry on once Redis is back.
+                log.warning("drainer %s waiting for Redis: %s", drainer, exc)
+                if stop_requested.wait(OUTAGE_PAUSE):
+                    raise
+                continue
             counts["packets"] += len(packets)
             counts["events"] += len(items)
             counts["failed"] += sum(1 for o in outcomes if not o.ok)
-            packets = []
     return counts
 
 

@@ -14,12 +14,13 @@ item runs it is claimed atomically; its state lives under
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from redis import Redis
+from redis import Redis, RedisError
 
 from .config import Settings
 from .errors import ReceiverError
@@ -30,6 +31,8 @@ log = logging.getLogger("receiver.jobs")
 
 STATE_PREFIX = "receiver:state:"
 ALIVE_PREFIX = "receiver:alive:"
+STATE_PATIENCE = 300.0
+"""Seconds a worker keeps trying to record an outcome while Redis is away."""
 
 _CLAIM = """
 local out = {}
@@ -150,9 +153,19 @@ def _claim(outcomes: list[Outcome], context: WorkContext, token: str) -> list[bo
 
 
 def _set_state(context: WorkContext, outcome: Outcome, state: str) -> None:
-    if context.connection is not None:
-        key = state_key(outcome.event.integration, outcome.handler.id, outcome.event.id)
-        context.connection.set(key, state, ex=context.settings.dedupe_window)
+    """Record an outcome, waiting out a Redis outage: the handler's side effect already happened."""
+    if context.connection is None:
+        return
+    key = state_key(outcome.event.integration, outcome.handler.id, outcome.event.id)
+    deadline = time.monotonic() + STATE_PATIENCE
+    while True:
+        try:
+            context.connection.set(key, state, ex=context.settings.dedupe_window)
+            return
+        except RedisError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def outcome_state(

@@ -62,13 +62,13 @@ def run_worker(
     log.info("worker listening on %s with %d handler(s)", ", ".join(names), count)
     worked = False
     while True:
-        worker = ReceiverWorker(
-            [Queue(n, connection=connection, serializer=JSONSerializer) for n in names],
-            connection=connection,
-            serializer=JSONSerializer,
-        )
-        worker.max_connection_wait_time = RECONNECT_WAIT_MAX
         try:
+            worker = ReceiverWorker(
+                [Queue(n, connection=connection, serializer=JSONSerializer) for n in names],
+                connection=connection,
+                serializer=JSONSerializer,
+            )
+            worker.max_connection_wait_time = RECONNECT_WAIT_MAX
             did = worker.work(burst=burst, with_scheduler=not burst, logging_level="WARNING")
             worked = worked or did
         except redis.RedisError as exc:

@@ -1,4 +1,10 @@
-"""A test plugin whose background handler records each call in SQLite, across processes."""
+"""A test plugin whose background handlers record each call in SQLite, across processes.
+
+- ``record`` (every topic but ``faulty``): one row per successful call; with
+  ``{"sleep": s}`` in the value it first marks itself started, then sleeps.
+- ``faulty.flaky``: fails its first ``fail_times`` attempts, then succeeds.
+- ``faulty.broken``: fails until the file named by ``FIXED_FLAG`` exists.
+"""
 
 from __future__ import annotations
 
@@ -6,37 +12,86 @@ import json
 import os
 import sqlite3
 import time
+from typing import Any
 
 from receiver import Event, on
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS calls"
+    " (event_id TEXT, name TEXT, verb TEXT, pid INTEGER, data TEXT)",
+    "CREATE TABLE IF NOT EXISTS attempts (event_id TEXT, name TEXT, at REAL, pid INTEGER)",
+    "CREATE TABLE IF NOT EXISTS started (event_id TEXT, pid INTEGER)",
+)
 
 
 def _db() -> sqlite3.Connection:
     connection = sqlite3.connect(os.environ["RECORDING_DB"], timeout=30)
-    connection.execute(
-        "CREATE TABLE IF NOT EXISTS calls "
-        "(event_id TEXT, name TEXT, verb TEXT, pid INTEGER, data TEXT)"
-    )
+    for statement in _SCHEMA:
+        connection.execute(statement)
     return connection
 
 
-def calls(path: str) -> list[tuple[str, str, str | None]]:
-    """What the handler recorded: (event id, event name, verb) per call."""
+def rows(path: str, query: str) -> list[Any]:
     if not os.path.exists(path):
         return []
     with sqlite3.connect(path, timeout=30) as connection:
         try:
-            return connection.execute("SELECT event_id, name, verb FROM calls").fetchall()
+            return connection.execute(query).fetchall()
         except sqlite3.OperationalError:
             return []
 
 
-@on("*", background=True)
-def record(event: Event) -> None:
-    delay = float(event.value.get("sleep", 0)) if isinstance(event.value, dict) else 0
-    if delay:
-        time.sleep(delay)
+def calls(path: str) -> list[tuple[str, str, str | None]]:
+    """What the handlers recorded: (event id, event name, verb) per successful call."""
+    return rows(path, "SELECT event_id, name, verb FROM calls")
+
+
+def _value(event: Event) -> dict[str, Any]:
+    return event.value if isinstance(event.value, dict) else {}
+
+
+def _success(event: Event) -> None:
     with _db() as connection:
         connection.execute(
             "INSERT INTO calls VALUES (?, ?, ?, ?, ?)",
             (event.id, event.name, event.verb, os.getpid(), json.dumps(event.to_dict())),
         )
+
+
+def _attempt(event: Event) -> int:
+    with _db() as connection:
+        connection.execute(
+            "INSERT INTO attempts VALUES (?, ?, ?, ?)",
+            (event.id, event.name, time.time(), os.getpid()),
+        )
+        return int(
+            connection.execute(
+                "SELECT COUNT(*) FROM attempts WHERE event_id = ?", (event.id,)
+            ).fetchone()[0]
+        )
+
+
+@on("*", lambda event: event.topic != "faulty", background=True)
+def record(event: Event) -> None:
+    delay = float(_value(event).get("sleep", 0))
+    if delay:
+        with _db() as connection:
+            connection.execute("INSERT INTO started VALUES (?, ?)", (event.id, os.getpid()))
+        time.sleep(delay)
+    _success(event)
+
+
+@on("faulty.flaky", background=True)
+def flaky(event: Event) -> None:
+    attempt = _attempt(event)
+    if attempt <= int(_value(event).get("fail_times", 0)):
+        raise RuntimeError(f"attempt {attempt} fails on purpose")
+    _success(event)
+
+
+@on("faulty.broken", background=True)
+def broken(event: Event) -> None:
+    _attempt(event)
+    if not os.path.exists(os.environ.get("FIXED_FLAG", "/nonexistent")):
+        raise RuntimeError("broken until FIXED_FLAG exists")
+    _success(event)

@@ -1,0 +1,292 @@
+"""Nothing acknowledged is lost, nothing runs twice: faults on real Redis, gunicorn and workers.
+
+Each test owns its redis-server (it is stopped, restarted, wiped) and its
+worker processes, and counts handler side effects in SQLite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import requests
+from rq import Queue
+from rq.registry import ScheduledJobRegistry
+
+from receiver import drain
+
+from .conftest import SECRET, TOKEN, signed
+from .plugins.recording import calls, rows
+from .processes import ROOT, gunicorn_command, receiver_command, stop, wait_for_http, wait_until
+from .redis_server import RedisServer, free_port
+
+pytestmark = pytest.mark.slow
+
+
+class Deployment:
+    """One Redis, one gunicorn, N workers, as the Procfile runs them; parts can fail."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp = tmp_path
+        self.redis = RedisServer(tmp_path / "redis")
+        self.redis.start()
+        self.db = str(tmp_path / "side-effects.sqlite")
+        config = tmp_path / "receiver.toml"
+        config.write_text(
+            "[receiver]\nretry_backoff = 1.0\njob_retries = 2\nmax_drainers = 4\n"
+            f'handlers = ["tests.plugins.recording"]\ndata_dir = "{tmp_path / "data"}"\n'
+        )
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("RECEIVER_")},
+            "REDIS_URL": self.redis.url,
+            "RECEIVER_APP_SECRET": SECRET,
+            "RECEIVER_VERIFY_TOKEN": TOKEN,
+            "RECEIVER_CONFIG": str(config),
+            "RECEIVER_LOG_LEVEL": "WARNING",
+            "RECORDING_DB": self.db,
+            "FIXED_FLAG": str(tmp_path / "fixed"),
+            "PYTHONPATH": str(ROOT),
+        }
+        self.web: subprocess.Popen[bytes] | None = None
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.url = ""
+
+    def start_web(self) -> None:
+        port = free_port()
+        self.web = subprocess.Popen(gunicorn_command(port), env=self.env, cwd=ROOT)
+        self.url = f"http://127.0.0.1:{port}"
+        wait_for_http(f"{self.url}/healthz", self.web)
+
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        worker = subprocess.Popen(
+            receiver_command("worker"), env=self.env, cwd=ROOT, start_new_session=True
+        )
+        self.workers.append(worker)
+        return worker
+
+    def post(self, data: dict[str, Any]) -> int:
+        body = json.dumps(data).encode()
+        return requests.post(
+            f"{self.url}/webhook", data=body, headers=signed(body), timeout=30
+        ).status_code
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.redis.url)
+
+    def settled(self) -> bool:
+        """No packet pending, no drainer, no RQ job queued or scheduled."""
+        try:
+            connection = self.client()
+            queue = Queue("receiver", connection=connection)
+            return (
+                connection.llen(drain.pending_key("receiver")) == 0
+                and connection.zcard(drain.drainers_key("receiver")) == 0
+                and queue.count == 0
+                and ScheduledJobRegistry(queue=queue).count == 0
+            )
+        except redis.RedisError:
+            return False
+
+    def close(self) -> None:
+        if self.web is not None:
+            stop(self.web)
+        for worker in self.workers:
+            if worker.poll() is None:
+                os.killpg(worker.pid, signal.SIGTERM)
+                try:
+                    worker.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(worker.pid, signal.SIGKILL)
+                    worker.wait()
+        self.redis.stop()
+
+
+@pytest.fixture
+def deployment(tmp_path: Path) -> Iterator[Deployment]:
+    deployment = Deployment(tmp_path)
+    try:
+        yield deployment
+    finally:
+        deployment.close()
+
+
+def change(topic: str, field: str, **value: Any) -> dict[str, Any]:
+    return {
+        "object": topic,
+        "entry": [{"id": "1", "time": 1700000000, "changes": [{"field": field, "value": value}]}],
+    }
+
+
+def numbers(db: str) -> list[int]:
+    return sorted(json.loads(data)["value"]["n"] for (data,) in rows(db, "SELECT data FROM calls"))
+
+
+def test_burst_with_redis_outage_loses_nothing(deployment: Deployment) -> None:
+    """1,000 deliveries; Redis stopped for seconds mid-burst; each handled exactly once."""
+    deployment.start_web()
+    deployment.start_worker()
+    deployment.start_worker()
+    total = 1000
+    sent = [0]
+    statuses: dict[int, int] = {}
+
+    def outage() -> None:
+        wait_until(lambda: sent[0] >= 300, 120, "300 deliveries")
+        deployment.redis.stop()
+        time.sleep(3)
+        deployment.redis.start()
+
+    chaos = threading.Thread(target=outage)
+    chaos.start()
+
+    def send(n: int) -> None:
+        statuses[n] = deployment.post(change("group", "posts", n=n, verb="add"))
+        sent[0] += 1
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(send, range(total)))
+    chaos.join()
+
+    # As Meta would: whatever was not acknowledged is sent again until it is.
+    for n in [n for n, status in statuses.items() if status != 200]:
+        wait_until(
+            lambda n=n: deployment.post(change("group", "posts", n=n, verb="add")) == 200,
+            60,
+            f"delivery {n} to be accepted",
+        )
+    wait_until(lambda: len(calls(deployment.db)) >= total, 180, "every delivery to be handled")
+    wait_until(deployment.settled, 60, "queues to settle")
+    assert numbers(deployment.db) == list(range(total))  # each once: none lost, none doubled
+    assert not list((deployment.tmp / "data" / "spool").glob("*.json"))  # spool drained
+
+
+def test_sigkilled_worker_job_completes_elsewhere(deployment: Deployment) -> None:
+    deployment.start_web()
+    first = deployment.start_worker()
+    second = deployment.start_worker()
+    assert deployment.post(change("group", "posts", n=1, sleep=3)) == 200
+
+    [(_, pid)] = wait_until(
+        lambda: rows(deployment.db, "SELECT event_id, pid FROM started"),
+        60,
+        "the slow handler to start",
+    )
+    victim = first if first.pid == pid else second
+    assert victim.pid == pid
+    os.killpg(victim.pid, signal.SIGKILL)  # mid-job: no warm shutdown, no cleanup
+    victim.wait()
+
+    wait_until(lambda: calls(deployment.db), 90, "another worker to finish the job")
+    wait_until(deployment.settled, 60, "queues to settle")
+    assert numbers(deployment.db) == [1]
+    [(_, survivor_pid)] = rows(deployment.db, "SELECT event_id, pid FROM calls")
+    assert survivor_pid != pid
+
+
+def test_same_delivery_five_times_runs_once(deployment: Deployment) -> None:
+    deployment.start_web()
+    deployment.start_worker()
+    deployment.start_worker()
+    concurrent = change("group", "comments", n=1, verb="add")
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        assert list(pool.map(lambda _: deployment.post(concurrent), range(5))) == [200] * 5
+    sequential = change("group", "comments", n=2, verb="add")
+    for _ in range(5):
+        assert deployment.post(sequential) == 200
+        time.sleep(0.2)
+    wait_until(lambda: len(calls(deployment.db)) >= 2, 60, "both events to be handled")
+    wait_until(deployment.settled, 60, "queues to settle")
+    assert numbers(deployment.db) == [1, 2]
+
+
+def test_retries_with_backoff_then_failed_registry_and_requeue(deployment: Deployment) -> None:
+    deployment.start_web()
+    deployment.start_worker()
+    assert deployment.post(change("faulty", "flaky", n=1, fail_times=2)) == 200
+    assert deployment.post(change("faulty", "broken", n=2)) == 200
+
+    wait_until(lambda: numbers(deployment.db) == [1], 90, "the flaky handler's third attempt")
+    flaky = [
+        at
+        for (at,) in rows(
+            deployment.db, "SELECT at FROM attempts WHERE name = 'faulty.flaky' ORDER BY at"
+        )
+    ]
+    assert len(flaky) == 3
+    # retry_backoff = 1 s, then × 4 (±20 % jitter, ≥ 3 s); RQ schedules on whole
+    # seconds, so a wait may end up to 1 s early. Lower bounds only: no flaky upper bound.
+    assert flaky[2] - flaky[1] >= 2.0
+
+    def listed() -> str:
+        out = subprocess.run(
+            receiver_command("failed"),
+            env=deployment.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return out.stdout if "faulty.broken" in out.stdout else ""
+
+    listing = wait_until(listed, 90, "the broken handler to land in the failed registry")
+    assert "broken until FIXED_FLAG exists" in listing
+    assert " 3 " in listing  # attempts: first try plus two retries
+    assert numbers(deployment.db) == [1]
+
+    Path(deployment.env["FIXED_FLAG"]).touch()  # the handler is fixed
+    requeued = subprocess.run(
+        receiver_command("failed", "requeue", "--all"),
+        env=deployment.env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "requeued 1 item(s)" in requeued.stdout
+    wait_until(lambda: numbers(deployment.db) == [1, 2], 60, "the requeued item to succeed")
+    wait_until(deployment.settled, 60, "queues to settle")
+    assert (
+        "no failed items"
+        in subprocess.run(
+            receiver_command("failed"),
+            env=deployment.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+    )
+
+
+def test_spool_drains_into_a_redis_that_lost_its_data(deployment: Deployment) -> None:
+    deployment.start_web()
+    deployment.redis.stop()
+    for n in range(20):
+        assert deployment.post(change("group", "posts", n=n)) == 200  # acknowledged from the spool
+    spool = deployment.tmp / "data" / "spool"
+    assert len(list(spool.glob("*.json"))) == 20
+
+    for leftover in (deployment.tmp / "redis").glob("appendonly*"):
+        if leftover.is_dir():
+            for f in leftover.iterdir():
+                f.unlink()
+            leftover.rmdir()
+        else:
+            leftover.unlink()
+    deployment.redis.start()  # empty: its data is gone
+    deployment.start_worker()
+
+    wait_until(lambda: len(calls(deployment.db)) >= 20, 90, "spooled deliveries to be handled")
+    wait_until(deployment.settled, 60, "queues to settle")
+    assert numbers(deployment.db) == list(range(20))
+    assert not list(spool.glob("*.json"))
