@@ -14,6 +14,7 @@ from redis.retry import Retry
 from .config import Settings, load_settings
 from .core import Core
 from .embedded import EmbeddedRedis, spawn_worker
+from .errors import ConfigError
 from .jobs import WorkContext
 from .plugins import load_plugins
 from .queue import Backend, RQBackend
@@ -86,14 +87,45 @@ def create_app(
 
 
 def connect(url: str, timeout: float) -> redis.Redis:
-    """A client that fails fast: one quick retry (a pooled connection may predate a restart)."""
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 1),
-        health_check_interval=30,
+    """A client that fails fast: one quick retry (a pooled connection may predate a restart).
+
+    ``redis+sentinel://[:password@]host:port[,host:port…]/service[/db]`` asks
+    the Sentinels for the current master, and follows a failover.
+    """
+    options: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), 1),
+        "health_check_interval": 30,
+    }
+    if url.startswith("redis+sentinel://"):
+        return _sentinel_master(url, options)
+    return redis.Redis.from_url(url, **options)
+
+
+def _sentinel_master(url: str, options: dict[str, Any]) -> redis.Redis:
+    from urllib.parse import unquote, urlsplit
+
+    from redis.sentinel import Sentinel
+
+    parts = urlsplit(url)
+    hosts_part = parts.netloc.rsplit("@", 1)[-1]
+    password = unquote(parts.password) if parts.password else None
+    hosts = []
+    for host in hosts_part.split(","):
+        name, _, port = host.rpartition(":")
+        hosts.append((name or host, int(port or 26379)))
+    path = [p for p in parts.path.split("/") if p]
+    if not path:
+        raise ConfigError(
+            "a Sentinel URL names the master's service: redis+sentinel://host:26379/mymaster/0"
+        )
+    sentinel = Sentinel(hosts, socket_timeout=options["socket_timeout"])  # type: ignore[no-untyped-call]
+    db = int(path[1]) if len(path) > 1 else 0
+    master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        path[0], db=db, password=password, **options
     )
+    return master
 
 
 def warn_if_not_persistent(connection: redis.Redis) -> None:

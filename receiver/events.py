@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from datetime import UTC, datetime
 from typing import Any
@@ -34,11 +34,25 @@ class Event:
         return f"{self.topic}.{self.field}"
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form, the one background jobs and captures carry."""
-        data = asdict(self)
-        data["time"] = self.time.isoformat() if self.time else None
-        data["name"] = self.name
-        return data
+        """JSON-safe form, the one background jobs and captures carry.
+
+        Shares ``value`` and ``extra`` with the event (no deep copy: this runs
+        once per event on the ack path, and the result is serialised at once).
+        """
+        return {
+            "topic": self.topic,
+            "field": self.field,
+            "name": self.name,
+            "value": self.value,
+            "id": self.id,
+            "delivery_id": self.delivery_id,
+            "integration": self.integration,
+            "verb": self.verb,
+            "entry_id": self.entry_id,
+            "time": self.time.isoformat() if self.time else None,
+            "replayed": self.replayed,
+            "extra": self.extra,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Event:

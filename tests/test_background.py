@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
@@ -104,3 +105,45 @@ def test_spool_unwritable_means_503(
     response = client.post("/webhook", data=body, headers=signed(body))
     assert response.status_code == 503
     assert response.get_json()["error"] == "queue_unavailable"
+
+
+def test_sentinel_url_finds_the_master(
+    redis_server: Any, tmp_path: Path, worker_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real redis-server in Sentinel mode monitors the test Redis; the receiver asks it."""
+    import subprocess as sp
+
+    from .processes import wait_until
+    from .redis_server import free_port
+
+    port = free_port()
+    conf = tmp_path / "sentinel.conf"
+    conf.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
+        f"sentinel monitor receiver-test 127.0.0.1 {redis_server.port} 1\n"
+    )
+    sentinel = sp.Popen([redis_server.binary, str(conf), "--sentinel"], stdout=sp.DEVNULL)
+    try:
+        import redis as redis_client
+
+        probe = redis_client.Redis(port=port)
+
+        def ready() -> bool:
+            try:
+                return bool(probe.sentinel_get_master_addr_by_name("receiver-test"))
+            except redis_client.RedisError:
+                return False
+
+        wait_until(ready, 30, "sentinel to know the master")
+        monkeypatch.setenv("RECORDING_DB", worker_env["RECORDING_DB"])
+        url = f"redis+sentinel://127.0.0.1:{port}/receiver-test/0"
+        app = create_app(base_config(redis_url=url, handlers=["tests.plugins.recording"]))
+        body = payload("group__posts__status_add.json")
+        response = app.test_client().post("/webhook", data=body, headers=signed(body))
+        assert response.status_code == 200
+        assert response.get_json()["queued"] == 1
+        direct = redis_client.Redis.from_url(redis_server.url)
+        assert direct.llen("receiver:pending:receiver") == 1  # stored on the real master
+    finally:
+        sentinel.terminate()
+        sentinel.wait(timeout=10)

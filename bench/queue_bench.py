@@ -1,0 +1,253 @@
+"""Durable-queue benchmark: ack cost of background work, and worker drain rate.
+
+    .venv/bin/python bench/queue_bench.py [--events 20000] [--runs 3]
+
+Starts a private redis-server (AOF on, everysec) on a free loopback port,
+and prints, in one run on this machine:
+
+- ack cost: ``Core.handle`` of a signed delivery whose events all go to a
+  background handler (verify, parse, route, one Lua round trip to Redis),
+  for deliveries of 1, 10, 100 and 1,000 changes: wall ms per delivery
+  (p50) and CPU µs per event;
+- drain: no-op background events handled per second by `receiver worker`
+  processes (1 and 2), next to plain RQ ``SimpleWorker`` draining one no-op
+  job per event. Workers run in burst mode; their start-up time, measured on
+  an empty queue, is subtracted.
+
+Medians of ``--runs`` runs, with the spread (min–max). Nothing but loopback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+from rq import Queue, Worker
+from rq.serializers import JSONSerializer
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from receiver import Router, build_core, drain  # noqa: E402
+from receiver.core import Headers, Request  # noqa: E402
+from receiver.signature import signature_headers  # noqa: E402
+from tests.redis_server import RedisServer  # noqa: E402
+
+SECRET = "bench-secret"
+QUEUE = "receiver"
+
+
+def delivery(changes: int, salt: int) -> bytes:
+    return json.dumps(
+        {
+            "object": "group",
+            "entry": [
+                {
+                    "id": "g",
+                    "time": 1700000000 + salt,
+                    "changes": [
+                        {
+                            "field": "posts",
+                            "value": {"verb": "add", "n": salt * 10000 + i, "message": "x" * 200},
+                        }
+                        for i in range(changes)
+                    ],
+                }
+            ],
+        }
+    ).encode()
+
+
+def median_spread(values: list[float]) -> str:
+    return f"{statistics.median(values):9.2f}  ({min(values):.2f}–{max(values):.2f})"
+
+
+def ack_cost(url: str, changes: int, count: int) -> tuple[float, float]:
+    """p50 wall ms per delivery, CPU µs per event."""
+    router = Router()
+    from bench.noop import noop
+
+    router.connect("*", noop, background=True)
+    core = build_core(
+        {
+            "receiver": {"redis_url": url, "max_drainers": 1},
+            "integrations": {"default": {"app_secrets": [SECRET], "verify_token": "t"}},
+        },
+        router=router,
+    )
+    bodies = [delivery(changes, salt) for salt in range(count)]
+    requests = [Request("POST", b, Headers(signature_headers(b, SECRET))) for b in bodies]
+    walls = []
+    cpu_start = time.process_time()
+    for request in requests:
+        start = time.perf_counter()
+        result = core.handle(request)
+        walls.append(time.perf_counter() - start)
+        assert result.status == 200 and result.stored == "redis", result.body
+    cpu = time.process_time() - cpu_start
+    return statistics.median(walls) * 1000, cpu / (count * changes) * 1e6
+
+
+STAGING = "bench:staging"
+
+
+def preload(connection: redis.Redis, events: int, per_delivery: int) -> None:
+    """Packets as the web side stores them, staged aside so no worker starts on them early."""
+    from bench.noop import noop
+    from receiver.events import Event
+    from receiver.queue import packets
+    from receiver.routing import Handler
+
+    handler = Handler(func=noop, pattern="*", background=True)
+    for start in range(0, events, per_delivery):
+        work = [
+            (
+                Event(
+                    topic="group",
+                    field="posts",
+                    value={"n": n},
+                    id=f"{n:032x}",
+                    delivery_id="d",
+                    integration="default",
+                ),
+                handler,
+            )
+            for n in range(start, min(events, start + per_delivery))
+        ]
+        for items in packets(f"d{start}", work, QUEUE).values():
+            connection.rpush(STAGING, *[p.encode() for p in items])
+
+
+def run_workers(env: dict[str, str], processes: int, command: list[str]) -> float:
+    start = time.perf_counter()
+    workers = [subprocess.Popen(command, env=env, cwd=ROOT) for _ in range(processes)]
+    for worker in workers:
+        assert worker.wait(timeout=600) == 0
+    return time.perf_counter() - start
+
+
+def drain_rate(
+    url: str, events: int, per_delivery: int, processes: int, env: dict[str, str]
+) -> float:
+    """Workers started and idle first; the clock runs from the kick until the queue is empty."""
+    connection = redis.Redis.from_url(url)
+    connection.flushall()
+    preload(connection, events, per_delivery)
+    command = [sys.executable, "-m", "receiver", "--log-level", "ERROR", "worker"]
+    workers = [subprocess.Popen(command, env=env, cwd=ROOT) for _ in range(processes)]
+    try:
+        deadline = time.monotonic() + 60
+        while Worker.count(connection=connection) < processes:
+            assert time.monotonic() < deadline, "workers did not start"
+            time.sleep(0.05)
+        start = time.perf_counter()
+        connection.rename(STAGING, drain.pending_key(QUEUE))
+        for _ in range(processes):
+            drainer = drain.push(connection, QUEUE, [], max_drainers=processes)
+            if drainer is not None:
+                drain.start_drainer(connection, QUEUE, drainer, 180)
+        while connection.llen(drain.pending_key(QUEUE)) or connection.zcard(
+            drain.drainers_key(QUEUE)
+        ):
+            time.sleep(0.005)
+        elapsed = time.perf_counter() - start
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait(timeout=60)
+    return events / elapsed
+
+
+def rq_rate(url: str, events: int, env: dict[str, str]) -> float:
+    connection = redis.Redis.from_url(url)
+    connection.flushall()
+    queue = Queue(QUEUE, connection=connection, serializer=JSONSerializer)
+    code = (
+        "import redis; from rq import Queue, SimpleWorker;"
+        "from rq.serializers import JSONSerializer;"
+        f"c = redis.Redis.from_url({url!r});"
+        f"SimpleWorker([Queue({QUEUE!r}, connection=c, serializer=JSONSerializer)], connection=c,"
+        " serializer=JSONSerializer).work(burst=True, logging_level='ERROR')"
+    )
+    command = [sys.executable, "-c", code]
+    startup = run_workers(env, 1, command)
+    for start in range(0, events, 500):
+        batch = [
+            Queue.prepare_data("bench.noop.noop_job", args=(n,), result_ttl=0)
+            for n in range(start, min(events, start + 500))
+        ]
+        queue.enqueue_many(batch)
+    elapsed = run_workers(env, 1, command)
+    assert queue.count == 0
+    return events / max(elapsed - startup, 1e-6)
+
+
+def repeat(runs: int, measure: Callable[[], float]) -> list[float]:
+    return [measure() for _ in range(runs)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=20000, help="events per drain measurement")
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as folder:
+        server = RedisServer(Path(folder) / "redis")
+        server.start()
+        env = {
+            **os.environ,
+            "REDIS_URL": server.url,
+            "RECEIVER_APP_SECRET": SECRET,
+            "RECEIVER_VERIFY_TOKEN": "t",
+            "RECEIVER_HANDLERS": "bench.noop",
+            "RECEIVER_DATA_DIR": str(Path(folder) / "data"),
+            "PYTHONPATH": str(ROOT),
+        }
+        os.environ["RECEIVER_DATA_DIR"] = env["RECEIVER_DATA_DIR"]
+        try:
+            print(
+                f"redis-server {server.binary} (AOF everysec), {os.cpu_count()} cores, "
+                f"median of {args.runs} runs (min–max)\n"
+            )
+            print("ack path, background no-op handler (verify + parse + route + store)")
+            print(f"{'changes/delivery':>18}  {'p50 ms/delivery':>26}  {'CPU µs/event':>26}")
+            for changes, count in ((1, 2000), (10, 500), (100, 100), (1000, 20)):
+                results = [ack_cost(server.url, changes, count) for _ in range(args.runs)]
+                redis.Redis.from_url(server.url).flushall()
+                print(
+                    f"{changes:>18}  {median_spread([r[0] for r in results]):>26}  "
+                    f"{median_spread([r[1] for r in results]):>26}"
+                )
+            print(f"\nworker drain, no-op background handler, {args.events} events")
+            print(f"{'':>40}  {'events/s':>26}")
+            rq = repeat(args.runs, lambda: rq_rate(server.url, args.events // 4, env))
+            print(f"{'plain RQ SimpleWorker, 1 job per event':>40}  {median_spread(rq):>26}")
+            for per_delivery in (1, 100):
+                for processes in (1, 2):
+                    rates = repeat(
+                        args.runs,
+                        lambda p=processes, d=per_delivery: drain_rate(
+                            server.url, args.events, d, p, env
+                        ),
+                    )
+                    label = f"receiver, {per_delivery} ev/delivery, {processes} proc"
+                    print(f"{label:>40}  {median_spread(rates):>26}")
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()
