@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -11,6 +12,7 @@ from flask import Flask
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from .capture import CaptureJournal
 from .config import Settings, load_settings
 from .core import Core
 from .embedded import EmbeddedRedis, spawn_worker
@@ -61,7 +63,22 @@ def build_core(
             connection = connect(url, redis_timeout or settings.redis_timeout)
             warn_if_not_persistent(connection)
             backend = RQBackend(settings, connection)
-    return Runtime(settings, router, backend)
+    return Runtime(settings, router, backend, capture_journal(settings))
+
+
+def capture_journal(settings: Settings) -> CaptureJournal | None:
+    """A journal when any integration captures; its folder defaults to ``data_dir/captures``."""
+    if not any(i.capture for i in settings.integrations.values()):
+        return None
+    return CaptureJournal(
+        capture_folder(settings),
+        max_bytes=settings.capture_max_bytes,
+        redactions=settings.capture_redact,
+    )
+
+
+def capture_folder(settings: Settings) -> Path:
+    return Path(settings.capture_dir or Path(settings.data_dir) / "captures")
 
 
 def create_app(

@@ -65,6 +65,11 @@ class Settings:
     spool_mode: str = defaults.SPOOL_MODE
     dedupe_window: int = defaults.DEDUPE_WINDOW
     sync_topics: tuple[str, ...] = defaults.SYNC_TOPICS
+    secret_key: str | None = field(default=None, repr=False)
+    """Signs replay markers; without it, each integration's app secret derives the key."""
+    capture_dir: str | None = None
+    capture_max_bytes: int = defaults.CAPTURE_MAX_BYTES
+    capture_redact: tuple[str, ...] = ()
     source: str = field(default="defaults", compare=False)
     """Where the values came from, for ``receiver check``."""
 
@@ -90,6 +95,10 @@ _RECEIVER_KEYS: dict[str, type] = {
     "spool_mode": str,
     "dedupe_window": int,
     "sync_topics": list,
+    "secret_key": str,
+    "capture_dir": str,
+    "capture_max_bytes": int,
+    "capture_redact": list,
 }
 _INTEGRATION_KEYS = {
     "app_secrets",
@@ -151,11 +160,16 @@ def _build(data: dict[str, Any], env: Mapping[str, str], source: str) -> Setting
         "redis_url": env.get("REDIS_URL") or None,
         "default_integration": env.get("RECEIVER_DEFAULT_INTEGRATION") or None,
         "spool_mode": env.get("RECEIVER_SPOOL_MODE") or None,
+        "capture_dir": env.get("RECEIVER_CAPTURE_DIR") or None,
     }
     values.update({k: v for k, v in env_overrides.items() if v is not None})
     extra_handlers = [h.strip() for h in env.get("RECEIVER_HANDLERS", "").split(",") if h.strip()]
     handlers = tuple(dict.fromkeys([*values.pop("handlers", []), *extra_handlers]))
     sync_topics = tuple(values.pop("sync_topics", defaults.SYNC_TOPICS))
+    capture_redact = tuple(values.pop("capture_redact", ()))
+    secret_key = _env_secret(env, "RECEIVER_SECRET_KEY")
+    if secret_key is not None:
+        values["secret_key"] = secret_key
 
     integrations: dict[str, Integration] = {}
     for name, table in raw_integrations.items():
@@ -169,6 +183,7 @@ def _build(data: dict[str, Any], env: Mapping[str, str], source: str) -> Setting
         integrations=integrations,
         handlers=handlers,
         sync_topics=sync_topics,
+        capture_redact=capture_redact,
         source=source,
         **values,
     )
@@ -240,7 +255,8 @@ def _integration_from_env(
     token = _env_secret(env, "RECEIVER_VERIFY_TOKEN")
     access = _env_secret(env, "RECEIVER_ACCESS_TOKEN")
     sha1 = _env_bool(env, "RECEIVER_ACCEPT_SHA1")
-    if not any(v is not None for v in (secret, token, access, sha1)):
+    capture = _env_bool(env, "RECEIVER_CAPTURE")
+    if not any(v is not None for v in (secret, token, access, sha1, capture)):
         return base
     current = base or Integration(name=name)
     secrets = current.app_secrets
@@ -254,7 +270,7 @@ def _integration_from_env(
         access_token=access if access is not None else current.access_token,
         accept_sha1=sha1 if sha1 is not None else current.accept_sha1,
         enabled=current.enabled,
-        capture=current.capture,
+        capture=capture if capture is not None else current.capture,
     )
 
 

@@ -16,9 +16,11 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-from . import envelope, signature
+from . import envelope, marking, signature
+from .capture import CaptureJournal
 from .config import Integration, Settings
 from .errors import (
     HandshakeRejected,
@@ -69,7 +71,17 @@ class Request:
     """Set for per-topic URLs (``/webhook/group``)."""
     body_too_large: bool = False
     """The adapter stopped reading at the limit."""
+    path: str = ""
+    """As received, for captures; derived from integration and topic when empty."""
+    replay_token: str | None = None
+    """The ``X-Receiver-Replay`` header; the core decides whether it is genuine."""
     replayed: bool = False
+    """Set by the core once a replay token verified (or by in-process replay itself)."""
+
+    def __post_init__(self) -> None:
+        if not self.path:
+            base = f"/webhooks/{self.integration}" if self.integration else "/webhook"
+            self.path = f"{base}/{self.topic}" if self.topic else base
 
 
 @dataclass
@@ -95,6 +107,8 @@ class Result:
     stored: str | None = None
     """Where background work went: ``redis``, ``spool`` or ``inline``; ``None`` if none."""
     secret_index: int | None = None
+    verified: str | None = None
+    """``ok``, ``unchecked`` (development mode), ``failed``, or ``None`` when not reached."""
     error: str | None = None
 
     @property
@@ -113,13 +127,32 @@ def rejection(exc: Rejected, **extra: Any) -> Result:
 class Core:
     """Verifies, parses, routes; runs inline handlers and hands the rest to a backend."""
 
-    def __init__(self, settings: Settings, router: Router, backend: Backend) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        router: Router,
+        backend: Backend,
+        capture: CaptureJournal | None = None,
+    ) -> None:
         self.settings = settings
         self.router = router
         self.backend = backend
+        self.capture = capture
         self._answer_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="receiver-answer")
 
     def handle(self, request: Request) -> Result:
+        received_at = datetime.now(UTC)
+        result = self._handle(request)
+        if self.capture is not None:
+            integration = self.settings.integration(request.integration)
+            if integration is not None and integration.capture:
+                try:
+                    self.capture.record(request, result, received_at)
+                except OSError as exc:  # a tester's journal never costs a delivery
+                    log.error("capture failed: %s", exc)
+        return result
+
+    def _handle(self, request: Request) -> Result:
         method = request.method.upper()
         if method not in (*ALLOWED_METHODS, "HEAD"):
             return rejection(
@@ -182,8 +215,17 @@ class Core:
         )
 
     def _deliver(self, integration: Integration, request: Request) -> Result:
-        delivery_id = uuid.uuid4().hex
-        context: dict[str, Any] = {"delivery_id": delivery_id, "integration": integration.name}
+        context: dict[str, Any] = {"delivery_id": uuid.uuid4().hex, "integration": integration.name}
+        try:
+            return self._verified_delivery(integration, request, context)
+        except Rejected as exc:
+            log.info("rejected POST %s: %s", integration.name, exc.code)
+            return rejection(exc, **context)
+
+    def _verified_delivery(
+        self, integration: Integration, request: Request, context: dict[str, Any]
+    ) -> Result:
+        delivery_id = context["delivery_id"]
         if request.body_too_large or len(request.body) > self.settings.max_body_bytes:
             raise Rejected(
                 f"body is larger than max_body_bytes ({self.settings.max_body_bytes})",
@@ -192,12 +234,14 @@ class Core:
             )
         secret_index = None
         if integration.app_secrets:
+            context["verified"] = "failed"
             secret_index = signature.verify(
                 request.headers,
                 request.body,
                 integration.app_secrets,
                 accept_sha1=integration.accept_sha1,
             )
+            context["verified"] = "ok"
             if secret_index > 0:
                 log.info(
                     "integration %s: delivery signed with an older secret (#%d); finish the "
@@ -206,14 +250,18 @@ class Core:
                     secret_index,
                 )
         else:
+            context["verified"] = "unchecked"
             self._warn_dev(f"signature not checked for integration {integration.name!r}")
         context["secret_index"] = secret_index
+        replayed = request.replayed or (
+            request.replay_token is not None and self._genuine_replay(integration, request)
+        )
         events = envelope.parse(
             request.body,
             delivery_id=delivery_id,
             integration=integration.name,
             max_depth=self.settings.max_depth,
-            replayed=request.replayed,
+            replayed=replayed,
         )
         if request.topic is not None and events and events[0].topic != request.topic:
             raise Rejected(
@@ -251,11 +299,13 @@ class Core:
             return _json(
                 200, answer, events=events, results=results + sync_results, stored=stored, **context
             )
-        body = {
+        body: dict[str, Any] = {
             "delivery_id": context["delivery_id"],
             "events": len(events),
             "queued": len(background),
         }
+        if events and events[0].replayed:  # only a genuine replay learns how handlers fared
+            body["handlers"] = [[r.handler, r.event_id, r.ok] for r in results]
         return _json(200, body, events=events, results=results, stored=stored, **context)
 
     def _run(self, event: Event, handler: Handler) -> tuple[HandlerResult, Any]:
@@ -304,6 +354,17 @@ class Core:
         if len(answers) > 1:
             merged["data"] = [d for a in answers for d in (a.get("data") or [])]
         return merged, results
+
+    def _genuine_replay(self, integration: Integration, request: Request) -> bool:
+        keys: list[str | bytes] = [marking.key_for(s) for s in integration.app_secrets]
+        if self.settings.secret_key:
+            keys.append(self.settings.secret_key)
+        if marking.verify(request.replay_token or "", keys):
+            return True
+        log.warning(
+            "integration %s: replay marker does not verify; treated as live", integration.name
+        )
+        return False
 
     def _warn_dev(self, what: str) -> None:
         log.warning("DEVELOPMENT MODE: %s; never expose this receiver to the internet", what)

@@ -44,5 +44,8 @@ DEDUPE_WINDOW = 24 * 3600
 SYNC_TOPICS = ("link",)
 """Topics whose handlers answer in the HTTP response body."""
 
+CAPTURE_MAX_BYTES = 64 * 1024 * 1024
+"""Size at which a capture file is rotated (files also rotate daily)."""
+
 ENTRY_POINT_GROUP = "receiver.handlers"
 """Entry-point group through which installed packages offer handler modules."""

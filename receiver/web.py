@@ -8,6 +8,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from . import marking
 from .core import Core, Headers, Request, Result
 
 log = logging.getLogger("receiver.web")
@@ -34,6 +35,8 @@ def callback(integration: str | None = None, topic: str | None = None) -> Respon
             integration=integration,
             topic=topic,
             body_too_large=too_large or len(body) > limit,
+            path=request.path,
+            replay_token=request.headers.get(marking.HEADER),
         )
     )
     return to_response(result)
