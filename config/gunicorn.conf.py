@@ -16,6 +16,9 @@ worker_class = "gthread" if threads > 1 else "sync"
 timeout = 30
 graceful_timeout = 30
 keepalive = 5
+# gunicorn 27's control socket lives at one path per user: several receivers on
+# one machine (or a receiver and its tests) would fight over it. Not needed here.
+control_socket_disable = True
 accesslog = "-" if os.environ.get("RECEIVER_ACCESS_LOG") else None
 errorlog = "-"
 loglevel = os.environ.get("RECEIVER_LOG_LEVEL", "info").lower()

@@ -158,14 +158,14 @@ class CaptureJournal:
                 os.close(self._fd)
             self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._day, self._pid = day, pid
-            self._fd, self._size = self._open_next(day, pid)
+            self._fd, self._size = self._open_next(day, pid, incoming)
         return self._fd
 
-    def _open_next(self, day: date, pid: int) -> tuple[int, int]:
+    def _open_next(self, day: date, pid: int, incoming: int) -> tuple[int, int]:
         for number in range(100000):
             path = self.folder / f"captures-{day:%Y%m%d}-{pid}-{number:03d}.jsonl"
             size = path.stat().st_size if path.exists() else 0
-            if size < self.max_bytes:
+            if size == 0 or size + incoming <= self.max_bytes:
                 fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
                 return fd, size
         raise OSError(f"too many capture files for {day} in {self.folder}")

@@ -35,6 +35,8 @@ from .routing import Handler, Router
 log = logging.getLogger("receiver")
 
 ALLOWED_METHODS = ("GET", "POST")
+REPLAY_OUTCOMES_HEADER = "X-Receiver-Handlers"
+"""On answers to genuine replays of synchronous topics: how the inline handlers fared."""
 
 
 class Headers(Mapping[str, str]):
@@ -253,15 +255,14 @@ class Core:
             context["verified"] = "unchecked"
             self._warn_dev(f"signature not checked for integration {integration.name!r}")
         context["secret_index"] = secret_index
-        replayed = request.replayed or (
-            request.replay_token is not None and self._genuine_replay(integration, request)
-        )
+        if not request.replayed and request.replay_token is not None:
+            request.replayed = self._genuine_replay(integration, request)
         events = envelope.parse(
             request.body,
             delivery_id=delivery_id,
             integration=integration.name,
             max_depth=self.settings.max_depth,
-            replayed=replayed,
+            replayed=request.replayed,
         )
         if request.topic is not None and events and events[0].topic != request.topic:
             raise Rejected(
@@ -296,8 +297,19 @@ class Core:
         ]
         if sync:
             answer, sync_results = self._answer(sync)
+            results += sync_results
+            headers = {}
+            if events[0].replayed:  # the answer body is Meta's format: report in a header
+                outcomes = [[r.handler, r.event_id, r.ok] for r in results]
+                headers[REPLAY_OUTCOMES_HEADER] = json.dumps(outcomes, separators=(",", ":"))
             return _json(
-                200, answer, events=events, results=results + sync_results, stored=stored, **context
+                200,
+                answer,
+                events=events,
+                results=results,
+                stored=stored,
+                headers=headers,
+                **context,
             )
         body: dict[str, Any] = {
             "delivery_id": context["delivery_id"],

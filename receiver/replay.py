@@ -22,7 +22,7 @@ from typing import Any
 
 from . import marking
 from .capture import read_captures, record_body, record_time
-from .core import Core, Headers, Request
+from .core import REPLAY_OUTCOMES_HEADER, Core, Headers, Request
 from .envelope import parse
 from .errors import ReceiverError
 from .queue import InlineBackend
@@ -55,12 +55,13 @@ class Replayed:
     events: list[list[str]] = field(default_factory=list)
     """``[name, id]`` per event, in order."""
     handlers: list[list[Any]] = field(default_factory=list)
-    """``[handler, event id, ok]`` per handler call the replay could observe."""
+    """``[handler, event id, ok, "inline" | "background"]`` per call the replay could observe:
+    over HTTP only inline ones (background handlers run later, on a worker)."""
     error: str | None = None
 
     @property
     def failed(self) -> bool:
-        return not 200 <= self.status < 300 or any(not ok for _, _, ok in self.handlers)
+        return not 200 <= self.status < 300 or any(not h[2] for h in self.handlers)
 
 
 def load(paths: Iterable[str | Path]) -> tuple[list[Delivery], list[str]]:
@@ -174,9 +175,11 @@ def in_process(
             replayed=True,
         )
         result = core.handle(request)
-        handlers = [[r.handler, r.event_id, r.ok] for r in result.results]
-        if backend is not None:
-            handlers += [[o.handler.id, o.event.id, o.ok] for o in backend.outcomes if o.ran]
+        handlers = [[r.handler, r.event_id, r.ok, "inline"] for r in result.results]
+        if backend is not None and result.stored == "inline":
+            handlers += [
+                [o.handler.id, o.event.id, o.ok, "background"] for o in backend.outcomes if o.ran
+            ]
         yield Replayed(
             key=delivery.key,
             source=delivery.source,
@@ -239,8 +242,9 @@ def _post(
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             status, payload = response.status, response.read()
+            reported = response.headers.get(REPLAY_OUTCOMES_HEADER)
     except urllib.error.HTTPError as exc:
-        status, payload = exc.code, exc.read()
+        status, payload, reported = exc.code, exc.read(), None
     except OSError as exc:
         return Replayed(delivery.key, delivery.source, status=0, error=f"unreachable: {exc}")
     try:
@@ -253,7 +257,11 @@ def _post(
             [e.name, e.id]
             for e in parse(delivery.body, delivery_id="-", integration="-", max_depth=512)
         ]
-    handlers = answer.get("handlers", []) if isinstance(answer, dict) else []
+    if reported is not None:
+        observed = json.loads(reported)
+    else:
+        observed = answer.get("handlers", []) if isinstance(answer, dict) else []
+    handlers = [[*h[:3], "inline"] for h in observed]
     error = answer.get("error") if isinstance(answer, dict) else None
     return Replayed(delivery.key, delivery.source, status, events, handlers, error)
 
@@ -263,7 +271,11 @@ def report(mode: str, results: list[Replayed]) -> dict[str, Any]:
 
 
 def compare(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Differences a regression replay cares about: status, events, observed handler outcomes."""
+    """Differences a regression replay cares about: status, events, handler outcomes.
+
+    Background outcomes count only when both runs saw them (both in-process).
+    """
+    kinds = {"inline"} if "http" in (_mode(old), _mode(new)) else {"inline", "background"}
     before = {d["key"]: d for d in old.get("deliveries", [])}
     after = {d["key"]: d for d in new.get("deliveries", [])}
     differences = [f"{k}: missing from this run" for k in before if k not in after]
@@ -274,13 +286,19 @@ def compare(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             differences.append(f"{key}: status {a['status']} → {b['status']}")
         if a["events"] != b["events"]:
             differences.append(f"{key}: events {a['events']} → {b['events']}")
-        if a["handlers"] and b["handlers"] and _handlers(a) != _handlers(b):
-            differences.append(f"{key}: handler outcomes {_handlers(a)} → {_handlers(b)}")
+        if _handlers(a, kinds) != _handlers(b, kinds):
+            differences.append(
+                f"{key}: handler outcomes {_handlers(a, kinds)} → {_handlers(b, kinds)}"
+            )
     return sorted(differences)
 
 
-def _handlers(entry: dict[str, Any]) -> list[tuple[str, str, bool]]:
-    return sorted((str(h), str(e), bool(ok)) for h, e, ok in entry["handlers"])
+def _mode(report_data: dict[str, Any]) -> str:
+    return str(report_data.get("mode", "")).split(" ", 1)[0]
+
+
+def _handlers(entry: dict[str, Any], kinds: set[str]) -> list[tuple[str, str, bool]]:
+    return sorted((str(h[0]), str(h[1]), bool(h[2])) for h in entry["handlers"] if h[3] in kinds)
 
 
 def summarize(results: list[Replayed]) -> dict[str, Any]:
@@ -291,6 +309,6 @@ def summarize(results: list[Replayed]) -> dict[str, Any]:
         "sent": len(results),
         "statuses": dict(sorted(statuses.items())),
         "events": sum(len(r.events) for r in results),
-        "handler_errors": sum(1 for r in results for _, _, ok in r.handlers if not ok),
+        "handler_errors": sum(1 for r in results for h in r.handlers if not h[2]),
         "failed": sum(1 for r in results if r.failed),
     }

@@ -52,7 +52,7 @@ def wait_for_http(url: str, process: subprocess.Popen[bytes], timeout: float = 3
             raise AssertionError(f"server exited with {process.returncode} before answering")
         try:
             return requests.get(url, timeout=1).status_code == 200
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):
             return False
 
     wait_until(ready, timeout, f"{url} to answer")

