@@ -105,16 +105,17 @@ def receiver_client(
     after = None
     if receiver_background == "worker":
         server: testing.RedisServer = request.getfixturevalue("receiver_redis")
-        env = {
-            **os.environ,
-            "REDIS_URL": server.url,
-            "RECEIVER_APP_SECRET": testing.TEST_SECRET,
-            "RECEIVER_VERIFY_TOKEN": testing.TEST_TOKEN,
-            "RECEIVER_HANDLERS": ",".join(receiver_handlers),
-            "PYTHONPATH": os.pathsep.join([os.getcwd(), *sys.path]),
-        }
 
         def after() -> None:
+            # The environment as the test has it now: monkeypatch may have changed it.
+            env = {
+                **os.environ,
+                "REDIS_URL": server.url,
+                "RECEIVER_APP_SECRET": testing.TEST_SECRET,
+                "RECEIVER_VERIFY_TOKEN": testing.TEST_TOKEN,
+                "RECEIVER_HANDLERS": ",".join(receiver_handlers),
+                "PYTHONPATH": os.pathsep.join([os.getcwd(), *sys.path]),
+            }
             testing.run_worker_burst(env, cwd=os.getcwd())
 
     return testing.SignedClient(receiver_app.test_client(), after_post=after)
