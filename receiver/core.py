@@ -10,8 +10,8 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import os
 import time
-import uuid
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -217,7 +217,8 @@ class Core:
         )
 
     def _deliver(self, integration: Integration, request: Request) -> Result:
-        context: dict[str, Any] = {"delivery_id": uuid.uuid4().hex, "integration": integration.name}
+        delivery_id = os.urandom(16).hex()
+        context: dict[str, Any] = {"delivery_id": delivery_id, "integration": integration.name}
         try:
             return self._verified_delivery(integration, request, context)
         except Rejected as exc:

@@ -45,6 +45,8 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_no_constants)
+
 def decode(body: bytes, max_depth: int) -> dict[str, Any]:
     """Parse the body as a JSON object no deeper than ``max_depth``."""
     try:
@@ -55,12 +57,13 @@ def decode(body: bytes, max_depth: int) -> dict[str, Any]:
             code="invalid_encoding",
         ) from None
     try:
-        data = json.loads(text, parse_constant=_no_constants)
+        data = _DECODER.decode(text)
     except RecursionError:
         raise _too_deep(max_depth) from None
     except ValueError as exc:
         raise PayloadRejected(f"body is not JSON ({_short(exc)})", code="invalid_json") from None
-    if _depth_exceeds(data, max_depth):
+    # Fewer brackets than the limit cannot nest past it: most bodies skip the walk.
+    if body.count(b"{") + body.count(b"[") > max_depth and _depth_exceeds(data, max_depth):
         raise _too_deep(max_depth)
     if not isinstance(data, dict):
         raise _not_envelope(f"body is a JSON {type(data).__name__}, not an object")
