@@ -36,7 +36,8 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
-from .jobs import ALIVE_PREFIX, HandlerFailed, Outcome, WorkContext, current_context, execute
+from .errors import HandlerFailed
+from .jobs import ALIVE_PREFIX, Outcome, WorkContext, current_context, execute
 
 log = logging.getLogger("receiver.drain")
 

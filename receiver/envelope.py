@@ -47,6 +47,7 @@ def _no_constants(name: str) -> Any:
 
 _DECODER = json.JSONDecoder(parse_constant=_no_constants)
 
+
 def decode(body: bytes, max_depth: int) -> dict[str, Any]:
     """Parse the body as a JSON object no deeper than ``max_depth``."""
     try:

@@ -3,7 +3,9 @@
     ReceiverError
     ├── ConfigError            bad or missing configuration; start-up stops
     ├── PluginError            a handler module failed to import or register
-    ├── QueueUnavailable       Redis could not take background work (→ 503)
+    ├── QueueUnavailable       neither Redis nor the spool could take background work (→ 503)
+    ├── HandlerFailed          a background handler raised (RQ retries, then fails the job)
+    ├── ReplayError            a replay source cannot be read
     └── Rejected               a request the receiver answers with a 4xx
         ├── HandshakeRejected  GET verification failed
         ├── SignatureRejected  missing, malformed or wrong HMAC signature
@@ -38,6 +40,14 @@ class QueueUnavailable(ReceiverError):
 
     status = 503
     code = "queue_unavailable"
+
+
+class HandlerFailed(ReceiverError):
+    """A background handler raised; the message carries its traceback for RQ's failed registry."""
+
+
+class ReplayError(ReceiverError):
+    """A replay source cannot be read."""
 
 
 class Rejected(ReceiverError):

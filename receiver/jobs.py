@@ -23,7 +23,6 @@ from typing import Any
 from redis import Redis, RedisError
 
 from .config import Settings
-from .errors import ReceiverError
 from .events import Event
 from .routing import Handler, Router
 
@@ -53,10 +52,6 @@ for i, key in ipairs(KEYS) do
 end
 return out
 """
-
-
-class HandlerFailed(ReceiverError):
-    """A background handler raised; the message carries its traceback for RQ's failed registry."""
 
 
 @dataclass

@@ -24,13 +24,9 @@ from . import marking
 from .capture import read_captures, record_body, record_time
 from .core import REPLAY_OUTCOMES_HEADER, Core, Headers, Request
 from .envelope import parse
-from .errors import ReceiverError
+from .errors import ReceiverError, ReplayError
 from .queue import InlineBackend
 from .signature import signature_headers
-
-
-class ReplayError(ReceiverError):
-    """A source cannot be read, or a report cannot be compared."""
 
 
 @dataclass

@@ -80,6 +80,17 @@ class Deployment:
             f"{self.url}/webhook", data=body, headers=signed(body), timeout=30
         ).status_code
 
+    def cli(self, *args: str) -> str:
+        """What `receiver ARGS…` prints, run as an operator would against this deployment."""
+        return subprocess.run(
+            receiver_command(*args),
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.redis.url)
 
@@ -228,15 +239,8 @@ def test_retries_with_backoff_then_failed_registry_and_requeue(deployment: Deplo
     assert flaky[2] - flaky[1] >= 2.0
 
     def listed() -> str:
-        out = subprocess.run(
-            receiver_command("failed"),
-            env=deployment.env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        return out.stdout if "faulty.broken" in out.stdout else ""
+        out = deployment.cli("failed")
+        return out if "faulty.broken" in out else ""
 
     listing = wait_until(listed, 90, "the broken handler to land in the failed registry")
     assert "broken until FIXED_FLAG exists" in listing
@@ -244,28 +248,10 @@ def test_retries_with_backoff_then_failed_registry_and_requeue(deployment: Deplo
     assert numbers(deployment.db) == [1]
 
     Path(deployment.env["FIXED_FLAG"]).touch()  # the handler is fixed
-    requeued = subprocess.run(
-        receiver_command("failed", "requeue", "--all"),
-        env=deployment.env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert "requeued 1 item(s)" in requeued.stdout
+    assert "requeued 1 item(s)" in deployment.cli("failed", "requeue", "--all")
     wait_until(lambda: numbers(deployment.db) == [1, 2], 60, "the requeued item to succeed")
     wait_until(deployment.settled, 60, "queues to settle")
-    assert (
-        "no failed items"
-        in subprocess.run(
-            receiver_command("failed"),
-            env=deployment.env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        ).stdout
-    )
+    assert "no failed items" in deployment.cli("failed")
 
 
 def test_spool_drains_into_a_redis_that_lost_its_data(deployment: Deployment) -> None:
