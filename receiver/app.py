@@ -94,10 +94,12 @@ def create_app(
     goes to an embedded Redis started on first need, with a worker beside it.
     """
     from .web import blueprint, register_error_handlers
+    from .wsgi import CallbackMiddleware
 
     core = build_core(config, router=router, backend=backend)
     app = Flask("receiver")
     app.extensions["receiver"] = core
+    app.wsgi_app = CallbackMiddleware(app.wsgi_app, core)  # type: ignore[method-assign]
     app.register_blueprint(blueprint)
     register_error_handlers(app)
     return app
@@ -154,7 +156,7 @@ def warn_if_not_persistent(connection: redis.Redis) -> None:
         return  # managed Redis often forbids CONFIG; nothing to learn
     except redis.RedisError as exc:
         log.warning(
-            "could not reach Redis at start-up (%s); deliveries will spool until it answers", exc
+            "Redis unreachable at start-up (%s); carrying on, it is retried on every use", exc
         )
         return
     if not info.get("aof_enabled") and not save:

@@ -53,6 +53,11 @@ SLOT_GRACE = 60
 BUDGET = 20.0
 """Seconds one drain job runs before handing over: keeps RQ's job heartbeat honest."""
 POP_PACKETS = 50
+BACKLOG_PER_DRAINER = 2 * POP_PACKETS
+"""Another drainer starts only when this many packets wait per live one."""
+LINGER = 1
+"""Seconds an idle drainer waits for the next delivery before it ends: under steady
+traffic one drainer stays up instead of the web side starting one per burst."""
 OUTAGE_PAUSE = 1.0
 """Seconds a drainer waits before trying Redis again."""
 DRAIN_FUNCTION = "receiver.drain.drain"
@@ -62,9 +67,11 @@ stop_requested = threading.Event()
 """Set by the worker on SIGTERM: drainers stop after their current packets."""
 
 PUSH = """
-if #ARGV > 3 then redis.call('RPUSH', KEYS[1], unpack(ARGV, 4)) end
+if #ARGV > 4 then redis.call('RPUSH', KEYS[1], unpack(ARGV, 5)) end
 local now = tonumber(redis.call('TIME')[1])
-if redis.call('ZCOUNT', KEYS[2], now, '+inf') < tonumber(ARGV[1]) then
+local live = redis.call('ZCOUNT', KEYS[2], now, '+inf')
+if live == 0 or (live < tonumber(ARGV[1])
+                 and redis.call('LLEN', KEYS[1]) > live * tonumber(ARGV[4])) then
   redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[2])
   return 1
 end
@@ -119,7 +126,7 @@ def push(connection: Redis, queue: str, packets: list[bytes], max_drainers: int)
     script = connection.register_script(PUSH)
     wanted = script(
         keys=[pending_key(queue), drainers_key(queue)],
-        args=[max_drainers, candidate, SLOT_GRACE, *packets],
+        args=[max_drainers, candidate, SLOT_GRACE, BACKLOG_PER_DRAINER, *packets],
     )
     return candidate if wanted else None
 
@@ -214,6 +221,9 @@ def drain(queue: str) -> dict[str, int]:
                         break
                     packets = pop(keys=[pending_key(queue), inflight], args=[POP_PACKETS])
                     if not packets:
+                        # Block briefly for the next delivery; it lands in flight, read above.
+                        if connection.blmove(pending_key(queue), inflight, LINGER, "LEFT", "RIGHT"):
+                            continue
                         if finish(keys=done_keys, args=[drainer]):
                             break
                         continue
