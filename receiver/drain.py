@@ -36,6 +36,7 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
+from . import lua
 from .errors import HandlerFailed
 from .jobs import ALIVE_PREFIX, Outcome, WorkContext, current_context, execute
 
@@ -123,7 +124,7 @@ def drainers_key(queue: str) -> str:
 def push(connection: Redis, queue: str, packets: list[bytes], max_drainers: int) -> str | None:
     """Append packets (one round trip); return a new drainer id when one should be started."""
     candidate = uuid.uuid4().hex
-    script = connection.register_script(PUSH)
+    script = lua.script(connection, PUSH)
     wanted = script(
         keys=[pending_key(queue), drainers_key(queue)],
         args=[max_drainers, candidate, SLOT_GRACE, BACKLOG_PER_DRAINER, *packets],
@@ -156,7 +157,7 @@ def kick(connection: Redis, queue: str, max_drainers: int, job_timeout: int) -> 
 
 def reap(connection: Redis, queue: str) -> int:
     """Give dead drainers' in-flight packets back to the queue, oldest first."""
-    script = connection.register_script(REAP)
+    script = lua.script(connection, REAP)
     return int(
         script(keys=[pending_key(queue), drainers_key(queue)], args=[INFLIGHT, ALIVE_PREFIX])
     )
@@ -203,8 +204,8 @@ def drain(queue: str) -> dict[str, int]:
     job = get_current_job()
     drainer = job.id if job is not None else uuid.uuid4().hex
     inflight = INFLIGHT + drainer
-    pop = connection.register_script(POP)
-    finish = connection.register_script(FINISH)
+    pop = lua.script(connection, POP)
+    finish = lua.script(connection, FINISH)
     counts = {"packets": 0, "events": 0, "failed": 0}
     started = time.monotonic()
     done_keys = [pending_key(queue), drainers_key(queue), inflight]

@@ -22,6 +22,7 @@ from typing import Any
 
 from redis import Redis, RedisError
 
+from . import lua
 from .config import Settings
 from .events import Event
 from .routing import Handler, Router
@@ -140,7 +141,7 @@ def _claim(outcomes: list[Outcome], context: WorkContext, token: str) -> list[bo
     first = {key: index for index, key in reversed(list(enumerate(keys)))}
     if context.connection is None:
         return [first[key] == index for index, key in enumerate(keys)]
-    script = context.connection.register_script(_CLAIM)
+    script = lua.script(context.connection, _CLAIM)
     unique = list(first)
     result = script(keys=unique, args=[token, context.settings.dedupe_window, ALIVE_PREFIX])
     won = {key for key, flag in zip(unique, result, strict=True) if flag}
