@@ -5,7 +5,8 @@
 Needs ``wrk`` (Debian: ``apt-get install -y wrk``). Starts a private
 redis-server (AOF on) on a free loopback port, then serves each scenario in
 turn with gunicorn as the Procfile does (``--config config/gunicorn.conf.py``,
-sync workers, ``--workers 2``, bound to a free 127.0.0.1 port):
+``--workers 2``, threads as the config says unless ``--threads N``; bound to a free
+127.0.0.1 port):
 
 - bare Flask returning 200 (``bench.reference_apps:bare``);
 - naive Flask: HMAC check, ``json.loads``, one RQ ``enqueue`` per change
@@ -662,6 +663,12 @@ def main() -> None:
     )
     parser.add_argument("--duration", type=int, default=10, help="seconds of wrk load per run")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="gunicorn threads per worker (1 = sync workers); default: the Procfile's config",
+    )
     args = parser.parse_args()
     require_wrk()
     # SIGTERM unwinds like Ctrl-C, so the finally blocks stop every process started here.
@@ -677,11 +684,14 @@ def main() -> None:
         try:
             assert server.process is not None
             env = base_env(server.url, folder / "data")
+            if args.threads is not None:
+                env["GUNICORN_THREADS"] = str(args.threads)
             lab = Lab(folder, server.url, server.process.pid, env)
             body = delivery(0)
+            threads = args.threads or "as in config/gunicorn.conf.py"
             print(
                 f"{os.cpu_count()} cores; {wrk_version()}; redis-server {server.binary} "
-                f"(AOF everysec); gunicorn sync --workers {GUNICORN_WORKERS}\n"
+                f"(AOF everysec); gunicorn --workers {GUNICORN_WORKERS} --threads {threads}\n"
                 f"load: wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} -d{args.duration}s, "
                 f"POST {PATH}, {len(body)}-byte signed group.comments delivery "
                 f"(distinct per request); "

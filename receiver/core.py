@@ -113,10 +113,6 @@ class Result:
     """``ok``, ``unchecked`` (development mode), ``failed``, or ``None`` when not reached."""
     error: str | None = None
 
-    @property
-    def json(self) -> Any:
-        return json.loads(self.body) if self.content_type == "application/json" else None
-
 
 def _json(status: int, data: Any, **extra: Any) -> Result:
     return Result(status=status, body=json.dumps(data, separators=(",", ":")).encode(), **extra)

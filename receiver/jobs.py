@@ -162,11 +162,3 @@ def _set_state(context: WorkContext, outcome: Outcome, state: str) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
-
-
-def outcome_state(
-    connection: Redis, event_integration: str, handler_id: str, event_id: str
-) -> str | None:
-    """What happened to one (event, handler) pair, for operators and tests."""
-    raw = connection.get(state_key(event_integration, handler_id, event_id))
-    return raw.decode() if isinstance(raw, bytes) else raw

@@ -194,9 +194,6 @@ class Router:
     def handlers(self) -> list[Handler]:
         return sorted(self._handlers.values(), key=lambda h: h.order)
 
-    def has_background(self) -> bool:
-        return any(h.background for h in self._handlers.values())
-
     @contextmanager
     def isolated(self) -> Iterator[Router]:
         """Registrations made inside the block are removed after it (tests)."""
