@@ -40,6 +40,10 @@ time from a Python client (fresh connection each: sync workers close it),
 to the receiver with the background no-op handler: ack latency (p50, p99;
 with 50 samples p99 is the slowest) and server CPU per event.
 
+A third table is worker drain (``bench/queue_bench.py``'s): no-op background
+events per second for one and two ``receiver worker`` processes, next to plain
+RQ draining one job per event.
+
 Each (scenario, run) gets a flushed Redis and fresh processes; ``--runs N``
 reports medians with the spread (min–max). Nothing but loopback; every
 process started here is stopped on the way out.
@@ -72,8 +76,9 @@ from rq import Worker
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.queue_bench import print_drain_table  # noqa: E402
 from receiver import drain  # noqa: E402
-from tests.redis_server import RedisServer, free_port  # noqa: E402
+from receiver.testing import RedisServer, free_port  # noqa: E402
 
 SECRET = "bench-secret"
 QUEUE = "receiver"
@@ -669,6 +674,9 @@ def main() -> None:
         default=None,
         help="gunicorn threads per worker (1 = sync workers); default: the Procfile's config",
     )
+    parser.add_argument(
+        "--drain-events", type=int, default=20000, help="events per worker drain measurement"
+    )
     args = parser.parse_args()
     require_wrk()
     # SIGTERM unwinds like Ctrl-C, so the finally blocks stop every process started here.
@@ -708,6 +716,7 @@ def main() -> None:
                 "client, fresh connection per POST; CPU = gunicorn master + workers"
             )
             print_size_table([ack_sizes(lab, args.duration) for _ in range(args.runs)])
+            print_drain_table(server.url, args.drain_events, args.runs, env)
         finally:
             server.stop()
 

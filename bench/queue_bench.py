@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 from receiver import Router, build_core, drain  # noqa: E402
 from receiver.core import Headers, Request  # noqa: E402
 from receiver.signature import signature_headers  # noqa: E402
-from tests.redis_server import RedisServer  # noqa: E402
+from receiver.testing import RedisServer  # noqa: E402
 
 SECRET = "bench-secret"
 QUEUE = "receiver"
@@ -155,9 +155,7 @@ def drain_rate(
             drainer = drain.push(connection, QUEUE, [], max_drainers=processes)
             if drainer is not None:
                 drain.start_drainer(connection, QUEUE, drainer, 180)
-        while connection.llen(drain.pending_key(QUEUE)) or connection.zcard(
-            drain.drainers_key(QUEUE)
-        ):
+        while not drained(connection):
             time.sleep(0.005)
         elapsed = time.perf_counter() - start
     finally:
@@ -166,6 +164,14 @@ def drain_rate(
         for worker in workers:
             worker.wait(timeout=60)
     return events / elapsed
+
+
+def drained(connection: redis.Redis) -> bool:
+    """Nothing pending and nothing in flight (an idle drainer lingers with an empty list)."""
+    if connection.llen(drain.pending_key(QUEUE)):
+        return False
+    drainers = connection.zrange(drain.drainers_key(QUEUE), 0, -1)
+    return not any(connection.llen(drain.INFLIGHT + d.decode()) for d in drainers)
 
 
 def rq_rate(url: str, events: int, env: dict[str, str]) -> float:
@@ -194,6 +200,23 @@ def rq_rate(url: str, events: int, env: dict[str, str]) -> float:
 
 def repeat(runs: int, measure: Callable[[], float]) -> list[float]:
     return [measure() for _ in range(runs)]
+
+
+def print_drain_table(url: str, events: int, runs: int, env: dict[str, str]) -> None:
+    """Worker drain rates: plain RQ one job per event, then `receiver worker` × 1 and × 2."""
+    env = {**env, "RECEIVER_HANDLERS": "bench.noop", "REDIS_URL": url}
+    print(f"\nworker drain, no-op background handler, {events} events")
+    print(f"{'':>40}  {'events/s':>26}")
+    rq = repeat(runs, lambda: rq_rate(url, events // 4, env))
+    print(f"{'plain RQ SimpleWorker, 1 job per event':>40}  {median_spread(rq):>26}")
+    for per_delivery in (1, 100):
+        for processes in (1, 2):
+            rates = repeat(
+                runs,
+                lambda p=processes, d=per_delivery: drain_rate(url, events, d, p, env),
+            )
+            label = f"receiver, {per_delivery} ev/delivery, {processes} proc"
+            print(f"{label:>40}  {median_spread(rates):>26}")
 
 
 def main() -> None:
@@ -231,20 +254,7 @@ def main() -> None:
                     f"{changes:>18}  {median_spread([r[0] for r in results]):>26}  "
                     f"{median_spread([r[1] for r in results]):>26}"
                 )
-            print(f"\nworker drain, no-op background handler, {args.events} events")
-            print(f"{'':>40}  {'events/s':>26}")
-            rq = repeat(args.runs, lambda: rq_rate(server.url, args.events // 4, env))
-            print(f"{'plain RQ SimpleWorker, 1 job per event':>40}  {median_spread(rq):>26}")
-            for per_delivery in (1, 100):
-                for processes in (1, 2):
-                    rates = repeat(
-                        args.runs,
-                        lambda p=processes, d=per_delivery: drain_rate(
-                            server.url, args.events, d, p, env
-                        ),
-                    )
-                    label = f"receiver, {per_delivery} ev/delivery, {processes} proc"
-                    print(f"{label:>40}  {median_spread(rates):>26}")
+            print_drain_table(server.url, args.events, args.runs, env)
         finally:
             server.stop()
 
