@@ -78,7 +78,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.queue_bench import print_drain_table  # noqa: E402
 from receiver import drain  # noqa: E402
-from receiver.testing import RedisServer, free_port  # noqa: E402
+from receiver.testing import RedisServer, free_port, gunicorn_command  # noqa: E402
 
 SECRET = "bench-secret"
 QUEUE = "receiver"
@@ -266,18 +266,9 @@ def answers(port: int) -> bool:
 def gunicorn(lab: Lab, app: str, env: dict[str, str]) -> Iterator[tuple[int, int]]:
     """gunicorn as the Procfile runs it, on a free loopback port: yields (port, master pid)."""
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--config",
-        str(ROOT / "config" / "gunicorn.conf.py"),
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        str(GUNICORN_WORKERS),
-        app,
-    ]
+    command = gunicorn_command(
+        port, GUNICORN_WORKERS, app, config=ROOT / "config" / "gunicorn.conf.py"
+    )
     log = lab.folder / "gunicorn.log"
     with spawn(command, env, log) as process:
 

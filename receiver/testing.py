@@ -383,6 +383,27 @@ class RedisServer:
             self.process = None
 
 
+def gunicorn_command(
+    port: int,
+    workers: int = 2,
+    app: str = "receiver:create_app()",
+    config: str | os.PathLike[str] = "config/gunicorn.conf.py",
+) -> list[str]:
+    """gunicorn as the Procfile runs it, bound to ``127.0.0.1:port``."""
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--config",
+        str(config),
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        app,
+    ]
+
+
 def run_worker_burst(env: Mapping[str, str], cwd: str | os.PathLike[str] | None = None) -> None:
     """Run a real ``receiver worker`` until the queues are empty."""
     subprocess.run(

@@ -11,6 +11,8 @@ from typing import TypeVar
 
 import requests
 
+from receiver import testing
+
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 
@@ -20,18 +22,7 @@ def receiver_command(*args: str) -> list[str]:
 
 
 def gunicorn_command(port: int, workers: int = 2) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--config",
-        str(ROOT / "config" / "gunicorn.conf.py"),
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        str(workers),
-        "receiver:create_app()",
-    ]
+    return testing.gunicorn_command(port, workers, config=ROOT / "config" / "gunicorn.conf.py")
 
 
 def wait_until(check: Callable[[], T], timeout: float = 30.0, what: str = "condition") -> T:
