@@ -93,3 +93,55 @@ def test_worker_without_redis_url_refuses_plainly(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert b"no_such_plugin_module" in result.stderr and b"Traceback" not in result.stderr
+
+
+def test_spool_and_queues_commands(tmp_path: Path, worker_env: dict[str, str]) -> None:
+    """What a web process spooled while Redis was down: shown, drained by hand, queued, handled."""
+    from receiver.envelope import parse
+    from receiver.queue import packets
+    from receiver.routing import Handler
+    from receiver.spool import Spool
+
+    from .plugins.recording import calls, record
+    from .redis_server import RedisServer
+
+    server = RedisServer(tmp_path / "redis")  # not started yet: Redis is "down"
+    data = tmp_path / "data"
+    env = {**worker_env, "REDIS_URL": server.url, "RECEIVER_DATA_DIR": str(data)}
+    handler = Handler(func=record, pattern="*", background=True)
+    for n in range(3):
+        body = (
+            f'{{"object": "group", "entry": [{{"changes": [{{"field": "posts", "value": {n}}}]}}]}}'
+        )
+        events = parse(body.encode(), delivery_id=f"d{n}", integration="default", max_depth=64)
+        Spool(data / "spool").write(f"d{n}", packets(f"d{n}", [(events[0], handler)], "receiver"))
+
+    def receiver(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            receiver_command(*args), env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
+
+    assert "3 delivery(ies) spooled" in receiver("spool").stdout
+    refused = receiver("spool", "--drain")
+    assert refused.returncode == 1 and "Redis did not take the spool yet" in refused.stderr
+    server.start()
+    try:
+        drained = receiver("spool", "--drain")
+        assert "moved 3 delivery(ies) into Redis" in drained.stdout, drained.stderr
+        assert "0 delivery(ies) spooled" in receiver("spool").stdout
+        lines = receiver("queues").stdout.splitlines()
+        assert lines[0].split() == [
+            "QUEUE",
+            "PENDING",
+            "DRAINERS",
+            "RQ",
+            "JOBS",
+            "RETRIES",
+            "FAILED",
+        ]
+        assert lines[1].split()[:2] == ["receiver", "3"]
+        assert receiver("worker", "--burst").returncode == 0
+        assert sorted(c[1] for c in calls(env["RECORDING_DB"])) == ["group.posts"] * 3
+        assert receiver("queues").stdout.splitlines()[1].split()[1] == "0"
+    finally:
+        server.stop()
