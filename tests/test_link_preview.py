@@ -58,7 +58,7 @@ def test_slow_handler_is_dropped_at_the_deadline(router: Router, redis_url: str)
     router.connect("link.preview", slow)
     router.connect("link.preview", lambda e: {"data": [{"link": "fast"}]})
     client = create_app(
-        base_config(redis_url=redis_url, answer_timeout=0.2), router=router
+        base_config(redis_url=redis_url, answer_timeout=1.0), router=router
     ).test_client()
     try:
         assert post(client) == {"data": [{"link": "fast"}]}
