@@ -62,19 +62,19 @@ def check(body: bytes) -> None:
         json.dumps(event.to_dict())  # plain data, ready for a worker
 
 
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, max_examples=400, suppress_health_check=[HealthCheck.too_slow])
 @given(envelopes)
 def test_envelope_shaped_json(data: dict[str, Any]) -> None:
     check(json.dumps(data).encode())
 
 
-@settings(max_examples=300)
+@settings(deadline=None, max_examples=300)
 @given(json_values)
 def test_any_json(data: Any) -> None:
     check(json.dumps(data).encode())
 
 
-@settings(max_examples=300)
+@settings(deadline=None, max_examples=300)
 @given(st.binary(max_size=200))
 def test_any_bytes(data: bytes) -> None:
     check(data)
@@ -88,7 +88,7 @@ CORE = Core(SETTINGS, ROUTER, InlineBackend(WorkContext(ROUTER, SETTINGS)))
 ROUTER.connect("*", lambda e: None)
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(envelopes | json_values)
 def test_core_answers_200_or_4xx(data: Any) -> None:
     body = json.dumps(data).encode()
