@@ -147,3 +147,20 @@ def test_sentinel_url_finds_the_master(
     finally:
         sentinel.terminate()
         sentinel.wait(timeout=10)
+
+
+@pytest.mark.parametrize("appendonly", [False, True])
+def test_warns_when_redis_keeps_nothing_on_disk(
+    tmp_path: Path, appendonly: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    from .redis_server import RedisServer
+
+    server = RedisServer(tmp_path / "redis", appendonly=appendonly)
+    server.start()
+    try:
+        with caplog.at_level("WARNING"):
+            create_app(base_config(redis_url=server.url))
+    finally:
+        server.stop()
+    warned = "keeps nothing on disk" in caplog.text
+    assert warned is not appendonly
