@@ -313,6 +313,29 @@ def _when(value: str | None) -> datetime | None:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
 
 
+def _selected(
+    found: list[Any],
+    since: str | None,
+    until: str | None,
+    topic: str | None,
+    field_name: str | None,
+    status: int | None,
+    integration: str | None = None,
+) -> list[Any]:
+    """The deliveries the shared filter options (``_filters``) keep."""
+    from .replay import select
+
+    return select(
+        found,
+        topic=topic,
+        field_name=field_name,
+        since=_when(since),
+        until=_when(until),
+        status=status,
+        integration=integration,
+    )
+
+
 def _filters(func: F) -> F:
     for option in reversed(
         [
@@ -346,19 +369,11 @@ def captures(
         return
     from .app import capture_folder
     from .capture import capture_files
-    from .replay import load, select
+    from .replay import load
 
     folder = capture_folder(load_settings())
     found, _ = load(capture_files(folder))
-    chosen = select(
-        found,
-        topic=topic,
-        field_name=field_name,
-        since=_when(since),
-        until=_when(until),
-        status=status,
-        integration=integration,
-    )
+    chosen = _selected(found, since, until, topic, field_name, status, integration)
     if not chosen:
         click.echo(f"no captured deliveries match (folder: {folder})")
         return
@@ -448,14 +463,7 @@ def replay(
     found, skipped = rp.load(sources)
     for note in skipped:
         click.echo(f"skipped {note}", err=True)
-    chosen = rp.select(
-        found,
-        topic=topic,
-        field_name=field_name,
-        since=_when(since),
-        until=_when(until),
-        status=status,
-    )
+    chosen = _selected(found, since, until, topic, field_name, status)
     if dry_run:
         for d in chosen:
             click.echo(f"{d.source}  {d.topic}.{','.join(d.fields)}  {len(d.body)} bytes")

@@ -139,9 +139,9 @@ class Core:
         self._answer_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="receiver-answer")
 
     def handle(self, request: Request) -> Result:
-        received_at = datetime.now(UTC)
+        received_at = datetime.now(UTC) if self.capture is not None else None
         result = self._handle(request)
-        if self.capture is not None:
+        if self.capture is not None and received_at is not None:
             integration = self.settings.integration(request.integration)
             if integration is not None and integration.capture:
                 try:

@@ -132,7 +132,7 @@ class SpoolDrainer:
     def _run(self) -> None:
         while True:
             time.sleep(self.every)
-            if not self.spool.files() and not self.spool._claims():
+            if not len(self.spool):
                 continue
             try:
                 moved = self.spool.drain(self.push)

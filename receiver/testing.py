@@ -32,6 +32,7 @@ from .signature import signature_headers
 TEST_SECRET = "receiver-test-app-secret"
 TEST_TOKEN = "receiver-test-verify-token"
 _NOW = 1700000000
+ADA = {"id": "2001", "name": "Ada"}
 
 
 # --- factories: each returns the envelope as a dict; keyword arguments override values ---
@@ -62,70 +63,55 @@ def _merge(defaults: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, 
     return {**defaults, **overrides}
 
 
-def group_post(group_id: str = "1001", **value: Any) -> dict[str, Any]:
+def _group(
+    field_name: str, group_id: str, defaults: dict[str, Any], overrides: Mapping[str, Any]
+) -> dict[str, Any]:
+    common = {"community": {"id": "3001"}, "verb": "add"}
     return envelope(
-        "group",
-        change(
-            "posts",
-            **_merge(
-                {
-                    "from": {"id": "2001", "name": "Ada"},
-                    "type": "status",
-                    "target_type": "group",
-                    "community": {"id": "3001"},
-                    "post_id": f"{group_id}_4001",
-                    "verb": "add",
-                    "created_time": "2026-01-01T09:00:00+0000",
-                    "message": "hello",
-                    "permalink_url": f"https://example.workplace.com/groups/{group_id}/permalink/4001/",
-                },
-                value,
-            ),
-        ),
-        entry_id=group_id,
+        "group", change(field_name, **{**common, **defaults, **overrides}), entry_id=group_id
+    )
+
+
+def group_post(group_id: str = "1001", **value: Any) -> dict[str, Any]:
+    return _group(
+        "posts",
+        group_id,
+        {
+            "from": ADA,
+            "type": "status",
+            "target_type": "group",
+            "post_id": f"{group_id}_4001",
+            "created_time": "2026-01-01T09:00:00+0000",
+            "message": "hello",
+            "permalink_url": f"https://example.workplace.com/groups/{group_id}/permalink/4001/",
+        },
+        value,
     )
 
 
 def group_comment(group_id: str = "1001", **value: Any) -> dict[str, Any]:
-    return envelope(
-        "group",
-        change(
-            "comments",
-            **_merge(
-                {
-                    "from": {"id": "2001", "name": "Ada"},
-                    "comment_id": "5001",
-                    "community": {"id": "3001"},
-                    "post_id": f"{group_id}_4001",
-                    "verb": "add",
-                    "created_time": "2026-01-01T09:05:00+0000",
-                    "message": "a comment",
-                },
-                value,
-            ),
-        ),
-        entry_id=group_id,
+    return _group(
+        "comments",
+        group_id,
+        {
+            "from": ADA,
+            "comment_id": "5001",
+            "post_id": f"{group_id}_4001",
+            "created_time": "2026-01-01T09:05:00+0000",
+            "message": "a comment",
+        },
+        value,
     )
 
 
 def group_membership(group_id: str = "1001", verb: str = "add", **value: Any) -> dict[str, Any]:
-    return envelope(
-        "group",
-        change(
-            "membership",
-            **_merge(
-                {
-                    "actor": {"id": "2002"},
-                    "member": {"id": "2001", "name": "Ada"},
-                    "verb": verb,
-                    "community": {"id": "3001"},
-                    "update_time": "2026-01-01T09:00:00+0000",
-                },
-                value,
-            ),
-        ),
-        entry_id=group_id,
-    )
+    defaults = {
+        "actor": {"id": "2002"},
+        "member": ADA,
+        "verb": verb,
+        "update_time": "2026-01-01T09:00:00+0000",
+    }
+    return _group("membership", group_id, defaults, value)
 
 
 def _sender(**overrides: Any) -> dict[str, Any]:

@@ -14,8 +14,7 @@ from flask.testing import FlaskClient
 
 from receiver import Event, Router, create_app
 from receiver.signature import signature_headers
-
-from .redis_server import RedisServer
+from receiver.testing import RedisServer
 
 HERE = Path(__file__).parent
 PAYLOADS = HERE / "payloads"

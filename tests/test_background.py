@@ -69,7 +69,7 @@ def test_batch_delivery_every_item_handled(client: FlaskClient, worker_env: dict
 def test_redis_down_spools_or_rejects(
     worker_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
 ) -> None:
-    from .redis_server import free_port
+    from receiver.testing import free_port
 
     monkeypatch.setenv("RECORDING_DB", worker_env["RECORDING_DB"])
     dead = f"redis://127.0.0.1:{free_port()}/0"
@@ -91,7 +91,7 @@ def test_redis_down_spools_or_rejects(
 def test_spool_unwritable_means_503(
     worker_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from .redis_server import free_port
+    from receiver.testing import free_port
 
     monkeypatch.setenv("RECORDING_DB", worker_env["RECORDING_DB"])
     blocker = tmp_path / "not-a-folder"
@@ -113,8 +113,9 @@ def test_sentinel_url_finds_the_master(
     """A real redis-server in Sentinel mode monitors the test Redis; the receiver asks it."""
     import subprocess as sp
 
+    from receiver.testing import free_port
+
     from .processes import wait_until
-    from .redis_server import free_port
 
     port = free_port()
     conf = tmp_path / "sentinel.conf"
@@ -153,7 +154,7 @@ def test_sentinel_url_finds_the_master(
 def test_warns_when_redis_keeps_nothing_on_disk(
     tmp_path: Path, appendonly: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from .redis_server import RedisServer
+    from receiver.testing import RedisServer
 
     server = RedisServer(tmp_path / "redis", appendonly=appendonly)
     server.start()

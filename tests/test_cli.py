@@ -101,9 +101,9 @@ def test_spool_and_queues_commands(tmp_path: Path, worker_env: dict[str, str]) -
     from receiver.queue import packets
     from receiver.routing import Handler
     from receiver.spool import Spool
+    from receiver.testing import RedisServer
 
     from .plugins.recording import calls, record
-    from .redis_server import RedisServer
 
     server = RedisServer(tmp_path / "redis")  # not started yet: Redis is "down"
     data = tmp_path / "data"

@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 import requests
 
+from receiver.testing import free_port
+
 from .conftest import SECRET, TOKEN, payload, signed
 from .plugins.recording import calls
 from .processes import ROOT, gunicorn_command, receiver_command, stop, wait_for_http, wait_until
-from .redis_server import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -24,11 +24,11 @@ from rq import Queue
 from rq.registry import ScheduledJobRegistry
 
 from receiver import drain
+from receiver.testing import RedisServer, free_port
 
 from .conftest import SECRET, TOKEN, signed
 from .plugins.recording import calls, rows
 from .processes import ROOT, gunicorn_command, receiver_command, stop, wait_for_http, wait_until
-from .redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.slow
 

@@ -13,11 +13,10 @@ from flask.testing import FlaskClient
 
 from receiver import Event, Router, marking
 from receiver.replay import Replayed, compare, load, report
-from receiver.testing import group_membership
+from receiver.testing import free_port, group_membership
 
 from .conftest import PAYLOADS, SECRET, payload, signed
 from .processes import ROOT, gunicorn_command, receiver_command, stop, wait_for_http
-from .redis_server import free_port
 
 
 def test_replay_marker_is_read_and_cannot_be_forged(router: Router, client: FlaskClient) -> None:
