@@ -35,6 +35,10 @@ class Integration:
     accept_sha1: bool = False
     enabled: bool = True
     capture: bool = False
+    app_id: str | None = None
+    """The Meta app's id: the app token (``app_id|app_secret``) manages webhook subscriptions."""
+    graph_base_url: str = defaults.GRAPH_BASE_URL
+    api_version: str = defaults.GRAPH_API_VERSION
 
     def __repr__(self) -> str:  # never print secrets, even by accident
         return (
@@ -70,6 +74,9 @@ class Settings:
     capture_dir: str | None = None
     capture_max_bytes: int = defaults.CAPTURE_MAX_BYTES
     capture_redact: tuple[str, ...] = ()
+    graph_timeout: float = defaults.GRAPH_TIMEOUT
+    graph_retries: int = defaults.GRAPH_RETRIES
+    graph_backoff: float = defaults.GRAPH_BACKOFF
     source: str = field(default="defaults", compare=False)
     """Where the values came from, for ``receiver check``."""
 
@@ -99,6 +106,9 @@ _RECEIVER_KEYS: dict[str, type] = {
     "capture_dir": str,
     "capture_max_bytes": int,
     "capture_redact": list,
+    "graph_timeout": float,
+    "graph_retries": int,
+    "graph_backoff": float,
 }
 _INTEGRATION_KEYS = {
     "app_secrets",
@@ -108,6 +118,9 @@ _INTEGRATION_KEYS = {
     "accept_sha1",
     "enabled",
     "capture",
+    "app_id",
+    "graph_base_url",
+    "api_version",
 }
 
 
@@ -243,6 +256,11 @@ def _integration(name: str, table: Any, env: Mapping[str, str]) -> Integration:
         accept_sha1=_bool(table.get("accept_sha1", False), f"{where}.accept_sha1"),
         enabled=_bool(table.get("enabled", True), f"{where}.enabled"),
         capture=_bool(table.get("capture", False), f"{where}.capture"),
+        app_id=_text(table.get("app_id"), f"{where}.app_id"),
+        graph_base_url=_text(table.get("graph_base_url"), f"{where}.graph_base_url")
+        or defaults.GRAPH_BASE_URL,
+        api_version=_text(table.get("api_version"), f"{where}.api_version")
+        or defaults.GRAPH_API_VERSION,
     )
 
 
@@ -256,7 +274,9 @@ def _integration_from_env(
     access = _env_secret(env, "RECEIVER_ACCESS_TOKEN")
     sha1 = _env_bool(env, "RECEIVER_ACCEPT_SHA1")
     capture = _env_bool(env, "RECEIVER_CAPTURE")
-    if not any(v is not None for v in (secret, token, access, sha1, capture)):
+    app_id = env.get("RECEIVER_APP_ID") or None
+    graph_url = env.get("RECEIVER_GRAPH_URL") or None
+    if not any(v is not None for v in (secret, token, access, sha1, capture, app_id, graph_url)):
         return base
     current = base or Integration(name=name)
     secrets = current.app_secrets
@@ -271,6 +291,9 @@ def _integration_from_env(
         accept_sha1=sha1 if sha1 is not None else current.accept_sha1,
         enabled=current.enabled,
         capture=capture if capture is not None else current.capture,
+        app_id=app_id or current.app_id,
+        graph_base_url=graph_url or current.graph_base_url,
+        api_version=current.api_version,
     )
 
 
@@ -287,6 +310,8 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("spool_mode must be 'spool' (ack from a local spool) or 'reject' (503)")
     if settings.max_drainers < 1 or settings.redis_timeout <= 0 or settings.retry_backoff <= 0:
         raise ConfigError("max_drainers must be >= 1; redis_timeout and retry_backoff > 0")
+    if settings.graph_timeout <= 0 or settings.graph_retries < 0 or settings.graph_backoff < 0:
+        raise ConfigError("graph_timeout must be > 0; graph_retries and graph_backoff >= 0")
     if not _NAME.match(settings.queue_name):
         raise ConfigError("queue_name may use letters, digits, '-' and '_' only")
     if settings.dev_mode:
@@ -364,6 +389,16 @@ def _env_int(env: Mapping[str, str], name: str) -> int | None:
         return int(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+
+
+def _text(value: Any, where: str) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # app ids are often written as bare numbers
+    if not isinstance(value, str):
+        raise ConfigError(f"{where} must be a string")
+    return value
 
 
 def _bool(value: Any, where: str) -> bool:

@@ -47,5 +47,26 @@ SYNC_TOPICS = ("link",)
 CAPTURE_MAX_BYTES = 64 * 1024 * 1024
 """Size at which a capture file is rotated (files also rotate daily)."""
 
+GRAPH_BASE_URL = "https://graph.facebook.com"
+"""Graph API host; Workplace also answers at ``https://graph.workplace.com``."""
+
+GRAPH_API_VERSION = "v23.0"
+"""Graph API version prefixed to every path a handler calls (``/v23.0/me``)."""
+
+GRAPH_TIMEOUT = 10.0
+"""Seconds one Graph API request may take (connect, read, write each)."""
+
+GRAPH_RETRIES = 3
+"""Extra attempts after a 5xx, a connection failure or a throttling error."""
+
+GRAPH_BACKOFF = 0.5
+"""Seconds before the first Graph retry; doubles per attempt (equal jitter), at most 30 s."""
+
+GRAPH_MAX_WAIT = 60.0
+"""Longest pause (Retry-After, usage) a Graph call waits in-process; longer ones raise."""
+
+GRAPH_SLOW_DOWN_AT = 75.0
+"""Usage percentage (X-App-Usage, X-Business-Use-Case-Usage) above which calls are paced."""
+
 ENTRY_POINT_GROUP = "receiver.handlers"
 """Entry-point group through which installed packages offer handler modules."""

@@ -6,6 +6,11 @@
     ├── QueueUnavailable       neither Redis nor the spool could take background work (→ 503)
     ├── HandlerFailed          a background handler raised (RQ retries, then fails the job)
     ├── ReplayError            a replay source cannot be read
+    ├── GraphError             a Graph API call failed (status, code, subcode, type, fbtrace_id)
+    │   ├── GraphAuthError     token, appsecret_proof or permission refused; renew or grant
+    │   ├── GraphThrottled     rate limited past the retries (retry_after: seconds to wait)
+    │   ├── GraphUnavailable   5xx or no connection, still failing after the retries
+    │   └── GraphRequestError  any other 4xx: the call itself is wrong and will not succeed
     └── Rejected               a request the receiver answers with a 4xx
         ├── HandshakeRejected  GET verification failed
         ├── SignatureRejected  missing, malformed or wrong HMAC signature
@@ -17,6 +22,8 @@ Every ``Rejected`` carries the HTTP ``status``, a stable machine-readable
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class ReceiverError(Exception):
@@ -48,6 +55,57 @@ class HandlerFailed(ReceiverError):
 
 class ReplayError(ReceiverError):
     """A replay source cannot be read."""
+
+
+class GraphError(ReceiverError):
+    """A Graph API call failed; carries what Graph said, never the access token.
+
+    ``status`` is the HTTP status (0 when no answer came back); ``code``,
+    ``error_subcode``, ``type``, ``fbtrace_id`` are Graph's error fields (``None``
+    when the answer had none: quote ``fbtrace_id`` to Meta support).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 0,
+        code: int | None = None,
+        error_subcode: int | None = None,
+        type: str | None = None,
+        fbtrace_id: str | None = None,
+        method: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+        self.error_subcode = error_subcode
+        self.type = type
+        self.fbtrace_id = fbtrace_id
+        self.method = method
+        self.path = path
+
+
+class GraphAuthError(GraphError):
+    """The access token, its ``appsecret_proof`` or a permission was refused."""
+
+
+class GraphThrottled(GraphError):
+    """Graph's rate limits still refused the call after the retries."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **fields: Any) -> None:
+        super().__init__(message, **fields)
+        self.retry_after = retry_after
+
+
+class GraphUnavailable(GraphError):
+    """Graph answered 5xx, or could not be reached, on every attempt."""
+
+
+class GraphRequestError(GraphError):
+    """Graph refused the call as made (a 4xx that retrying will not change)."""
 
 
 class Rejected(ReceiverError):

@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .graph import GraphClient
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +35,16 @@ class Event:
     @property
     def name(self) -> str:
         return f"{self.topic}.{self.field}"
+
+    @property
+    def graph(self) -> GraphClient:
+        """The Graph API client of this event's integration: pooled per process, proof on.
+
+        Looked up on use, never stored, so events stay plain data.
+        """
+        from .graph import client  # the event is data; calling back is an upper layer's job
+
+        return client(self.integration)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form, the one background jobs and captures carry.
