@@ -501,6 +501,7 @@ def replay(
             concurrency=concurrency,
             preserve_timing=preserve_timing,
             speed=speed,
+            integration=integration or settings.default_integration,
         )
         mode = f"http {url}"
     results: list[rp.Replayed] = []

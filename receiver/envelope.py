@@ -1,8 +1,11 @@
 """Turn a verified body into events. No I/O: bytes in, ``Event`` list out.
 
 Every shape Meta sends is read (``changes``, ``messaging``, ``standby``, the
-older ``changed_fields``); anything unknown is still routed, never dropped.
-Anything that is not an envelope raises ``PayloadRejected`` with a 4xx.
+older ``changed_fields``; WhatsApp values split into one event per message or
+status); anything unknown is still routed, never dropped. Anything that is not
+an envelope raises ``PayloadRejected`` with a 4xx, and nothing else escapes:
+whatever a verified body holds, the answer is events or a 4xx, never a 500.
+How each shape names its fields and identifies its items lives in ``shapes``.
 """
 
 from __future__ import annotations
@@ -15,27 +18,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+from . import shapes
 from .errors import PayloadRejected
 from .events import Event
 
-# Messenger names a messaging item's subscription field by the key it carries.
-MESSAGING_FIELDS = {
-    "message": "messages",
-    "postback": "messaging_postbacks",
-    "delivery": "message_deliveries",
-    "read": "message_reads",
-    "reaction": "message_reactions",
-    "optin": "messaging_optins",
-    "referral": "messaging_referrals",
-    "account_linking": "messaging_account_linking",
-    "policy_enforcement": "messaging_policy_enforcement",
-    "pass_thread_control": "messaging_handovers",
-    "take_thread_control": "messaging_handovers",
-    "request_thread_control": "messaging_handovers",
-    "app_roles": "messaging_handovers",
-    "game_play": "messaging_game_plays",
-}
-_MESSAGING_ENVELOPE_KEYS = {"sender", "recipient", "timestamp"}
 _ENTRY_KEYS = {"id", "time", "changes", "messaging", "standby", "changed_fields"}
 _NUMERIC = re.compile(r"^-?\d+(\.\d+)?$")
 _MS_THRESHOLD = 1e11  # 1e11 s is the year 5138; 1e11 ms is 1973
@@ -97,14 +83,39 @@ def parse(
             raise PayloadRejected(
                 f"entry[{position}] must be an object", code="bad_entry", status=422
             )
-        for field, value, item_time in _items(entry, position):
+        raw_entry_id = entry.get("id")
+        entry_id = (
+            None
+            if raw_entry_id is None or isinstance(raw_entry_id, dict | list)
+            else str(raw_entry_id)
+        )
+        entry_time = to_utc(entry.get("time"))
+        extra = {k: v for k, v in entry.items() if k not in _ENTRY_KEYS}
+        for field, value, item_time, identity in _items(topic, entry, position):
+            verb = value.get("verb") if isinstance(value, dict) else None
             events.append(
-                _event(topic, entry, field, value, item_time, delivery_id, integration, replayed)
+                Event(
+                    topic=topic,
+                    field=field,
+                    value=value,
+                    id=event_id(integration, topic, entry_id, field, identity),
+                    delivery_id=delivery_id,
+                    integration=integration,
+                    verb=verb if isinstance(verb, str) else None,
+                    entry_id=entry_id,
+                    time=to_utc(item_time) or entry_time,
+                    replayed=replayed,
+                    extra=dict(extra),
+                )
             )
     return events
 
 
-def _items(entry: dict[str, Any], position: int) -> Iterator[tuple[str, Any, Any]]:
+Item = tuple[str, Any, Any, Any]
+"""``(field, value, the item's own time, what identifies the item)``."""
+
+
+def _items(topic: str, entry: dict[str, Any], position: int) -> Iterator[Item]:
     found = False
     changes = entry.get("changes")
     if changes is not None:
@@ -116,7 +127,7 @@ def _items(entry: dict[str, Any], position: int) -> Iterator[tuple[str, Any, Any
                     code="bad_change",
                     status=422,
                 )
-            yield change["field"], change.get("value"), None
+            yield from _change(topic, change["field"], change.get("value"))
     for key in ("messaging", "standby"):
         items = entry.get(key)
         if items is None:
@@ -129,66 +140,49 @@ def _items(entry: dict[str, Any], position: int) -> Iterator[tuple[str, Any, Any
                     code="bad_change",
                     status=422,
                 )
-            field = "standby" if key == "standby" else messaging_field(item)
-            yield field, item, item.get("timestamp")
+            field = "standby" if key == "standby" else shapes.messaging_field(topic, item)
+            kind = shapes.messaging_kind(topic, item)
+            mid = shapes.own_id(topic, kind, item)
+            yield field, item, item.get("timestamp"), ["mid", mid] if mid else item
     changed = entry.get("changed_fields")
     if changed is not None:
         found = True
         rest = {k: v for k, v in entry.items() if k != "changed_fields"}
+        identity = {k: v for k, v in rest.items() if k != "time"}
         for name in _list(changed, f"entry[{position}].changed_fields"):
-            yield str(name), rest, None
+            yield str(name), rest, None, identity
     if not found:
-        yield "entry", entry, None
+        yield "entry", entry, None, {k: v for k, v in entry.items() if k != "time"}
 
 
-def messaging_field(item: dict[str, Any]) -> str:
-    """The subscription field a messaging item belongs to, named by the key it carries."""
-    for key, field in MESSAGING_FIELDS.items():
-        if key in item:
-            if key == "message" and isinstance(item[key], dict) and item[key].get("is_echo"):
-                return "message_echoes"
-            return field
-    others = [k for k in item if k not in _MESSAGING_ENVELOPE_KEYS]
-    return others[0] if others else "messaging"
+def _change(topic: str, field: str, value: Any) -> Iterator[Item]:
+    split = shapes.split_whatsapp(value) if topic == shapes.WHATSAPP else None
+    if split is None:
+        yield field, value, _own_time(value), value
+        return
+    for kind, item_value, item in split:
+        wamid = shapes.own_id(topic, kind, item)
+        item_time = item.get("timestamp") if isinstance(item, dict) else None
+        yield field, item_value, item_time, ["wamid", wamid] if wamid else [kind, item]
 
 
-def _event(
-    topic: str,
-    entry: dict[str, Any],
-    field: str,
-    value: Any,
-    item_time: Any,
-    delivery_id: str,
-    integration: str,
-    replayed: bool,
-) -> Event:
-    raw_entry_id = entry.get("id")
-    entry_id = (
-        None if raw_entry_id is None or isinstance(raw_entry_id, dict | list) else str(raw_entry_id)
-    )
-    when = to_utc(item_time) or to_utc(entry.get("time"))
-    if when is None and isinstance(value, dict):
-        when = to_utc(value.get("created_time")) or to_utc(value.get("timestamp"))
-    verb = value.get("verb") if isinstance(value, dict) else None
-    return Event(
-        topic=topic,
-        field=field,
-        value=value,
-        id=event_id(topic, entry_id, entry.get("time"), field, value),
-        delivery_id=delivery_id,
-        integration=integration,
-        verb=verb if isinstance(verb, str) else None,
-        entry_id=entry_id,
-        time=when,
-        replayed=replayed,
-        extra={k: v for k, v in entry.items() if k not in _ENTRY_KEYS},
-    )
+def _own_time(value: Any) -> Any:
+    """A change value's own time, when it carries one (the entry's is when Meta sent it)."""
+    if not isinstance(value, dict):
+        return None
+    own = value.get("created_time")
+    return own if own is not None else value.get("timestamp")
 
 
-def event_id(topic: str, entry_id: str | None, entry_time: Any, field: str, value: Any) -> str:
-    """A key that is the same for the same item in any redelivery, whatever its batch."""
+def event_id(integration: str, topic: str, entry_id: str | None, field: str, item: Any) -> str:
+    """The dedupe key: the same item has the same id in any redelivery, whatever its batch.
+
+    Built only from what identifies the item (a message's id, else its content
+    with its own timestamp), never from envelope fields such as ``entry.time``
+    that change when Meta retries.
+    """
     canonical = json.dumps(
-        [topic, entry_id, entry_time, field, value],
+        [integration, topic, entry_id, field, item],
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=True,
@@ -197,7 +191,19 @@ def event_id(topic: str, entry_id: str | None, entry_time: Any, field: str, valu
 
 
 def to_utc(raw: Any) -> datetime | None:
-    """Seconds, milliseconds, numeric strings or ISO 8601 → aware UTC; anything else → None."""
+    """Seconds, milliseconds, numeric strings or ISO 8601 → aware UTC; anything else → None.
+
+    Never raises: a verified body may carry any value here (a 400-digit number,
+    year 9999 at UTC-1), and a time that cannot be represented is no time.
+    Zero and negative numbers are no time either (Meta's placeholders).
+    """
+    try:
+        return _to_utc(raw)
+    except (OverflowError, ValueError, OSError):
+        return None
+
+
+def _to_utc(raw: Any) -> datetime | None:
     if raw is None or isinstance(raw, bool):
         return None
     number: float
@@ -215,14 +221,11 @@ def to_utc(raw: Any) -> datetime | None:
             return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
     else:
         return None
-    if not math.isfinite(number) or number < 0:
+    if not math.isfinite(number) or number <= 0:
         return None
     if number > _MS_THRESHOLD:
         number /= 1000.0
-    try:
-        return datetime.fromtimestamp(number, UTC)
-    except (OverflowError, OSError, ValueError):
-        return None
+    return datetime.fromtimestamp(number, UTC)
 
 
 def _depth_exceeds(data: Any, limit: int) -> bool:

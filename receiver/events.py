@@ -7,6 +7,8 @@ from dataclasses import field as dataclass_field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from . import shapes
+
 if TYPE_CHECKING:
     from .graph import GraphClient
 
@@ -45,6 +47,34 @@ class Event:
         from .graph import client  # the event is data; calling back is an upper layer's job
 
         return client(self.integration)
+
+    # Accessors: the same facts from every shape (README "Events" has where each
+    # comes from per object). Derived from ``value``, so they survive to_dict/from_dict.
+
+    @property
+    def sender_id(self) -> str | None:
+        """Who sent the item: ``sender.id``, WhatsApp ``from``, a change's ``from.id``."""
+        return shapes.sender_id(self.topic, self.value)
+
+    @property
+    def recipient_id(self) -> str | None:
+        """Who it was sent to: ``recipient.id``, WhatsApp ``metadata.phone_number_id``."""
+        return shapes.recipient_id(self.topic, self.value)
+
+    @property
+    def text(self) -> str | None:
+        """The message text: ``message.text``, WhatsApp ``text.body``, a post's ``message``."""
+        return shapes.text(self.topic, self.value)
+
+    @property
+    def message_id(self) -> str | None:
+        """``mid``, WhatsApp ``id`` (wamid), a comment's ``comment_id``, a post's ``post_id``."""
+        return shapes.message_id(self.topic, self.value)
+
+    @property
+    def kind(self) -> str | None:
+        """What the item is within its field: ``message``, ``postback``, ``status``, ``comment``."""
+        return shapes.kind(self.topic, self.value)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form, the one background jobs and captures carry.

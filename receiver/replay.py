@@ -23,6 +23,7 @@ from typing import Any
 from . import marking
 from .capture import read_captures, record_body, record_time
 from .core import REPLAY_OUTCOMES_HEADER, Core, Headers, Request
+from .defaults import DEFAULT_INTEGRATION
 from .envelope import parse
 from .errors import ReceiverError, ReplayError
 from .queue import InlineBackend
@@ -198,8 +199,13 @@ def over_http(
     preserve_timing: bool = False,
     speed: float = 1.0,
     timeout: float = 30.0,
+    integration: str = DEFAULT_INTEGRATION,
 ) -> Iterator[Replayed]:
-    """POST each recorded body to ``url``, re-signed and marked; results in source order."""
+    """POST each recorded body to ``url``, re-signed and marked; results in source order.
+
+    ``integration`` is the one ``url`` reaches: event ids include it, and are
+    computed here (the answer only counts events).
+    """
     schedule = _schedule(deliveries, rate, preserve_timing, speed)
     start = time.monotonic()
 
@@ -207,7 +213,7 @@ def over_http(
         delay = start + schedule[index] - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-        return _post(deliveries[index], url, secret, marker_key, sha1, timeout)
+        return _post(deliveries[index], url, secret, marker_key, sha1, timeout, integration)
 
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         yield from pool.map(send, range(len(deliveries)))
@@ -228,7 +234,13 @@ def _schedule(
 
 
 def _post(
-    delivery: Delivery, url: str, secret: str, marker_key: str | bytes, sha1: bool, timeout: float
+    delivery: Delivery,
+    url: str,
+    secret: str,
+    marker_key: str | bytes,
+    sha1: bool,
+    timeout: float,
+    integration: str,
 ) -> Replayed:
     headers = {
         **signature_headers(delivery.body, secret, sha1=sha1),
@@ -251,7 +263,7 @@ def _post(
     if 200 <= status < 300:  # ids are content-derived: the same here as on the server
         events = [
             [e.name, e.id]
-            for e in parse(delivery.body, delivery_id="-", integration="-", max_depth=512)
+            for e in parse(delivery.body, delivery_id="-", integration=integration, max_depth=512)
         ]
     if reported is not None:
         observed = json.loads(reported)

@@ -30,7 +30,17 @@ HandlerFunc = Callable[[Event], Any]
 T = TypeVar("T", bound=HandlerFunc)
 
 _PATTERN = re.compile(r"^(\*|[A-Za-z0-9_-]+\.(\*|[A-Za-z0-9_-]+))$")
-_RESERVED_MATCH = {"topic", "field", "verb", "integration", "entry_id", "name", "replayed"}
+_RESERVED_MATCH = {
+    "topic",
+    "field",
+    "verb",
+    "integration",
+    "entry_id",
+    "name",
+    "replayed",
+    "kind",
+    "sender_id",
+}
 _order = itertools.count()
 
 
@@ -89,7 +99,8 @@ class Router:
 
         ``name`` is ``"topic.field"``, ``"topic.*"`` or ``"*"``. Keyword
         arguments other than the options filter on event attributes
-        (``verb="add"``, ``integration="hr"``). Returns the function unchanged.
+        (``verb="add"``, ``integration="hr"``, ``kind="postback"``,
+        ``sender_id=ADMIN``). Returns the function unchanged.
         """
 
         def decorator(func: T) -> T:

@@ -48,6 +48,17 @@ def messaging(**item: Any) -> dict[str, Any]:
         ({"optin": {"ref": "r"}}, "messaging_optins"),
         ({"referral": {"ref": "r"}}, "messaging_referrals"),
         ({"account_linking": {"status": "linked"}}, "messaging_account_linking"),
+        ({"payment": {"amount": {}}}, "messaging_payments"),
+        ({"checkout_update": {"payload": "p"}}, "messaging_checkout_updates"),
+        ({"pre_checkout": {"payload": "p"}}, "messaging_pre_checkouts"),
+        ({"policy_enforcement": {"action": "block"}}, "messaging_policy_enforcement"),
+        ({"policy-enforcement": {"action": "block"}}, "messaging_policy_enforcement"),
+        ({"pass_thread_control": {"new_owner_app_id": "1"}}, "messaging_handovers"),
+        ({"take_thread_control": {"previous_owner_app_id": "1"}}, "messaging_handovers"),
+        ({"request_thread_control": {"requested_owner_app_id": "1"}}, "messaging_handovers"),
+        ({"app_roles": {"1": ["primary_receiver"]}}, "messaging_handovers"),
+        ({"game_play": {"game_id": "g"}}, "messaging_game_plays"),
+        ({"message_edit": {"mid": "m", "text": "new", "num_edit": 1}}, "message_edits"),
         ({"something_new": {"x": 1}}, "something_new"),
         ({}, "messaging"),
     ],
@@ -55,7 +66,61 @@ def messaging(**item: Any) -> dict[str, Any]:
 def test_messaging_item_named_by_its_key(item: dict[str, Any], field: str) -> None:
     [event] = events(messaging(**item))
     assert event.field == field
+    assert event.kind == (next(iter(item)) if item else None)
     assert event.time == datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("item", "field"),
+    [
+        ({"message": {"mid": "m", "text": "hi"}}, "messages"),
+        ({"message": {"mid": "m", "text": "hi", "is_echo": True}}, "messages"),
+        ({"read": {"mid": "m"}}, "messaging_seen"),
+        ({"referral": {"ref": "r", "source": "ADS"}}, "messaging_referral"),
+        ({"postback": {"mid": "m", "payload": "p"}}, "messaging_postbacks"),
+        ({"reaction": {"mid": "m", "action": "react"}}, "message_reactions"),
+        ({"pass_thread_control": {"new_owner_app_id": "1"}}, "messaging_handover"),
+        ({"take_thread_control": {"previous_owner_app_id": "1"}}, "messaging_handover"),
+        ({"request_thread_control": {"requested_owner_app_id": "1"}}, "messaging_handover"),
+        ({"something_new": {"x": 1}}, "something_new"),
+    ],
+)
+def test_instagram_items_use_instagram_field_names(item: dict[str, Any], field: str) -> None:
+    [event] = events({**messaging(**item), "object": "instagram"})
+    assert event.name == f"instagram.{field}"
+    assert event.kind == next(iter(item))
+
+
+def test_standby_items_keep_their_kind() -> None:
+    data = messaging(postback={"payload": "p"})
+    data["entry"][0]["standby"] = data["entry"][0].pop("messaging")
+    [event] = events(data)
+    assert (event.name, event.kind, event.sender_id) == ("page.standby", "postback", "a")
+
+
+def test_zero_item_timestamp_falls_back_to_entry_time() -> None:
+    data = messaging(delivery={"mids": ["m"], "watermark": 1})
+    data["entry"][0]["time"] = 1472028396029
+    data["entry"][0]["messaging"][0]["timestamp"] = 0
+    [event] = events(data)
+    assert event.time == datetime(2016, 8, 24, 8, 46, 36, 29000, tzinfo=UTC)
+
+
+def test_change_value_own_time_wins_over_entry_time() -> None:
+    # entry.time is when Meta sent the notification (it moves on a retry)
+    [event] = events(
+        {
+            "object": "page",
+            "entry": [
+                {
+                    "id": "1",
+                    "time": 1608952530,
+                    "changes": [{"field": "feed", "value": {"created_time": 1608952528}}],
+                }
+            ],
+        }
+    )
+    assert event.time == datetime(2020, 12, 26, 3, 15, 28, tzinfo=UTC)
 
 
 def test_batch_of_many_entries_and_changes_keeps_order() -> None:
@@ -82,8 +147,8 @@ def test_batch_of_many_entries_and_changes_keeps_order() -> None:
     assert len({e.id for e in found}) == 1000
 
 
-def test_whatsapp_style_changes_route_by_field() -> None:
-    data = {
+def whatsapp(**value: Any) -> dict[str, Any]:
+    return {
         "object": "whatsapp_business_account",
         "entry": [
             {
@@ -93,24 +158,76 @@ def test_whatsapp_style_changes_route_by_field() -> None:
                         "field": "messages",
                         "value": {
                             "messaging_product": "whatsapp",
-                            "messages": [
-                                {
-                                    "from": "1",
-                                    "id": "wamid.X",
-                                    "timestamp": "1700000000",
-                                    "type": "text",
-                                }
-                            ],
+                            "metadata": {"display_phone_number": "100", "phone_number_id": "P1"},
+                            **value,
                         },
                     }
                 ],
             }
         ],
     }
-    [event] = events(data)
+
+
+def test_whatsapp_message_gets_its_own_time_and_accessors() -> None:
+    [event] = events(
+        whatsapp(
+            contacts=[{"wa_id": "1", "profile": {"name": "A"}}],
+            messages=[
+                {
+                    "from": "1",
+                    "id": "wamid.X",
+                    "timestamp": "1700000000",
+                    "type": "text",
+                    "text": {"body": "hello"},
+                }
+            ],
+        )
+    )
     assert event.name == "whatsapp_business_account.messages"
     assert event.entry_id == "WABA"
-    assert event.time is None  # no entry time, and the value's own timestamp is nested
+    assert event.time == datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
+    assert (event.kind, event.sender_id, event.recipient_id) == ("message", "1", "P1")
+    assert (event.message_id, event.text) == ("wamid.X", "hello")
+
+
+def test_whatsapp_value_splits_into_one_event_per_message_and_status() -> None:
+    text_a = {"from": "1", "id": "wamid.A", "timestamp": "1700000001", "text": {"body": "a"}}
+    found = events(
+        whatsapp(
+            contacts=[{"wa_id": "1"}, {"wa_id": "2"}, {"wa_id": "3"}],
+            messages=[
+                text_a,
+                {"from": "2", "id": "wamid.B", "timestamp": "1700000002", "type": "image"},
+            ],
+            statuses=[
+                {"id": "wamid.S", "status": "sent", "timestamp": "1700000003", "recipient_id": "3"},
+                {"id": "wamid.S", "status": "read", "timestamp": "1700000004", "recipient_id": "3"},
+            ],
+        )
+    )
+    assert [e.name for e in found] == ["whatsapp_business_account.messages"] * 4
+    assert [e.kind for e in found] == ["message", "message", "status", "status"]
+    assert [e.time.second for e in found if e.time] == [21, 22, 23, 24]
+    assert [e.message_id for e in found] == ["wamid.A", "wamid.B", "wamid.S", "wamid.S"]
+    assert [e.sender_id for e in found] == ["1", "2", None, None]
+    assert len({e.id for e in found}) == 4  # two statuses of one message are two events
+    for event in found:
+        assert event.value["metadata"]["phone_number_id"] == event.recipient_id == "P1"
+    assert [e.value["contacts"] for e in found] == [
+        [{"wa_id": "1"}],
+        [{"wa_id": "2"}],
+        [{"wa_id": "3"}],
+        [{"wa_id": "3"}],
+    ]
+    assert found[0].value["messages"] == [text_a]
+    assert found[0].text == "a"
+    assert "statuses" not in found[0].value and "messages" not in found[2].value
+
+
+def test_whatsapp_value_without_items_is_one_event() -> None:
+    [event] = events(whatsapp(messages=[]))
+    assert (event.kind, event.time) == (None, None)
+    assert event.value["messages"] == []
 
 
 def test_entry_without_id_or_time() -> None:

@@ -15,13 +15,13 @@ EXPECTED = {
     "group__comments__add.json": (
         "group.comments",
         "add",
-        datetime(2018, 1, 16, 3, 3, 14, tzinfo=UTC),
+        datetime(2018, 1, 16, 3, 3, 13, tzinfo=UTC),  # the comment's created_time
         "483499012017824",
     ),
     "group__posts__status_add.json": (
         "group.posts",
         "add",
-        datetime(2018, 1, 16, 3, 0, tzinfo=UTC),
+        datetime(2018, 1, 16, 2, 59, 58, tzinfo=UTC),
         "483499012017824",
     ),
     "link__preview__request_RECONSTRUCTED.json": (
@@ -51,7 +51,7 @@ EXPECTED = {
     "workplace_security__admin_activity__admin_deactivate_account_RECONSTRUCTED.json": (
         "workplace_security.admin_activity",
         None,
-        datetime(2021, 3, 29, 12, 0, 22, tzinfo=UTC),
+        datetime(2021, 3, 29, 12, 0, 20, tzinfo=UTC),
         "100000000000001",
     ),
 }

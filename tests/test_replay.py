@@ -173,4 +173,4 @@ def test_in_process_replay_of_events_keeps_ids(tmp_path: Path) -> None:
     from receiver.envelope import parse
 
     [event] = parse(found[0].body, delivery_id="x", integration="default", max_depth=64)
-    assert isinstance(event, Event) and event.id == "b1a165106d656ce5cb2509d51811c362"
+    assert isinstance(event, Event) and event.id == "c590b0ab8a80107da514b1c8e7b21510"
