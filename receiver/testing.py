@@ -133,7 +133,71 @@ def page_message(text: str = "hi", **message: Any) -> dict[str, Any]:
 
 def page_postback(payload: str = "PAYLOAD", **postback: Any) -> dict[str, Any]:
     return messaging_envelope(
-        "page", _sender(postback=_merge({"title": "Button", "payload": payload}, postback))
+        "page",
+        _sender(postback=_merge({"mid": "m-2", "title": "Button", "payload": payload}, postback)),
+    )
+
+
+def instagram_message(text: str = "hi", **message: Any) -> dict[str, Any]:
+    """An Instagram direct message (``instagram.messages``); keywords override the message."""
+    return messaging_envelope(
+        "instagram",
+        {
+            "sender": {"id": "ig-user-1"},
+            "recipient": {"id": "ig-account-1"},
+            "timestamp": _NOW * 1000,
+            "message": _merge({"mid": "ig-m-1", "text": text}, message),
+        },
+        entry_id="ig-account-1",
+    )
+
+
+WHATSAPP_USER = "15550001111"
+WHATSAPP_PHONE_ID = "wa-phone-1"
+
+
+def _whatsapp(list_name: str, item: dict[str, Any]) -> dict[str, Any]:
+    value = {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550009999", "phone_number_id": WHATSAPP_PHONE_ID},
+        "contacts": [{"profile": {"name": "Ada"}, "wa_id": WHATSAPP_USER}],
+        list_name: [item],
+    }
+    return envelope(
+        "whatsapp_business_account", change("messages", **value), entry_id="waba-1", time=None
+    )
+
+
+def whatsapp_message(text: str = "hi", **message: Any) -> dict[str, Any]:
+    """A WhatsApp text message (``whatsapp_business_account.messages``, kind ``message``)."""
+    return _whatsapp(
+        "messages",
+        _merge(
+            {
+                "from": WHATSAPP_USER,
+                "id": "wamid.test-1",
+                "timestamp": str(_NOW),
+                "type": "text",
+                "text": {"body": text},
+            },
+            message,
+        ),
+    )
+
+
+def whatsapp_status(status: str = "delivered", **item: Any) -> dict[str, Any]:
+    """A WhatsApp status of a message we sent (same field, kind ``status``)."""
+    return _whatsapp(
+        "statuses",
+        _merge(
+            {
+                "id": "wamid.sent-1",
+                "status": status,
+                "timestamp": str(_NOW),
+                "recipient_id": WHATSAPP_USER,
+            },
+            item,
+        ),
     )
 
 
