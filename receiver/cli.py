@@ -93,13 +93,21 @@ def serve(host: str, port: int, worker: bool) -> None:
 @main.command()
 @click.option("--queue", "queues", multiple=True, help="Queue to listen on (repeatable).")
 @click.option("--burst", is_flag=True, help="Exit once the queues are empty.")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 1024),
+    default=None,
+    help="Handler calls at once in this process (default: worker_concurrency, 16).",
+)
 @click.option("--parent-pid", type=int, hidden=True)
 @_friendly
-def worker(queues: tuple[str, ...], burst: bool, parent_pid: int | None) -> None:
+def worker(
+    queues: tuple[str, ...], burst: bool, concurrency: int | None, parent_pid: int | None
+) -> None:
     """Run an RQ worker with the configured handler modules loaded."""
     from .worker import run_worker
 
-    run_worker(list(queues) or None, burst=burst, parent_pid=parent_pid)
+    run_worker(list(queues) or None, burst=burst, parent_pid=parent_pid, concurrency=concurrency)
 
 
 @main.command()

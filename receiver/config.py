@@ -65,6 +65,7 @@ class Settings:
     job_retries: int = defaults.JOB_RETRIES
     retry_backoff: float = defaults.RETRY_BACKOFF
     max_drainers: int = defaults.MAX_DRAINERS
+    worker_concurrency: int = defaults.WORKER_CONCURRENCY
     redis_timeout: float = defaults.REDIS_TIMEOUT
     spool_mode: str = defaults.SPOOL_MODE
     dedupe_window: int = defaults.DEDUPE_WINDOW
@@ -98,6 +99,7 @@ _RECEIVER_KEYS: dict[str, type] = {
     "job_retries": int,
     "retry_backoff": float,
     "max_drainers": int,
+    "worker_concurrency": int,
     "redis_timeout": float,
     "spool_mode": str,
     "dedupe_window": int,
@@ -174,6 +176,7 @@ def _build(data: dict[str, Any], env: Mapping[str, str], source: str) -> Setting
         "default_integration": env.get("RECEIVER_DEFAULT_INTEGRATION") or None,
         "spool_mode": env.get("RECEIVER_SPOOL_MODE") or None,
         "capture_dir": env.get("RECEIVER_CAPTURE_DIR") or None,
+        "worker_concurrency": _env_int(env, "RECEIVER_WORKER_CONCURRENCY"),
     }
     values.update({k: v for k, v in env_overrides.items() if v is not None})
     extra_handlers = [h.strip() for h in env.get("RECEIVER_HANDLERS", "").split(",") if h.strip()]
@@ -310,6 +313,10 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("spool_mode must be 'spool' (ack from a local spool) or 'reject' (503)")
     if settings.max_drainers < 1 or settings.redis_timeout <= 0 or settings.retry_backoff <= 0:
         raise ConfigError("max_drainers must be >= 1; redis_timeout and retry_backoff > 0")
+    if not 1 <= settings.worker_concurrency <= 1024:
+        raise ConfigError(
+            "worker_concurrency must be between 1 and 1024 (handler calls at once per worker)"
+        )
     if settings.graph_timeout <= 0 or settings.graph_retries < 0 or settings.graph_backoff < 0:
         raise ConfigError("graph_timeout must be > 0; graph_retries and graph_backoff >= 0")
     if not _NAME.match(settings.queue_name):

@@ -34,6 +34,7 @@ from .routing import Handler, Router
 
 log = logging.getLogger("receiver")
 
+from .runner import resolve
 ALLOWED_METHODS = ("GET", "POST")
 REPLAY_OUTCOMES_HEADER = "X-Receiver-Handlers"
 """On answers to genuine replays of synchronous topics: how the inline handlers fared."""
@@ -319,7 +320,7 @@ class Core:
 
     def _run(self, event: Event, handler: Handler) -> tuple[HandlerResult, Any]:
         try:
-            value = handler.func(event)
+            value = resolve(handler.func(event))  # async def handlers run to completion
         except Exception as exc:
             log.exception("handler %s failed on event %s", handler.id, event.id)
             return HandlerResult(handler.id, event.id, ok=False, error=type(exc).__name__), None

@@ -32,6 +32,12 @@ RETRY_BACKOFF = 10.0
 MAX_DRAINERS = 8
 """Drain jobs per queue at once; set it to at least the number of worker processes."""
 
+WORKER_CONCURRENCY = 16
+"""Handler calls one worker process runs at once (threads, plus one event loop for async).
+
+Chosen from bench/slow_bench.py: calls that wait 50 ms on I/O scale nearly linearly up to
+32 on two cores; 16 leaves headroom for handlers that also use CPU or hold connections."""
+
 REDIS_TIMEOUT = 0.5
 """Seconds the web side waits for Redis before spooling the delivery to disk instead."""
 

@@ -4,13 +4,17 @@ One RQ job per event costs ~57 Redis commands and caps a worker near 200
 jobs/s, so deliveries are not RQ jobs. The web side appends each delivery
 as one *packet* to ``receiver:pending:<queue>`` and, when fewer than
 ``max_drainers`` drainers are alive, enqueues one *drain job*. A drain job
-moves packets to its own in-flight list, runs their items (claimed one by
-one in Redis, see ``jobs``), and stops when the list is empty or its time
-budget is spent (then hands its slot to a fresh drain job).
+moves packets to its own in-flight list and starts their items (claimed in
+Redis, see ``jobs``) on the process's ``Runner``, up to ``worker_concurrency``
+at once, each under its handler's time limit; a packet leaves the in-flight
+list once all its items have an outcome. The job stops when the queue is
+empty or its time budget is spent (then hands its slot to a fresh drain job
+and the packets it had not started back to the queue).
 
-Failures leave the fast path: a failed item becomes its own RQ job
-(``retry_item``), scheduled with exponential backoff and jitter, and lands
-in RQ's failed registry, with the event and the traceback, once retries run out.
+Failures leave the fast path: a failed or timed-out item gets a scheduled RQ
+job (``retry_item``) with exponential backoff and jitter, which puts it back
+in a packet when due; once its attempts run out it lands in RQ's failed
+registry as a failed job with the event and the traceback.
 
 A drainer proves it is alive with a heartbeat key; when a worker is
 SIGKILLed the key expires, and any other worker's maintenance moves the dead
@@ -20,25 +24,33 @@ drainer's in-flight packets back to the front of the queue and starts a drainer.
 from __future__ import annotations
 
 import hashlib
+import heapq
+import itertools
 import json
 import logging
 import random
 import threading
 import time
 import uuid
+from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from queue import Empty
 from typing import Any
 
 import redis
 from redis import Redis
-from rq import Queue, Retry, get_current_job
-from rq.job import Job
+from rq import Queue, get_current_job
+from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry
+from rq.results import Result
 from rq.serializers import JSONSerializer
 
 from . import lua
-from .errors import HandlerFailed
-from .jobs import ALIVE_PREFIX, Outcome, WorkContext, current_context, execute
+from .events import Event
+from .jobs import ALIVE_PREFIX, Outcome, WorkContext, claim, current_context, outcome_key, record
+from .routing import Handler
+from .runner import Attempt, Runner
 
 log = logging.getLogger("receiver.drain")
 
@@ -61,11 +73,29 @@ LINGER = 1
 traffic one drainer stays up instead of the web side starting one per burst."""
 OUTAGE_PAUSE = 1.0
 """Seconds a drainer waits before trying Redis again."""
+POLL = 0.02
+"""Seconds between looks at the queue while calls run and slots are free."""
+READ_AHEAD = 2
+"""Packets are popped while fewer than this many items per slot could start now."""
+MAX_WAITING_PER_SLOT = 16
+"""At most this many items per slot wait in one drainer: enough to reach a fast
+handler's events behind a slow handler's backlog, few enough to share work with
+other worker processes."""
+RETRY_JOB_TIMEOUT = 60
+"""Seconds a retry job may take: it only puts its item back in a packet."""
+FAILURE_TTL = 24 * 3600 * 7
+"""How long failed items stay in RQ's failed registry."""
 DRAIN_FUNCTION = "receiver.drain.drain"
 RETRY_FUNCTION = "receiver.drain.retry_item"
 
 stop_requested = threading.Event()
 """Set by the worker on SIGTERM: drainers stop after their current packets."""
+keepalive: Callable[[Job | None], None] | None = None
+"""Set by the worker: keeps RQ's own worker and job heartbeats alive during a long drain."""
+restart_requested = threading.Event()
+"""Set when too many handler threads were abandoned: the worker restarts once this job ends."""
+on_restart: Callable[[], None] | None = None
+"""Set by the worker: how to stop warmly so that it can restart."""
 
 PUSH = """
 if #ARGV > 4 then redis.call('RPUSH', KEYS[1], unpack(ARGV, 5)) end
@@ -164,10 +194,11 @@ def reap(connection: Redis, queue: str) -> int:
 
 
 class _Heartbeat:
-    def __init__(self, connection: Redis, queue: str, drainer: str) -> None:
+    def __init__(self, connection: Redis, queue: str, drainer: str, job: Job | None) -> None:
         self.connection = connection
         self.queue = queue
         self.drainer = drainer
+        self.job = job
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="receiver-heartbeat", daemon=True)
 
@@ -182,6 +213,8 @@ class _Heartbeat:
         while not self._stop.wait(HEARTBEAT_EVERY):
             try:
                 self.beat()
+                if keepalive is not None:
+                    keepalive(self.job)
             except Exception:  # a missed beat is survivable; the next one may succeed
                 log.warning("drainer %s missed a heartbeat", self.drainer, exc_info=True)
 
@@ -196,51 +229,335 @@ class _Heartbeat:
         self.connection.delete(ALIVE_PREFIX + self.drainer)
 
 
+class _Packet:
+    """One popped packet: its bytes (to remove it from the in-flight list) and items left."""
+
+    __slots__ = ("raw", "left", "started")
+
+    def __init__(self, raw: bytes, left: int) -> None:
+        self.raw = raw
+        self.left = left
+        self.started = False
+
+
+class _Work:
+    __slots__ = ("outcome", "packet", "seq")
+
+    def __init__(self, outcome: Outcome, packet: _Packet, seq: int) -> None:
+        self.outcome = outcome
+        self.packet = packet
+        self.seq = seq
+
+
 def drain(queue: str) -> dict[str, int]:
     """RQ job function: run pending deliveries of ``queue`` until none are left."""
     context = current_context()
     connection = context.connection
     assert connection is not None, "drain jobs need Redis"
+    if context.runner is None:
+        context.runner = Runner(context.settings.worker_concurrency)
     job = get_current_job()
     drainer = job.id if job is not None else uuid.uuid4().hex
-    inflight = INFLIGHT + drainer
-    pop = lua.script(connection, POP)
-    finish = lua.script(connection, FINISH)
-    counts = {"packets": 0, "events": 0, "failed": 0}
-    started = time.monotonic()
-    done_keys = [pending_key(queue), drainers_key(queue), inflight]
-    with _Heartbeat(connection, queue, drainer):
+    with _Heartbeat(connection, queue, drainer, job):
         reap(connection, queue)
+        return _Drain(connection, queue, drainer, context, context.runner).run()
+
+
+class _Drain:
+    """One drain job's loop: pop packets, start items as slots free up, record outcomes.
+
+    Items wait per handler; a free slot goes to the handler with the fewest calls
+    running, so a slow handler's backlog never holds a fast handler's events back.
+    A packet leaves the in-flight list once every item in it has an outcome.
+    """
+
+    def __init__(
+        self, connection: Redis, queue: str, drainer: str, context: WorkContext, runner: Runner
+    ) -> None:
+        self.connection = connection
+        self.queue = queue
+        self.drainer = drainer
+        self.token = f"d:{drainer}"
+        self.context = context
+        self.runner = runner
+        self.inflight = INFLIGHT + drainer
+        self.done_keys = [pending_key(queue), drainers_key(queue), self.inflight]
+        self.pop_script = lua.script(connection, POP)
+        self.finish_script = lua.script(connection, FINISH)
+        self.waiting: dict[str, deque[_Work]] = {}
+        self.n_waiting = 0
+        self.open: dict[int, _Packet] = {}
+        self.attempts: dict[Attempt, _Work] = {}
+        self.deadlines: list[tuple[float, int, Attempt]] = []
+        self.active: set[str] = set()
+        """State keys this drainer claimed and has not recorded yet: copies wait their turn."""
+        self.states: list[tuple[Outcome, str]] = []
+        self.finished: list[bytes] = []
+        self.seq = itertools.count()
+        self.counts = {"packets": 0, "events": 0, "failed": 0}
+        self.began = time.monotonic()
+        self.resync = True
+
+    def run(self) -> dict[str, int]:
         while True:
             try:
-                # Packets already in flight first: a retried job, or a reply lost to an outage.
-                packets = connection.lrange(inflight, 0, -1)
-                if not packets:
-                    if stop_requested.is_set() or time.monotonic() - started > BUDGET:
-                        if not finish(keys=done_keys, args=[drainer]):
-                            _hand_over(connection, queue, drainer, context)
-                        break
-                    packets = pop(keys=[pending_key(queue), inflight], args=[POP_PACKETS])
-                    if not packets:
-                        # Block briefly for the next delivery; it lands in flight, read above.
-                        if connection.blmove(pending_key(queue), inflight, LINGER, "LEFT", "RIGHT"):
-                            continue
-                        if finish(keys=done_keys, args=[drainer]):
-                            break
-                        continue
-                items = [i for p in packets for i in json.loads(p)["items"]]
-                outcomes = run_items(items, context, token=f"d:{drainer}")
-                connection.delete(inflight)
+                if self._step():
+                    return self.counts
             except redis.RedisError as exc:
                 # Keep the claim on what is in flight; carry on once Redis is back.
-                log.warning("drainer %s waiting for Redis: %s", drainer, exc)
-                if stop_requested.wait(OUTAGE_PAUSE):
+                log.warning("drainer %s waiting for Redis: %s", self.drainer, exc)
+                self.resync = True
+                if stop_requested.wait(OUTAGE_PAUSE) and not self.attempts:
                     raise
+
+    def _step(self) -> bool:
+        """One turn of the loop; True once this drain job is done."""
+        if self.resync:
+            # Packets already in flight first: a retried job, or a reply lost to an outage.
+            self._take(self._unknown(list(self.connection.lrange(self.inflight, 0, -1))))
+            self.resync = False
+        self._collect(self._wait())
+        self._expire()
+        self._flush()
+        winding = (
+            stop_requested.is_set()
+            or self.runner.exhausted
+            or time.monotonic() - self.began > BUDGET
+        )
+        if winding:
+            self._give_back_untouched()
+        elif self._want_more():
+            self._take(
+                self.pop_script(keys=[pending_key(self.queue), self.inflight], args=[POP_PACKETS])
+            )
+        self._dispatch()
+        if self.attempts or self.n_waiting or self.states or self.finished:
+            return False
+        if winding:
+            if not self.finish_script(keys=self.done_keys, args=[self.drainer]):
+                _hand_over(self.connection, self.queue, self.drainer, self.context)
+            if self.runner.exhausted and not restart_requested.is_set():
+                restart_requested.set()
+                if on_restart is not None:
+                    on_restart()
+            return True
+        # Idle: block briefly for the next delivery; it lands in flight.
+        moved = self.connection.blmove(
+            pending_key(self.queue), self.inflight, LINGER, "LEFT", "RIGHT"
+        )
+        if moved:
+            self._take([moved])
+            return False
+        return bool(self.finish_script(keys=self.done_keys, args=[self.drainer]))
+
+    def _wait(self) -> float:
+        """How long to wait for a call to end before looking at the queue again."""
+        if not self.attempts:
+            return 0.0
+        if self.runner.free > 0 and not self.n_waiting:
+            return POLL
+        return max(0.0, min(0.5, self.deadlines[0][0] - time.monotonic()))
+
+    def _unknown(self, raws: list[Any]) -> list[bytes]:
+        known: dict[bytes, int] = {}
+        for packet in self.open.values():
+            known[packet.raw] = known.get(packet.raw, 0) + 1
+        out = []
+        for raw in raws:
+            if known.get(raw):
+                known[raw] -= 1
+            else:
+                out.append(raw)
+        return out
+
+    def _take(self, raws: list[Any]) -> None:
+        router = self.context.router
+        for raw in raws:
+            items = json.loads(raw)["items"]
+            packet = _Packet(raw, len(items))
+            self.counts["packets"] += 1
+            if not items:
+                self.finished.append(raw)
                 continue
-            counts["packets"] += len(packets)
-            counts["events"] += len(items)
-            counts["failed"] += sum(1 for o in outcomes if not o.ok)
-    return counts
+            self.open[id(packet)] = packet
+            for item in items:
+                handler = router.handler(item["handler"])
+                outcome = Outcome(item, handler, Event.from_dict(item["event"]), ran=False)
+                queue = self.waiting.get(handler.id)
+                if queue is None:
+                    queue = self.waiting[handler.id] = deque()
+                queue.append(_Work(outcome, packet, next(self.seq)))
+                self.n_waiting += 1
+
+    def _cap(self, handler: Handler) -> int:
+        limit = self.runner.concurrency
+        return min(handler.concurrency, limit) if handler.concurrency else limit
+
+    def _want_more(self) -> bool:
+        if self.n_waiting >= MAX_WAITING_PER_SLOT * self.runner.concurrency:
+            return False
+        startable = 0
+        for handler_id, queue in self.waiting.items():
+            if queue and self.runner.running(handler_id) < self._cap(queue[0].outcome.handler):
+                startable += len(queue)
+        return startable < READ_AHEAD * self.runner.concurrency
+
+    def _dispatch(self) -> None:
+        free = self.runner.free
+        if free <= 0 or not self.n_waiting:
+            return
+        running = {h: self.runner.running(h) for h in self.waiting}
+        batch: list[_Work] = []
+        while free > 0:
+            best: tuple[int, int] | None = None
+            pick = None
+            for handler_id, queue in self.waiting.items():
+                if not queue:
+                    continue
+                head = queue[0]
+                if running[handler_id] >= self._cap(head.outcome.handler):
+                    continue
+                rank = (running[handler_id], head.seq)
+                if best is None or rank < best:
+                    best, pick = rank, handler_id
+            if pick is None:
+                break
+            work = self.waiting[pick].popleft()
+            self.n_waiting -= 1
+            key = outcome_key(work.outcome)
+            if key in self.active:
+                # A copy of an item already running here (a delivery posted twice): run it
+                # after that one is recorded, when its state decides.
+                self.waiting[pick].append(work)
+                self.n_waiting += 1
+                if all(outcome_key(w.outcome) in self.active for w in self.waiting[pick]):
+                    running[pick] = self.runner.concurrency  # nothing startable there now
+                continue
+            self.active.add(key)
+            batch.append(work)
+            running[pick] += 1
+            free -= 1
+        for handler_id in [h for h, q in self.waiting.items() if not q]:
+            del self.waiting[handler_id]
+        if not batch:
+            return
+        try:
+            won = claim(self.context, [w.outcome for w in batch], self.token)
+        except redis.RedisError:
+            for work in reversed(batch):
+                self.active.discard(outcome_key(work.outcome))
+                self.waiting.setdefault(work.outcome.handler.id, deque()).appendleft(work)
+                self.n_waiting += 1
+            raise
+        settings = self.context.settings
+        for work, mine in zip(batch, won, strict=True):
+            work.packet.started = True
+            if not mine:
+                self.active.discard(outcome_key(work.outcome))
+                self._packet_done(work.packet)
+                continue
+            handler = work.outcome.handler
+            attempt = self.runner.start(
+                Attempt(
+                    func=handler.func,
+                    arg=work.outcome.event,
+                    key=handler.id,
+                    timeout=float(handler.timeout or settings.job_timeout),
+                )
+            )
+            self.attempts[attempt] = work
+            heapq.heappush(self.deadlines, (attempt.deadline, next(self.seq), attempt))
+
+    def _collect(self, timeout: float) -> None:
+        done = self.runner.done
+        try:
+            attempt = done.get(timeout=timeout) if timeout > 0 else done.get_nowait()
+        except Empty:
+            return
+        while True:
+            self.runner.finish(attempt)
+            work = self.attempts.pop(attempt, None)
+            if work is not None:
+                self._ended(work, attempt.error)
+            try:
+                attempt = done.get_nowait()
+            except Empty:
+                return
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        while self.deadlines and self.deadlines[0][0] <= now:
+            _, _, attempt = heapq.heappop(self.deadlines)
+            if attempt in self.attempts and self.runner.expire(attempt):
+                work = self.attempts.pop(attempt)
+                log.error(
+                    "background handler %s timed out on event %s after %gs",
+                    work.outcome.handler.id,
+                    work.outcome.event.id,
+                    attempt.timeout,
+                )
+                self._ended(work, attempt.error)
+        if not self.attempts:
+            self.deadlines.clear()
+
+    def _ended(self, work: _Work, error: str | None) -> None:
+        outcome = work.outcome
+        outcome.ran = True
+        outcome.error = error
+        self.counts["events"] += 1
+        if error is None:
+            self.states.append((outcome, "done"))
+        else:
+            self.counts["failed"] += 1
+            if not error.startswith("timeout:"):
+                log.error(
+                    "background handler %s failed on event %s:\n%s",
+                    outcome.handler.id,
+                    outcome.event.id,
+                    error,
+                )
+            self.states.append((outcome, _after_failure(outcome, self.context)))
+        self._packet_done(work.packet)
+
+    def _packet_done(self, packet: _Packet) -> None:
+        packet.left -= 1
+        if packet.left == 0:
+            self.open.pop(id(packet), None)
+            self.finished.append(packet.raw)
+
+    def _flush(self) -> None:
+        """Outcomes first, then finished packets leave the in-flight list: one round trip."""
+        if not (self.states or self.finished):
+            return
+        finished = self.finished
+
+        def remove(pipe: Any) -> None:
+            for raw in finished:
+                pipe.lrem(self.inflight, 1, raw)
+
+        record(self.context, self.states, remove)
+        for outcome, _ in self.states:
+            self.active.discard(outcome_key(outcome))
+        self.states = []
+        self.finished = []
+
+    def _give_back_untouched(self) -> None:
+        """Hand-over: packets none of whose items started go back to the front of the queue."""
+        untouched = [p for p in self.open.values() if not p.started]
+        if not untouched:
+            return
+        with self.connection.pipeline(transaction=True) as pipe:
+            for packet in reversed(untouched):
+                pipe.lrem(self.inflight, 1, packet.raw)  # type: ignore[arg-type]
+                pipe.lpush(pending_key(self.queue), packet.raw)
+            pipe.execute()
+        for packet in untouched:
+            del self.open[id(packet)]
+            self.counts["packets"] -= 1
+        for handler_id, queue in list(self.waiting.items()):
+            kept = deque(w for w in queue if w.packet.started)
+            self.n_waiting -= len(queue) - len(kept)
+            self.waiting[handler_id] = kept
 
 
 def _hand_over(connection: Redis, queue: str, drainer: str, context: WorkContext) -> None:
@@ -253,40 +570,72 @@ def _hand_over(connection: Redis, queue: str, drainer: str, context: WorkContext
     start_drainer(connection, queue, successor, context.settings.job_timeout)
 
 
-def run_items(items: list[dict[str, Any]], context: WorkContext, *, token: str) -> list[Outcome]:
-    """First attempt of each item; failures move to their own scheduled RQ retry jobs."""
-    return execute(items, context, token=token, failed_state=lambda o: _after_failure(o, context))
-
-
 def _after_failure(outcome: Outcome, context: WorkContext) -> str:
+    """Schedule the item's next attempt as an RQ job, or file it as failed; return its state.
+
+    The item counts its attempts; the scheduled job only puts it back in a packet
+    when due (``retry_item``), so every attempt runs in a drainer, concurrently
+    and under its time limit. An item requeued by an operator is ``final``: one more
+    attempt, then back to the failed registry.
+    """
     settings = context.settings
     handler = outcome.handler
     retries = settings.job_retries if handler.retry is None else handler.retry
     connection = context.connection
     if connection is None:
         return "failed"
+    made = int(outcome.item.get("attempts", 0)) + 1
+    job_id = retry_job_id(outcome.item)
+    token = f"r:{job_id}"
+    follow = {
+        "event": outcome.item["event"],
+        "handler": outcome.item["handler"],
+        "attempts": made,
+        "owner": token,
+    }
     queue = Queue(
         handler.queue or settings.queue_name, connection=connection, serializer=JSONSerializer
     )
-    job_id = retry_job_id(outcome.item)
+    description = f"{handler.id} on event {outcome.event.id} ({outcome.event.name})"
+    if outcome.item.get("final") or made > retries:
+        follow["final"] = True
+        _file_failed(queue, job_id, follow, outcome.error or "", description)
+        return "failed"
     job = queue.create_job(
         RETRY_FUNCTION,
-        args=(outcome.item,),
+        args=(follow,),
         job_id=job_id,
-        timeout=handler.timeout or settings.job_timeout,
+        timeout=RETRY_JOB_TIMEOUT,
         result_ttl=0,
-        description=f"{handler.id} on event {outcome.event.id} ({outcome.event.name})",
-        meta={"retries": retries},
-        retry=Retry(max=retries - 1, interval=backoff(retries, settings.retry_backoff)[1:])
-        if retries > 1
-        else None,
+        failure_ttl=FAILURE_TTL,
+        description=description,
+        meta={"attempts": made},
     )
-    if retries == 0:
-        FailedJobRegistry(queue=queue).add(job, exc_string=outcome.error or "")
-        return "failed"
-    delay = backoff(1, settings.retry_backoff)[0]
+    delay = backoff(made, settings.retry_backoff)[-1]
     queue.schedule_job(job, datetime.now(UTC) + timedelta(seconds=delay))
-    return f"retrying:r:{job_id}"
+    return f"retrying:{token}"
+
+
+def _file_failed(
+    queue: Queue, job_id: str, item: dict[str, Any], error: str, description: str
+) -> None:
+    """A job with status ``failed`` and the traceback in RQ's failed registry."""
+    job = queue.create_job(
+        RETRY_FUNCTION,
+        args=(item,),
+        job_id=job_id,
+        timeout=RETRY_JOB_TIMEOUT,
+        result_ttl=0,
+        failure_ttl=FAILURE_TTL,
+        description=description,
+        meta={"attempts": item["attempts"]},
+    )
+    job.ended_at = datetime.now(UTC)
+    with queue.connection.pipeline() as pipe:
+        job.set_status(JobStatus.FAILED, pipeline=pipe)
+        FailedJobRegistry(queue=queue).add(job, ttl=FAILURE_TTL, exc_string=error, pipeline=pipe)
+        Result.create_failure(job, FAILURE_TTL, exc_string=error, pipeline=pipe)
+        pipe.execute()
 
 
 def retry_job_id(item: dict[str, Any]) -> str:
@@ -298,22 +647,24 @@ def retry_job_id(item: dict[str, Any]) -> str:
 
 
 def retry_item(item: dict[str, Any]) -> str:
-    """RQ job function for a failed item's later attempts; raising lets RQ retry or fail it."""
+    """RQ job function, run when an item's next attempt is due: hand it to a drainer.
+
+    The attempt itself runs in a drain job like any first attempt (concurrently,
+    under its time limit); the item's ``owner`` token lets that drainer claim it.
+    """
+    context = current_context()
+    connection = context.connection
+    assert connection is not None, "retries need Redis"
     job = get_current_job()
-    token = f"r:{job.id}" if job is not None else f"r:{retry_job_id(item)}"
-    final = job is None or not job.retries_left
-    [outcome] = execute(
-        [item],
-        current_context(),
-        token=token,
-        failed_state=lambda o: "failed" if final else f"retrying:{token}",
-    )
-    if outcome.error is not None:
-        raise HandlerFailed(
-            f"{outcome.handler.id} failed on event {outcome.event.id} ({outcome.event.name}):\n"
-            f"{outcome.error}"
-        )
-    return "done" if outcome.ran else "skipped (already handled)"
+    queue = job.origin if job is not None else context.settings.queue_name
+    packet = json.dumps(
+        {"delivery_id": f"{retry_job_id(item)}:{item.get('attempts', 0)}", "items": [item]},
+        separators=(",", ":"),
+    ).encode()
+    drainer = push(connection, queue, [packet], context.settings.max_drainers)
+    if drainer is not None:
+        start_drainer(connection, queue, drainer, context.settings.job_timeout)
+    return "handed to a drainer"
 
 
 def backoff(retries: int, base: float) -> list[int]:

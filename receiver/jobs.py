@@ -7,7 +7,8 @@ item runs it is claimed atomically; its state lives under
 - absent, or ``failed``      → may run (a redelivery re-runs a failure: never swallowed);
 - ``running:<token>``        → running; skipped by others, unless the owner is a
                                drainer whose heartbeat has expired (it was killed);
-- ``retrying:<token>``       → failed, a scheduled retry owns it; others skip it;
+- ``retrying:<token>``       → failed, a scheduled retry owns it; only an item carrying
+                               that token as its ``owner`` may run it, others skip it;
 - ``done``                   → handled; every later copy is skipped.
 """
 
@@ -26,6 +27,7 @@ from . import lua
 from .config import Settings
 from .events import Event
 from .routing import Handler, Router
+from .runner import Runner, resolve
 
 log = logging.getLogger("receiver.jobs")
 
@@ -34,12 +36,16 @@ ALIVE_PREFIX = "receiver:alive:"
 STATE_PATIENCE = 300.0
 """Seconds a worker keeps trying to record an outcome while Redis is away."""
 
+# KEYS: state keys. ARGV: token, window seconds, alive-key prefix, then one owner token
+# per key ('' when the item owns no retry): the claim succeeds on 'retrying:<owner>'.
 _CLAIM = """
 local out = {}
 for i, key in ipairs(KEYS) do
   local s = redis.call('GET', key)
   local ok = false
-  if not s or s == 'failed' or s == 'running:' .. ARGV[1] or s == 'retrying:' .. ARGV[1] then
+  local owner = ARGV[3 + i] or ''
+  if not s or s == 'failed' or s == 'running:' .. ARGV[1] or s == 'retrying:' .. ARGV[1]
+     or (owner ~= '' and s == 'retrying:' .. owner) then
     ok = true
   elseif string.sub(s, 1, 10) == 'running:d:' then
     ok = redis.call('EXISTS', ARGV[3] .. string.sub(s, 11)) == 0
@@ -62,6 +68,8 @@ class WorkContext:
     router: Router
     settings: Settings
     connection: Redis | None = None
+    runner: Runner | None = None
+    """Runs handler calls concurrently; the worker sets it, drain jobs make one if unset."""
 
 
 @dataclass
@@ -123,7 +131,7 @@ def execute(
             continue
         outcome.ran = True
         try:
-            outcome.handler.func(outcome.event)
+            resolve(outcome.handler.func(outcome.event))
         except Exception:
             outcome.error = traceback.format_exc()
             log.exception(
@@ -136,29 +144,60 @@ def execute(
 
 
 def _claim(outcomes: list[Outcome], context: WorkContext, token: str) -> list[bool]:
-    keys = [state_key(o.event.integration, o.handler.id, o.event.id) for o in outcomes]
+    return claim(context, outcomes, token)
+
+
+def outcome_key(outcome: Outcome) -> str:
+    return state_key(outcome.event.integration, outcome.handler.id, outcome.event.id)
+
+
+def claim(context: WorkContext, outcomes: list[Outcome], token: str) -> list[bool]:
+    """Claim items in one round trip; which ones this caller may run.
+
+    An item may carry ``owner``: the token of the scheduled retry it is (see ``drain``).
+    """
+    keys = [outcome_key(o) for o in outcomes]
     # Copies of one item in the same batch (a delivery posted twice) run once.
     first = {key: index for index, key in reversed(list(enumerate(keys)))}
     if context.connection is None:
         return [first[key] == index for index, key in enumerate(keys)]
     script = lua.script(context.connection, _CLAIM)
     unique = list(first)
-    result = script(keys=unique, args=[token, context.settings.dedupe_window, ALIVE_PREFIX])
+    owners = [str(outcomes[first[key]].item.get("owner") or "") for key in unique]
+    result = script(
+        keys=unique, args=[token, context.settings.dedupe_window, ALIVE_PREFIX, *owners]
+    )
     won = {key for key, flag in zip(unique, result, strict=True) if flag}
     return [key in won and first[key] == index for index, key in enumerate(keys)]
 
 
-def _set_state(context: WorkContext, outcome: Outcome, state: str) -> None:
-    """Record an outcome, waiting out a Redis outage: the handler's side effect already happened."""
-    if context.connection is None:
+def record(
+    context: WorkContext,
+    states: list[tuple[Outcome, str]],
+    then: Callable[[Any], None] | None = None,
+) -> None:
+    """Record outcomes in one round trip, then ``then(pipeline)``'s commands, in that order.
+
+    Waits out a Redis outage: the handlers' side effects already happened.
+    """
+    connection = context.connection
+    if connection is None or not (states or then):
         return
-    key = state_key(outcome.event.integration, outcome.handler.id, outcome.event.id)
     deadline = time.monotonic() + STATE_PATIENCE
     while True:
         try:
-            context.connection.set(key, state, ex=context.settings.dedupe_window)
+            with connection.pipeline(transaction=False) as pipe:
+                for outcome, state in states:
+                    pipe.set(outcome_key(outcome), state, ex=context.settings.dedupe_window)
+                if then is not None:
+                    then(pipe)
+                pipe.execute()
             return
         except RedisError:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
+
+
+def _set_state(context: WorkContext, outcome: Outcome, state: str) -> None:
+    record(context, [(outcome, state)])

@@ -62,9 +62,9 @@ def failed_items(connection: redis.Redis, queues: list[str]) -> tuple[list[Faile
                 if job.func_name == drain.DRAIN_FUNCTION:
                     drains.append(job_id)
                 continue
-            retries = int((job.meta or {}).get("retries", 0))
-            attempts = 1 if retries == 0 else retries + 1 - int(job.retries_left or 0)
-            error = (job.exc_info or "").strip().splitlines()
+            attempts = int((job.meta or {}).get("attempts", item.get("attempts", 1)))
+            result = job.latest_result()
+            error = ((result.exc_string if result else None) or "").strip().splitlines()
             items.append(
                 FailedItem(
                     job_id=job_id,

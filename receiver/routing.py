@@ -55,6 +55,8 @@ class Handler:
     queue: str | None = None
     retry: int | None = None
     timeout: int | None = None
+    concurrency: int | None = None
+    """At most this many calls at once per worker process (a rate-limited API)."""
     order: int = 0
 
     @property
@@ -93,6 +95,7 @@ class Router:
         queue: str | None = None,
         retry: int | None = None,
         timeout: int | None = None,
+        concurrency: int | None = None,
         **match: Any,
     ) -> Callable[[T], T]:
         """Decorator: run the function for every event named ``name`` that passes the filters.
@@ -112,6 +115,7 @@ class Router:
                 queue=queue,
                 retry=retry,
                 timeout=timeout,
+                concurrency=concurrency,
                 **match,
             )
             return func
@@ -127,6 +131,7 @@ class Router:
         queue: str | None = None,
         retry: int | None = None,
         timeout: int | None = None,
+        concurrency: int | None = None,
         **match: Any,
     ) -> Handler:
         """The plain-call twin of ``on``."""
@@ -141,12 +146,15 @@ class Router:
         if unknown:
             raise PluginError(
                 f"unknown option(s) {sorted(unknown)} for {name!r}; filter keywords are "
-                f"{sorted(_RESERVED_MATCH)}, options are background, queue, retry, timeout"
+                f"{sorted(_RESERVED_MATCH)}, options are background, queue, retry, timeout, "
+                "concurrency"
             )
         if retry is not None and retry < 0:
             raise PluginError("retry must be >= 0 (extra attempts after the first)")
         if timeout is not None and timeout <= 0:
             raise PluginError("timeout must be a positive number of seconds")
+        if concurrency is not None and concurrency < 1:
+            raise PluginError("concurrency must be >= 1 (calls at once per worker process)")
         combined = _combine(
             [F.where(f) for f in filters]
             + [F.attribute(key, expected) for key, expected in match.items()]
@@ -159,6 +167,7 @@ class Router:
             queue=queue,
             retry=retry,
             timeout=timeout,
+            concurrency=concurrency,
             order=next(_order),
         )
         if handler.id in self._handlers:

@@ -5,6 +5,12 @@ work-horse per job: a fork costs milliseconds, and since handler modules are
 imported once at start-up a fresh fork would reset nothing. Crash safety
 does not rest on the fork either: drain jobs prove they are alive with a
 heartbeat, and a maintenance thread here gives a dead drainer's work back.
+
+Handler calls run on one ``Runner`` per process (``--concurrency``). When
+threads abandoned past their time limit pile up beyond the concurrency, the
+drain job hands its unstarted work back, the worker stops warmly and then
+replaces itself with a fresh copy of the same command (``exec``: same pid,
+so a supervisor or a parent watching it sees no exit; no thread survives).
 """
 
 from __future__ import annotations
@@ -12,18 +18,22 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
 from rq import Queue, SimpleWorker
+from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from . import drain, jobs
 from .app import build_core
 from .config import Settings
 from .ops import queue_names
+from .runner import Runner
 
 log = logging.getLogger("receiver.worker")
 
@@ -34,6 +44,8 @@ RECONNECT_WAIT_MAX = 5
 """Longest wait between reconnection attempts when Redis is away (RQ's default is 60 s)."""
 RESTART_DELAY = 1.0
 """Seconds between checks for dead drainers and pending work nobody drains."""
+RQ_HEARTBEAT_TTL = 90
+"""Seconds RQ's worker and job keys live between the drainer's keep-alive beats."""
 
 
 class ReceiverWorker(SimpleWorker):
@@ -45,12 +57,18 @@ class ReceiverWorker(SimpleWorker):
 
 
 def run_worker(
-    queues: list[str] | None = None, *, burst: bool = False, parent_pid: int | None = None
+    queues: list[str] | None = None,
+    *,
+    burst: bool = False,
+    parent_pid: int | None = None,
+    concurrency: int | None = None,
 ) -> bool:
     core = build_core(require_redis=True, redis_timeout=WORKER_REDIS_TIMEOUT)
     context = core.work_context()
     connection = context.connection
     assert connection is not None
+    runner = Runner(concurrency or core.settings.worker_concurrency)
+    context.runner = runner
     jobs.configure(context)
     names = queues or queue_names(core.settings, core.router)
     if parent_pid is not None:
@@ -59,7 +77,12 @@ def run_worker(
     if not burst:
         _start_maintenance(connection, names, core.settings)
     count = len(core.router.handlers())
-    log.info("worker listening on %s with %d handler(s)", ", ".join(names), count)
+    log.info(
+        "worker listening on %s with %d handler(s), %d call(s) at once",
+        ", ".join(names),
+        count,
+        runner.concurrency,
+    )
     worked = False
     while True:
         try:
@@ -69,15 +92,45 @@ def run_worker(
                 serializer=JSONSerializer,
             )
             worker.max_connection_wait_time = RECONNECT_WAIT_MAX
+            drain.keepalive = _keepalive(worker)
+            drain.on_restart = request_restart
             did = worker.work(burst=burst, with_scheduler=not burst, logging_level="WARNING")
             worked = worked or did
         except redis.RedisError as exc:
             log.error("worker lost Redis (%s)", exc)
+        if drain.restart_requested.is_set():
+            _restart(runner)
         if burst or drain.stop_requested.is_set():
             return worked
         # RQ quits on errors outside its dequeue loop (e.g. Redis gone mid-job): start afresh.
         log.warning("RQ worker loop ended unexpectedly; restarting in %.0fs", RESTART_DELAY)
         time.sleep(RESTART_DELAY)
+
+
+def _keepalive(worker: SimpleWorker) -> Any:
+    """RQ refreshes its heartbeats only between jobs; a drain job may run for minutes."""
+
+    def beat(job: Job | None) -> None:
+        worker.heartbeat(RQ_HEARTBEAT_TTL)
+        if job is not None:
+            job.heartbeat(datetime.now(UTC), RQ_HEARTBEAT_TTL)
+
+    return beat
+
+
+def request_restart() -> None:
+    """Warm stop now (the drain job has handed its work back); ``run_worker`` then restarts."""
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _restart(runner: Runner) -> None:
+    log.error(
+        "%d handler threads are stuck past their time limit (limit %d); restarting this worker",
+        runner.abandoned,
+        runner.abandon_limit,
+    )
+    logging.shutdown()
+    os.execv(sys.executable, [sys.executable, "-m", "receiver", *sys.argv[1:]])
 
 
 def maintain_all(connection: redis.Redis, queues: list[str], settings: Settings) -> None:
