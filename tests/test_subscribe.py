@@ -1,4 +1,4 @@
-"""`receiver subscribe` against the fake Graph server, with a real receiver answering the handshake."""
+"""`receiver subscribe` against the fake Graph server; a real receiver answers the handshake."""
 
 from __future__ import annotations
 
@@ -63,7 +63,9 @@ def test_dry_run_prints_the_request_and_sends_nothing(fake: FakeGraph) -> None:
 
 def test_add_checks_the_handshake_then_subscribes(fake: FakeGraph, callback_url: str) -> None:
     fake.answer("POST", PATH, {"success": True})
-    code, output = run("add", "page", "--fields", "messages,mention", "--callback-url", callback_url)
+    code, output = run(
+        "add", "page", "--fields", "messages,mention", "--callback-url", callback_url
+    )
     assert code == 0, output
     [call] = fake.calls
     assert call.form == {
