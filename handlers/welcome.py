@@ -1,21 +1,22 @@
 """Welcome people who join a group: a background handler, run by ``receiver worker``.
 
-With an access token configured for the integration, it posts the welcome
-through the Graph API (with ``appsecret_proof``); without one it only logs
-what it would have sent. Replays never post.
+With an access token configured for the integration it calls the Graph API
+(``appsecret_proof`` included by ``event.graph``): a comment on the group's
+welcome post when ``WELCOME_POST_ID`` names one (an "introduce yourself"
+thread), otherwise a new post in the group. Without a token it only logs what
+it would have sent. Replays never post. Failures raise, so the worker retries.
 """
 
 import logging
 import os
 from typing import Any
 
-from receiver import Event, on
-from receiver.graph import GraphClient
-from receiver.runtime import integration
+from receiver import Event, graph, on
 
 log = logging.getLogger("handlers.welcome")
 
 MESSAGE = os.environ.get("WELCOME_MESSAGE", "Welcome to the group, {name}!")
+WELCOME_POST_ID = os.environ.get("WELCOME_POST_ID") or None
 
 
 @on("group.membership", verb="add", background=True)
@@ -24,8 +25,9 @@ def welcome_new_member(event: Event) -> dict[str, Any] | None:
     member = value.get("member") or {}
     group_id = event.entry_id
     text = MESSAGE.format(name=member.get("name") or "there")
-    target = integration(event.integration)
-    if event.replayed or target is None or not target.access_token or not group_id:
+    if event.replayed or not group_id or not graph.configured(event.integration):
         log.info("would welcome %s in group %s: %r", member.get("id"), group_id, text)
         return None
-    return GraphClient(target).post(f"{group_id}/feed", {"message": text})  # type: ignore[no-any-return]
+    if WELCOME_POST_ID:
+        return event.graph.comment(WELCOME_POST_ID, text)  # type: ignore[no-any-return]
+    return event.graph.post_to_group(group_id, text)  # type: ignore[no-any-return]

@@ -511,6 +511,13 @@ def client(name: str | None = None) -> GraphClient:
     return fresh
 
 
+def configured(name: str | None = None) -> bool:
+    """Whether integration ``name`` can call the Graph API (it has an access token)."""
+    settings = runtime.settings()
+    integration = settings.integration(name) if settings is not None else None
+    return bool(integration is not None and integration.access_token)
+
+
 def close_all() -> None:
     """Close every pooled client (tests, and interpreter exit)."""
     with _pool_lock:

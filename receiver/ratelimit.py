@@ -106,7 +106,11 @@ def to_error(
         method=method,
         path=path,
     )
-    said = f"{fields.message} (HTTP {status}, code {fields.code}, fbtrace_id {fields.fbtrace_id})"
+    subcode = f", subcode {fields.error_subcode}" if fields.error_subcode is not None else ""
+    said = (
+        f"{fields.message} (HTTP {status}, code {fields.code}{subcode}, "
+        f"fbtrace_id {fields.fbtrace_id})"
+    )
     if status == 429 or is_throttling(fields):
         return GraphThrottled(
             f"{where} rate limited{tried}: {said}; slow down or retry later",
