@@ -5,6 +5,11 @@ from .app import build_core, create_app
 from .core import Core, Request, Result
 from .errors import (
     ConfigError,
+    GraphAuthError,
+    GraphError,
+    GraphRequestError,
+    GraphThrottled,
+    GraphUnavailable,
     HandlerFailed,
     HandshakeRejected,
     PayloadRejected,
@@ -23,6 +28,11 @@ __all__ = [
     "ConfigError",
     "Core",
     "Event",
+    "GraphAuthError",
+    "GraphError",
+    "GraphRequestError",
+    "GraphThrottled",
+    "GraphUnavailable",
     "Handler",
     "HandlerFailed",
     "HandshakeRejected",

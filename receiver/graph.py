@@ -477,13 +477,8 @@ _pool_pid = os.getpid()
 _pool_lock = threading.Lock()
 
 
-def client(name: str | None = None) -> GraphClient:
-    """The pooled client of integration ``name`` (default: the default integration).
-
-    Built from the settings active in this process (the app's or the
-    worker's); a changed token, secret or Graph setting gives a new client.
-    """
-    global _pool_pid
+def config_for(name: str | None = None) -> GraphConfig:
+    """The Graph configuration of integration ``name`` in this process's active settings."""
     settings = runtime.settings()
     if settings is None:
         raise ConfigError(
@@ -496,19 +491,37 @@ def client(name: str | None = None) -> GraphClient:
             f"no integration named {name!r}; configure [integrations.{name}] to call the "
             "Graph API on its behalf"
         )
-    config = GraphConfig.for_integration(integration, settings)
+    return GraphConfig.for_integration(integration, settings)
+
+
+def client(name: str | None = None) -> GraphClient:
+    """The pooled client of integration ``name`` (default: the default integration).
+
+    Built from the settings active in this process (the app's or the
+    worker's); a changed token, secret or Graph setting gives a new client.
+    """
+    global _pool_pid
+    config = config_for(name)
     with _pool_lock:
         if _pool_pid != os.getpid():  # forked: the parent's connections are not ours
             _pool.clear()
             _pool_pid = os.getpid()
-        pooled = _pool.get(integration.name)
+        pooled = _pool.get(config.integration)
         if pooled is not None and pooled.config == config:
             return pooled
         fresh = GraphClient(config)
-        _pool[integration.name] = fresh
+        _pool[config.integration] = fresh
     if pooled is not None:
         pooled.close()
     return fresh
+
+
+def async_client(name: str | None = None) -> AsyncGraphClient:
+    """A new async client for integration ``name``: ``async with graph.async_client() as g``.
+
+    Not pooled: an ``httpx.AsyncClient`` belongs to the event loop it was used on.
+    """
+    return AsyncGraphClient(config_for(name))
 
 
 def configured(name: str | None = None) -> bool:

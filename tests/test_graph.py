@@ -23,7 +23,7 @@ from receiver.errors import (
 )
 from receiver.events import Event
 from receiver.graph import AsyncGraphClient, GraphClient, GraphConfig
-from receiver.ratelimit import RetryPolicy, usage
+from receiver.ratelimit import GraphErrorFields, RetryPolicy, is_retryable, to_error, usage
 from receiver.signature import appsecret_proof
 from receiver.testing import free_port
 
@@ -344,6 +344,14 @@ def test_handlers_get_a_pooled_client_per_integration(fake: FakeGraph) -> None:
         assert event.graph is not first and event.graph.config.access_token == "rotated-token"
         with pytest.raises(ConfigError, match="no integration named 'other'"):
             graph.client("other")
+
+        async def from_a_coroutine() -> Any:
+            async with graph.async_client("hr-bot") as client:
+                return await client.get("/me")
+
+        fake.token = "rotated-token"  # Graph now knows only the new token
+        assert asyncio.run(from_a_coroutine()) == {"id": "42"}
+        assert fake.calls[-1].headers["Authorization"] == "Bearer rotated-token"
     finally:
         graph.close_all()
 
@@ -358,3 +366,39 @@ def test_usage_headers_are_read_leniently() -> None:
     assert usage({"X-App-Usage": "not json"}) == (0.0, 0.0)
     header = '{"9": [{"type": "messenger", "call_count": 3, "estimated_time_to_regain_access": 2}]}'
     assert usage({"X-Business-Use-Case-Usage": header}) == (3.0, 120.0)
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "kind", "retried"),
+    [
+        (500, None, GraphUnavailable, True),
+        (503, 2, GraphUnavailable, True),
+        (400, 1, GraphUnavailable, True),
+        (400, 4, GraphThrottled, True),
+        (400, 17, GraphThrottled, True),
+        (400, 32, GraphThrottled, True),
+        (400, 613, GraphThrottled, True),
+        (400, 80004, GraphThrottled, True),
+        (429, None, GraphThrottled, True),
+        (401, None, GraphAuthError, False),
+        (400, 190, GraphAuthError, False),
+        (403, 200, GraphAuthError, False),
+        (400, 100, GraphRequestError, False),
+        (404, 803, GraphRequestError, False),
+    ],
+)
+def test_which_failures_are_retried_and_what_they_raise(
+    status: int, code: int | None, kind: type[GraphError], retried: bool
+) -> None:
+    fields = GraphErrorFields(message="m", code=code)
+    assert is_retryable(status, fields) is retried
+    error = to_error(status, fields, method="GET", path="/v23.0/x")
+    assert type(error) is kind and error.status == status and error.code == code
+
+
+def test_backoff_doubles_with_equal_jitter_and_respects_retry_after() -> None:
+    low = RetryPolicy(backoff=1.0, max_backoff=5.0, random=lambda: 0.0)
+    high = RetryPolicy(backoff=1.0, max_backoff=5.0, random=lambda: 1.0)
+    assert [low.delay(n) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 2.5]
+    assert [high.delay(n) for n in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 5.0]
+    assert low.delay(1, retry_after=9.0) == 9.0
