@@ -446,3 +446,22 @@ def test_corpus_source_list_is_kept() -> None:
     sources = (CORPUS / "SOURCES.md").read_text()
     missing = [name for name in EXPECTED if f"| {name} |" not in sources]
     assert missing == []
+
+
+def test_whatsapp_batch_runs_background_handler_once_per_item(
+    recording_client: FlaskClient, worker_env: dict[str, str]
+) -> None:
+    """A message and two statuses batched in one value, as Meta may send them: three events."""
+    text = json.loads((CORPUS / "pywa__message_text.json").read_bytes())
+    value = text["entry"][0]["changes"][0]["value"]
+    for name in ("pywa__message_status_sent.json", "pywa__message_status_read.json"):
+        other = json.loads((CORPUS / name).read_bytes())["entry"][0]["changes"][0]["value"]
+        value.setdefault("statuses", []).extend(other["statuses"])
+    body = json.dumps(text).encode()
+    for _ in range(2):  # the second post is a redelivery: nothing runs twice
+        response = recording_client.post("/webhook", data=body, headers=signed(body))
+        assert response.get_json()["events"] == 3
+    drain(worker_env)
+    recorded = calls(worker_env["RECORDING_DB"])
+    assert [c[1] for c in recorded] == ["whatsapp_business_account.messages"] * 3
+    assert len({c[0] for c in recorded}) == 3
