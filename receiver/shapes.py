@@ -77,13 +77,14 @@ _WHATSAPP_PARTY = ("from", "recipient_id", "recipient_participant_id", "to", "wa
 
 
 def fields_for(topic: str) -> dict[str, str]:
+    """The item key → field table of an object."""
     return MESSAGING_FIELDS.get(topic, PAGE_FIELDS)
 
 
 def messaging_kind(topic: str, item: dict[str, Any]) -> str | None:
     """The key a messaging item carries (``message``, ``read``, ...); ``None`` when it has none."""
     for key in fields_for(topic):
-        if key in item:
+        if key in item and key != ECHO:
             return key
     for key in item:
         if key not in _MESSAGING_ENVELOPE:
