@@ -1,28 +1,43 @@
 """gunicorn settings for the Procfile's web process.
 
-One worker per core, 4 threads each (gthread). Measured with
-`bench/http_bench.py --duration 10 --runs 3` on 2 cores (medians):
+One gevent worker per core. The callback URL is on the public internet: a
+client that opens a connection and then stalls (headers or body half sent)
+must cost a socket, not a thread. With gthread, 4 threads a worker, ten
+stalled POSTs stopped `/healthz` and every delivery for as long as they
+stayed connected; with gevent each connection is a greenlet, the headers must
+arrive within `keepalive` seconds (gunicorn's own bound) and the body within
+the receiver's `read_timeout` (15 s, enforced by the callback adapter), and
+50 stalled connections leave `/healthz` and deliveries answering at once
+(`tests/test_hostile_clients.py`; figures in the README, `bench/http_bench.py`).
 
-    durable ack (background handler)   sync: 1,275 req/s, p50 12.7 ms
-                                       gthread ×4: 1,845 req/s, p50 9.0 ms
-    inline handler                     sync: 3,129 req/s, p99 9.5 ms
-                                       gthread ×4: 3,614 req/s, p99 16.3 ms
+gevent patches sockets, `time.sleep`, threads and subprocesses in the worker,
+so Redis round trips and handlers' network I/O overlap without threads. An
+inline handler that blocks in C code (a database driver without gevent
+support) or computes for long holds its whole worker: keep inline handlers
+fast and move such work to background handlers (README, "Handlers").
 
-The durable path waits on a Redis round trip per delivery; threads overlap
-those waits and keep connections alive, where a sync worker idles and closes
-every connection. Server CPU per request is about the same either way. The
-price is a longer inline p99 under saturation, and handlers must be thread-safe.
-Override with WEB_CONCURRENCY (workers) and GUNICORN_THREADS (1 = sync).
+Override with WEB_CONCURRENCY (workers), GUNICORN_WORKER_CLASS (gthread,
+sync) and GUNICORN_THREADS (gthread only): those classes do not bound a
+stalled client's hold on a thread.
 """
 
-import logging
 import multiprocessing
 import os
+
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gevent")
+if worker_class == "gevent":
+    # Patch before anything imports ssl, sockets or threads (gevent's own advice):
+    # the receiver is imported here, in the master, for its log formatters.
+    from gevent import monkey
+
+    monkey.patch_all()
+
+from receiver import logsafe  # noqa: E402
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count()))
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
-worker_class = "gthread" if threads > 1 else "sync"
+worker_connections = 1000
 # Meta waits 20 s at most; a request still running after that is retried anyway.
 timeout = 30
 graceful_timeout = 30
@@ -33,14 +48,10 @@ control_socket_disable = True
 accesslog = "-" if os.environ.get("RECEIVER_ACCESS_LOG") else None
 errorlog = "-"
 loglevel = os.environ.get("RECEIVER_LOG_LEVEL", "info").lower()
+# gunicorn's own lines escaped like ours, verify tokens masked in the access log.
+logger_class = "receiver.gunicorn_logging.Logger"
 
-# The receiver's own loggers (handler failures, dev-mode warnings) go to stderr too.
+# The receiver's own loggers (and handler modules') go to stderr too, escaped.
 # Not through `logconfig_dict`: with it set, gunicorn formats an access-log record
 # for every request even when access logging is off (≈8 % of CPU, seen in py-spy).
-_handler = logging.StreamHandler()
-_handler.setFormatter(
-    logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
-)
-for _name in ("receiver", "handlers"):
-    logging.getLogger(_name).setLevel(loglevel.upper())
-    logging.getLogger(_name).addHandler(_handler)
+logsafe.install(loglevel, "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")

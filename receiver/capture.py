@@ -22,6 +22,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .logsafe import MASK, is_secret_query_key
+
 if TYPE_CHECKING:
     from .core import Request, Result
 
@@ -32,7 +34,6 @@ KEPT_HEADERS = (
     "User-Agent",
     "X-Forwarded-For",
 )
-MASK = "***"
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ class CaptureJournal:
 
     def _entry(self, request: Request, result: Result, received_at: datetime) -> dict[str, Any]:
         headers = {name: request.headers[name] for name in KEPT_HEADERS if name in request.headers}
-        query = {k: (MASK if k == "hub.verify_token" else v) for k, v in request.query.items()}
+        query = {k: (MASK if is_secret_query_key(k) else v) for k, v in request.query.items()}
         entry: dict[str, Any] = {
             "id": result.delivery_id or f"r{received_at.timestamp():.6f}".replace(".", ""),
             "received_at": received_at.isoformat(),

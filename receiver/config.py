@@ -12,6 +12,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,8 @@ class Integration:
     """The Meta app's id: the app token (``app_id|app_secret``) manages webhook subscriptions."""
     graph_base_url: str = defaults.GRAPH_BASE_URL
     api_version: str = defaults.GRAPH_API_VERSION
+    allowed_networks: tuple[IPv4Network | IPv6Network, ...] = ()
+    """Where deliveries may come from; empty: anywhere (the signature still decides)."""
 
     def __repr__(self) -> str:  # never print secrets, even by accident
         return (
@@ -56,6 +59,11 @@ class Settings:
     dev_mode: bool = False
     max_body_bytes: int = defaults.MAX_BODY_BYTES
     max_depth: int = defaults.MAX_DEPTH
+    read_timeout: float = defaults.READ_TIMEOUT
+    client_cert_header: str | None = None
+    """Header a TLS-terminating proxy sets to the verified client certificate's subject."""
+    trusted_proxies: int = 0
+    """Proxies in front whose ``X-Forwarded-For`` hop is believed (for ``allowed_networks``)."""
     answer_timeout: float = defaults.ANSWER_TIMEOUT
     handlers: tuple[str, ...] = ()
     redis_url: str | None = None
@@ -90,6 +98,9 @@ _RECEIVER_KEYS: dict[str, type] = {
     "dev_mode": bool,
     "max_body_bytes": int,
     "max_depth": int,
+    "read_timeout": float,
+    "client_cert_header": str,
+    "trusted_proxies": int,
     "answer_timeout": float,
     "handlers": list,
     "redis_url": str,
@@ -123,6 +134,7 @@ _INTEGRATION_KEYS = {
     "app_id",
     "graph_base_url",
     "api_version",
+    "allowed_networks",
 }
 
 
@@ -177,6 +189,9 @@ def _build(data: dict[str, Any], env: Mapping[str, str], source: str) -> Setting
         "spool_mode": env.get("RECEIVER_SPOOL_MODE") or None,
         "capture_dir": env.get("RECEIVER_CAPTURE_DIR") or None,
         "worker_concurrency": _env_int(env, "RECEIVER_WORKER_CONCURRENCY"),
+        "read_timeout": _env_float(env, "RECEIVER_READ_TIMEOUT"),
+        "client_cert_header": env.get("RECEIVER_CLIENT_CERT_HEADER") or None,
+        "trusted_proxies": _env_int(env, "RECEIVER_TRUSTED_PROXIES"),
     }
     values.update({k: v for k, v in env_overrides.items() if v is not None})
     extra_handlers = [h.strip() for h in env.get("RECEIVER_HANDLERS", "").split(",") if h.strip()]
@@ -264,6 +279,7 @@ def _integration(name: str, table: Any, env: Mapping[str, str]) -> Integration:
         or defaults.GRAPH_BASE_URL,
         api_version=_text(table.get("api_version"), f"{where}.api_version")
         or defaults.GRAPH_API_VERSION,
+        allowed_networks=_networks(table.get("allowed_networks", []), f"{where}.allowed_networks"),
     )
 
 
@@ -279,7 +295,16 @@ def _integration_from_env(
     capture = _env_bool(env, "RECEIVER_CAPTURE")
     app_id = env.get("RECEIVER_APP_ID") or None
     graph_url = env.get("RECEIVER_GRAPH_URL") or None
-    if not any(v is not None for v in (secret, token, access, sha1, capture, app_id, graph_url)):
+    raw_networks = env.get("RECEIVER_ALLOWED_NETWORKS")
+    networks = (
+        _networks(
+            [n.strip() for n in raw_networks.split(",") if n.strip()], "RECEIVER_ALLOWED_NETWORKS"
+        )
+        if raw_networks
+        else None
+    )
+    given = (secret, token, access, sha1, capture, app_id, graph_url, networks)
+    if not any(v is not None for v in given):
         return base
     current = base or Integration(name=name)
     secrets = current.app_secrets
@@ -297,6 +322,7 @@ def _integration_from_env(
         app_id=app_id or current.app_id,
         graph_base_url=graph_url or current.graph_base_url,
         api_version=current.api_version,
+        allowed_networks=networks if networks is not None else current.allowed_networks,
     )
 
 
@@ -307,6 +333,10 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("max_depth must be between 4 and 512")
     if settings.answer_timeout <= 0:
         raise ConfigError("answer_timeout must be a positive number of seconds")
+    if settings.read_timeout <= 0:
+        raise ConfigError("read_timeout must be a positive number of seconds (15 is plenty)")
+    if settings.trusted_proxies < 0:
+        raise ConfigError("trusted_proxies must be 0 (no proxy) or the number of proxies in front")
     if settings.job_retries < 0 or settings.job_timeout <= 0 or settings.dedupe_window <= 0:
         raise ConfigError("job_retries must be >= 0; job_timeout and dedupe_window > 0")
     if settings.spool_mode not in ("spool", "reject"):
@@ -396,6 +426,25 @@ def _env_int(env: Mapping[str, str], name: str) -> int | None:
         return int(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+
+
+def _env_float(env: Mapping[str, str], name: str) -> float | None:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+
+
+def _networks(value: Any, where: str) -> tuple[IPv4Network | IPv6Network, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f'{where} must be a list of CIDR ranges, e.g. ["173.252.64.0/18"]')
+    try:
+        return tuple(ip_network(v, strict=False) for v in value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}; write ranges as CIDR, e.g. 173.252.64.0/18") from None
 
 
 def _text(value: Any, where: str) -> str | None:

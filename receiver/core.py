@@ -11,19 +11,22 @@ import hmac
 import json
 import logging
 import os
+import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from ipaddress import ip_address
 from typing import Any
 
-from . import envelope, marking, signature
+from . import defaults, envelope, marking, signature
 from .capture import CaptureJournal
 from .config import Integration, Settings
 from .errors import (
     HandshakeRejected,
+    PayloadRejected,
     QueueUnavailable,
     Rejected,
     TargetRejected,
@@ -31,13 +34,22 @@ from .errors import (
 from .events import Event
 from .queue import Backend
 from .routing import Handler, Router
+from .runner import resolve
 
 log = logging.getLogger("receiver")
 
-from .runner import resolve
 ALLOWED_METHODS = ("GET", "POST")
 REPLAY_OUTCOMES_HEADER = "X-Receiver-Handlers"
 """On answers to genuine replays of synchronous topics: how the inline handlers fared."""
+INTERNAL_ERROR = b'{"error":"internal_error","message":"the receiver failed; see its log"}'
+
+BodySource = Callable[[int], tuple[bytes, bool]]
+"""Reads a request's body up to a limit: ``(body, too_large)``; raises ``Rejected`` on bad framing.
+
+Adapters hand the core a source rather than bytes, so that what can be refused
+without the body (integration, address, client certificate) is refused unread.
+"""
+_CERT_CN = re.compile(r"(?:^|[,/;+\s\"])CN=([^,/;+\"]+)", re.IGNORECASE)
 
 
 class Headers(Mapping[str, str]):
@@ -80,6 +92,10 @@ class Request:
     """The ``X-Receiver-Replay`` header; the core decides whether it is genuine."""
     replayed: bool = False
     """Set by the core once a replay token verified (or by in-process replay itself)."""
+    body_source: BodySource | None = None
+    """When set, ``body`` is read from it once the request is admitted."""
+    remote_addr: str | None = None
+    """The peer's address, for ``allowed_networks`` (``None``: unknown, e.g. in-process)."""
 
     def __post_init__(self) -> None:
         if not self.path:
@@ -141,7 +157,16 @@ class Core:
 
     def handle(self, request: Request) -> Result:
         received_at = datetime.now(UTC) if self.capture is not None else None
-        result = self._handle(request)
+        try:
+            result = self._handle(request)
+        except Exception:  # a bug of ours; still answered (and captured) as JSON
+            log.exception("unexpected error answering %s %r", request.method, request.path)
+            result = Result(
+                status=500,
+                body=INTERNAL_ERROR,
+                integration=request.integration,
+                error="internal_error",
+            )
         if self.capture is not None and received_at is not None:
             integration = self.settings.integration(request.integration)
             if integration is not None and integration.capture:
@@ -155,7 +180,7 @@ class Core:
         method = request.method.upper()
         if method not in (*ALLOWED_METHODS, "HEAD"):
             return rejection(
-                Rejected(
+                TargetRejected(
                     f"{method} is not allowed here; Meta sends GET (handshake) and POST",
                     code="method_not_allowed",
                     status=405,
@@ -164,11 +189,12 @@ class Core:
             )
         try:
             integration = self._integration(request.integration)
+            self._check_origin(integration, request, delivery=method == "POST")
             if method in ("GET", "HEAD"):
                 return self._handshake(integration, request.query)
             return self._deliver(integration, request)
         except Rejected as exc:
-            log.info("rejected %s %s: %s", method, request.integration or "default", exc.code)
+            log.info("rejected %s %r: %s", method, request.integration or "default", exc.code)
             return rejection(exc, integration=request.integration)
 
     def _integration(self, name: str | None) -> Integration:
@@ -185,6 +211,52 @@ class Core:
                 status=403,
             )
         return integration
+
+    def _check_origin(self, integration: Integration, request: Request, delivery: bool) -> None:
+        """Optional defences in depth, decided before any of the body is read."""
+        if integration.allowed_networks:
+            client = self._client_address(request)
+            try:
+                address = ip_address(client) if client else None
+            except ValueError:
+                address = None
+            if address is None or not any(address in n for n in integration.allowed_networks):
+                raise TargetRejected(
+                    f"requests to integration {integration.name!r} must come from its "
+                    "allowed_networks",
+                    code="network_not_allowed",
+                    status=403,
+                )
+        header = self.settings.client_cert_header
+        if delivery and header:
+            subject = request.headers.get(header)
+            if not subject:
+                raise TargetRejected(
+                    "deliveries must present Meta's client certificate (mutual TLS)",
+                    code="client_cert_required",
+                    status=403,
+                )
+            names = _CERT_CN.findall(subject) or [subject.strip()]
+            if defaults.META_CLIENT_CERT_SUBJECT not in (n.strip() for n in names):
+                raise TargetRejected(
+                    "the client certificate is not Meta's webhook certificate",
+                    code="bad_client_cert",
+                    status=403,
+                )
+
+    def _client_address(self, request: Request) -> str | None:
+        """The peer, or with ``trusted_proxies = N`` the N-th ``X-Forwarded-For`` hop from the end.
+
+        As werkzeug's ``ProxyFix``: hops added by untrusted parties are never believed,
+        and too few hops means the request did not come through the proxies.
+        """
+        hops = self.settings.trusted_proxies
+        if hops:
+            chain = request.headers.get("X-Forwarded-For") or ""
+            forwarded = [h.strip() for h in chain.split(",") if h.strip()]
+            if len(forwarded) >= hops:
+                return forwarded[-hops]
+        return request.remote_addr
 
     def _handshake(self, integration: Integration, query: Mapping[str, str]) -> Result:
         mode = query.get("hub.mode")
@@ -209,7 +281,9 @@ class Core:
         return Result(
             status=200,
             body=challenge.encode("utf-8"),
-            content_type="text/plain",
+            content_type="text/plain; charset=utf-8",
+            # The challenge is the client's text: never let a browser sniff it into HTML.
+            headers={"X-Content-Type-Options": "nosniff"},
             integration=integration.name,
         )
 
@@ -219,15 +293,18 @@ class Core:
         try:
             return self._verified_delivery(integration, request, context)
         except Rejected as exc:
-            log.info("rejected POST %s: %s", integration.name, exc.code)
+            log.info("rejected POST %r: %s", integration.name, exc.code)
             return rejection(exc, **context)
 
     def _verified_delivery(
         self, integration: Integration, request: Request, context: dict[str, Any]
     ) -> Result:
         delivery_id = context["delivery_id"]
+        if request.body_source is not None:
+            source, request.body_source = request.body_source, None
+            request.body, request.body_too_large = source(self.settings.max_body_bytes)
         if request.body_too_large or len(request.body) > self.settings.max_body_bytes:
-            raise Rejected(
+            raise PayloadRejected(
                 f"body is larger than max_body_bytes ({self.settings.max_body_bytes})",
                 code="body_too_large",
                 status=413,
@@ -244,7 +321,7 @@ class Core:
             context["verified"] = "ok"
             if secret_index > 0:
                 log.info(
-                    "integration %s: delivery signed with an older secret (#%d); finish the "
+                    "integration %r: delivery signed with an older secret (#%d); finish the "
                     "rotation before removing it",
                     integration.name,
                     secret_index,
@@ -263,7 +340,7 @@ class Core:
             replayed=request.replayed,
         )
         if request.topic is not None and events and events[0].topic != request.topic:
-            raise Rejected(
+            raise TargetRejected(
                 f"this URL takes {request.topic!r} deliveries, the body is {events[0].topic!r}; "
                 "check the callback URL subscribed for this topic",
                 code="topic_mismatch",
@@ -372,7 +449,7 @@ class Core:
         if marking.verify(request.replay_token or "", keys):
             return True
         log.warning(
-            "integration %s: replay marker does not verify; treated as live", integration.name
+            "integration %r: replay marker does not verify; treated as live", integration.name
         )
         return False
 

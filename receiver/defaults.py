@@ -11,6 +11,9 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 MAX_DEPTH = 64
 """Deepest JSON nesting accepted; Meta's envelopes are under 10 levels deep."""
 
+READ_TIMEOUT = 15.0
+"""Seconds a client may take to send its whole body; Meta sends small bodies at once."""
+
 ANSWER_TIMEOUT = 5.0
 """Seconds synchronous topics (link previews) wait for their handlers' answers."""
 
@@ -29,14 +32,14 @@ JOB_RETRIES = 3
 RETRY_BACKOFF = 10.0
 """Seconds before the first retry; each next wait is four times longer (±20 % jitter)."""
 
-MAX_DRAINERS = 8
-"""Drain jobs per queue at once; set it to at least the number of worker processes."""
-
 WORKER_CONCURRENCY = 16
 """Handler calls one worker process runs at once (threads, plus one event loop for async).
 
 Chosen from bench/slow_bench.py: calls that wait 50 ms on I/O scale nearly linearly up to
 32 on two cores; 16 leaves headroom for handlers that also use CPU or hold connections."""
+
+MAX_DRAINERS = 8
+"""Drain jobs per queue at once; set it to at least the number of worker processes."""
 
 REDIS_TIMEOUT = 0.5
 """Seconds the web side waits for Redis before spooling the delivery to disk instead."""
@@ -73,6 +76,9 @@ GRAPH_MAX_WAIT = 60.0
 
 GRAPH_SLOW_DOWN_AT = 75.0
 """Usage percentage (X-App-Usage, X-Business-Use-Case-Usage) above which calls are paced."""
+
+META_CLIENT_CERT_SUBJECT = "client.webhooks.fbclientcerts.com"
+"""Common name of the client certificate Meta's webhook servers present over mutual TLS."""
 
 ENTRY_POINT_GROUP = "receiver.handlers"
 """Entry-point group through which installed packages offer handler modules."""

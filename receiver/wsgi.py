@@ -5,25 +5,39 @@ Flask's request context, routing and response objects cost more CPU per
 request than verifying, parsing and routing a delivery (measured with
 ``bench/http_bench.py``), and the core needs none of them. Every other
 path (``/healthz``, unknown URLs) goes on to Flask.
+
+The body is read only once the core has admitted the request, within
+``read_timeout`` in all: a client that stalls mid-body, or breaks its
+chunked framing, gets a 408 or 400 from here and never a 500.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl
 
 from . import marking
-from .core import Core, Request
+from .core import INTERNAL_ERROR, Core, Request
+from .errors import PayloadRejected
 
 log = logging.getLogger("receiver.web")
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
-_INTERNAL_ERROR = b'{"error":"internal_error","message":"the receiver failed; see its log"}'
+# Where servers expose the client socket, so a read can be given a deadline.
+_SOCKET_KEYS = ("gunicorn.socket", "werkzeug.socket")
+# After these the rest of the body cannot be trusted to arrive: hang up, do not drain it.
+_UNREADABLE_BODY = frozenset({"body_timeout", "bad_framing"})
+# A refused body of up to this many bytes is read and dropped before hanging up, so
+# the client, still sending, gets to read the answer rather than a TCP reset.
+_LINGER_BYTES = 8 * 1024 * 1024
+_LINGER_SECONDS = 1.0
 
 
 class EnvironHeaders(Mapping[str, str]):
@@ -86,23 +100,25 @@ class CallbackMiddleware:
         try:
             result = self.core.handle(self._request(environ, *target))
         except Exception:
-            log.exception("unexpected error answering %s", environ.get("PATH_INFO"))
+            log.exception("unexpected error answering %r", environ.get("PATH_INFO"))
             start_response("500 Internal Server Error", [("Content-Type", "application/json")])
-            return [_INTERNAL_ERROR]
+            return [INTERNAL_ERROR]
         headers = [("Content-Type", result.content_type), ("Content-Length", str(len(result.body)))]
         headers.extend(result.headers.items())
         status = HTTPStatus(result.status)
         start_response(f"{status.value} {status.phrase}", headers)
-        return [] if environ.get("REQUEST_METHOD") == "HEAD" else [result.body]
+        body = [] if environ.get("REQUEST_METHOD") == "HEAD" else [result.body]
+        if result.error in _UNREADABLE_BODY:
+            return _HangUpAfter(body, _client_socket(environ))
+        if result.error == "body_too_large":
+            return _HangUpAfter(body, _client_socket(environ), linger=_LINGER_BYTES)
+        return body
 
     def _request(
         self, environ: dict[str, Any], integration: str | None, topic: str | None
     ) -> Request:
         method = str(environ.get("REQUEST_METHOD", "GET")).upper()
-        limit = self.core.settings.max_body_bytes
-        body, too_large = b"", False
-        if method == "POST":
-            body, too_large = _read_body(environ, limit)
+        timeout = self.core.settings.read_timeout
         query = (
             dict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))
             if method in ("GET", "HEAD")
@@ -110,20 +126,25 @@ class CallbackMiddleware:
         )
         return Request(
             method=method,
-            body=body,
             headers=EnvironHeaders(environ),
             query=query,
             integration=integration,
             topic=topic,
-            body_too_large=too_large,
             path=environ.get("PATH_INFO", ""),
             replay_token=environ.get(_REPLAY_KEY),
+            body_source=(lambda limit: _read_body(environ, limit, timeout))
+            if method == "POST"
+            else None,
+            remote_addr=environ.get("REMOTE_ADDR"),
         )
 
 
-def _read_body(environ: Mapping[str, Any], limit: int) -> tuple[bytes, bool]:
-    """The body, read up to one byte past ``limit`` however the client framed it."""
-    stream = environ["wsgi.input"]
+def _read_body(environ: Mapping[str, Any], limit: int, timeout: float) -> tuple[bytes, bool]:
+    """The body, read up to one byte past ``limit`` however the client framed it.
+
+    Whatever the server raises while reading is the client's doing (its framing,
+    its silence); it becomes a 400 or 408 ``PayloadRejected``.
+    """
     try:
         length = int(environ.get("CONTENT_LENGTH") or -1)
     except ValueError:
@@ -133,13 +154,95 @@ def _read_body(environ: Mapping[str, Any], limit: int) -> tuple[bytes, bool]:
     if length < 0 and not environ.get("wsgi.input_terminated"):
         return b"", False  # no length and no end marker: nothing can be read safely
     wanted = limit + 1 if length < 0 else length
+    sock = _client_socket(environ)
+    try:
+        body = _read_within(environ["wsgi.input"], wanted, sock, time.monotonic() + timeout)
+    except TimeoutError:
+        log.info("body of %r not received within %.0fs; refused", environ.get("PATH_INFO"), timeout)
+        raise PayloadRejected(
+            f"the body did not arrive within read_timeout ({timeout:g} s)",
+            code="body_timeout",
+            status=408,
+        ) from None
+    except Exception as exc:  # the server's parser refused the client's framing
+        log.info("bad body framing on %r: %s", environ.get("PATH_INFO"), type(exc).__name__)
+        raise PayloadRejected(
+            f"the body's framing is broken ({type(exc).__name__}); send Content-Length, "
+            "or valid chunked encoding",
+            code="bad_framing",
+        ) from None
+    if 0 <= length and len(body) < length:
+        raise PayloadRejected(
+            f"the body ended after {len(body)} of the {length} bytes Content-Length announced",
+            code="bad_framing",
+        )
+    return body, len(body) > limit
+
+
+def _client_socket(environ: Mapping[str, Any]) -> socket.socket | None:
+    for key in _SOCKET_KEYS:
+        sock = environ.get(key)
+        if isinstance(sock, socket.socket):
+            return sock
+    return None
+
+
+def _read_within(stream: Any, wanted: int, sock: socket.socket | None, deadline: float) -> bytes:
+    """Up to ``wanted`` bytes, each socket read bounded by what is left until ``deadline``."""
+    previous = sock.gettimeout() if sock is not None else None
     chunks: list[bytes] = []
     total = 0
-    while total < wanted:
-        chunk = stream.read(wanted - total)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        total += len(chunk)
-    body = b"".join(chunks)
-    return body, len(body) > limit
+    try:
+        while total < wanted:
+            if sock is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                sock.settimeout(left)
+            chunk = stream.read(wanted - total)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    finally:
+        if sock is not None:
+            sock.settimeout(previous)
+    return b"".join(chunks)
+
+
+class _HangUpAfter(list[bytes]):
+    """The answer's body; once the server has sent it, the client's side is shut.
+
+    The server would otherwise wait for the rest of a stalled or broken body
+    before closing. With ``linger``, what the client is still sending (up to
+    that many bytes, for a second) is read and dropped first: closing on unread
+    data resets the connection, and the client could lose the answer.
+    """
+
+    def __init__(self, body: list[bytes], sock: socket.socket | None, linger: int = 0) -> None:
+        super().__init__(body)
+        self._sock = sock
+        self._linger = linger
+
+    def close(self) -> None:
+        if self._sock is None:
+            return
+        try:
+            if self._linger:
+                _discard(self._sock, self._linger, time.monotonic() + _LINGER_SECONDS)
+            self._sock.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
+
+
+def _discard(sock: socket.socket, most: int, deadline: float) -> None:
+    previous = sock.gettimeout()
+    try:
+        while most > 0 and (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            chunk = sock.recv(min(most, 65536))
+            if not chunk:
+                return
+            most -= len(chunk)
+    finally:
+        sock.settimeout(previous)

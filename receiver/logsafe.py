@@ -1,0 +1,106 @@
+"""Log lines a client cannot forge and that carry no secret.
+
+Paths, integration and topic names, header values and handler errors quoting
+a payload all reach the log. A newline in any of them would start a forged
+record, and a terminal escape would rewrite an operator's screen. Call sites
+log request-controlled values with ``%r``; this formatter is the net under
+them: the message is escaped whole, and a traceback's lines are indented so
+that no line of it can pass for the start of a record. Query strings are
+logged (and captured) with every ``*verify_token*`` value masked.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from types import TracebackType
+from typing import TypeAlias
+from urllib.parse import unquote_plus
+
+_ExcInfo: TypeAlias = tuple[type[BaseException], BaseException, TracebackType | None]
+
+# C0 and C1 controls, DEL, and the Unicode line and paragraph separators.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_TRACE_INDENT = "  | "
+MASK = "***"
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    if char in _NAMED:
+        return _NAMED[char]
+    return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
+
+
+def escape(text: str) -> str:
+    """``text`` with every control character written as an escape: one safe line."""
+    return _CONTROL.sub(_escape_char, text)
+
+
+def _escape_lines(text: str) -> str:
+    """Each line escaped, every line indented: a block no reader mistakes for records."""
+    return "\n".join(_TRACE_INDENT + escape(line) for line in text.split("\n"))
+
+
+def is_secret_query_key(key: str) -> bool:
+    """``hub.verify_token`` and any look-alike (``verify_token``, ``hub.verify_token2``)."""
+    return "verify_token" in key.lower()
+
+
+def mask_query_string(query: str) -> str:
+    """A raw query string as sent, with the value of every secret key masked."""
+    if "verify_token" not in unquote_plus(query).lower():
+        return query
+    parts = []
+    for part in query.split("&"):
+        key, sep, _ = part.partition("=")
+        parts.append(f"{key}={MASK}" if is_secret_query_key(unquote_plus(key)) else part)
+    return "&".join(parts)
+
+
+def _messages(error: BaseException | None) -> Iterator[str]:
+    """The messages of an exception and of every exception chained to it."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield str(error)
+        error = error.__cause__ or error.__context__
+
+
+class SafeFormatter(logging.Formatter):
+    """A ``logging.Formatter`` whose output a request cannot split or colour."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        # Another handler may have cached its own, unescaped, traceback text on the record.
+        cached, record.exc_text = record.exc_text, None
+        try:
+            return super().format(record)
+        finally:
+            record.exc_text = cached
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        return escape(super().formatMessage(record))
+
+    def formatException(self, ei: _ExcInfo | tuple[None, None, None]) -> str:  # noqa: N802
+        text = super().formatException(ei)
+        # An error message quoting a payload is one line of the traceback, whatever it holds.
+        for message in _messages(ei[1]):
+            if _CONTROL.search(message):
+                text = text.replace(message, escape(message))
+        return _escape_lines(text)
+
+    def formatStack(self, stack_info: str) -> str:  # noqa: N802
+        return _escape_lines(super().formatStack(stack_info))
+
+
+def install(level: str | int, fmt: str, datefmt: str | None = None) -> None:
+    """Route every logger that propagates (receiver, handler modules) to stderr, escaped."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(SafeFormatter(fmt, datefmt))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper() if isinstance(level, str) else level)
