@@ -5,8 +5,8 @@
 Needs ``wrk`` (Debian: ``apt-get install -y wrk``). Starts a private
 redis-server (AOF on) on a free loopback port, then serves each scenario in
 turn with gunicorn as the Procfile does (``--config config/gunicorn.conf.py``,
-``--workers 2``, threads as the config says unless ``--threads N``; bound to a free
-127.0.0.1 port):
+``--workers 2``, worker class and threads as the config says unless
+``--worker-class`` / ``--threads N``; bound to a free 127.0.0.1 port):
 
 - bare Flask returning 200 (``bench.reference_apps:bare``);
 - naive Flask: HMAC check, ``json.loads``, one RQ ``enqueue`` per change
@@ -666,6 +666,11 @@ def main() -> None:
         help="gunicorn threads per worker (1 = sync workers); default: the Procfile's config",
     )
     parser.add_argument(
+        "--worker-class",
+        default=None,
+        help="gunicorn worker class (gevent, gthread, sync); default: the Procfile's config",
+    )
+    parser.add_argument(
         "--drain-events", type=int, default=20000, help="events per worker drain measurement"
     )
     args = parser.parse_args()
@@ -685,12 +690,16 @@ def main() -> None:
             env = base_env(server.url, folder / "data")
             if args.threads is not None:
                 env["GUNICORN_THREADS"] = str(args.threads)
+            if args.worker_class is not None:
+                env["GUNICORN_WORKER_CLASS"] = args.worker_class
             lab = Lab(folder, server.url, server.process.pid, env)
             body = delivery(0)
-            threads = args.threads or "as in config/gunicorn.conf.py"
+            worker_class = args.worker_class or "as in config/gunicorn.conf.py"
+            threads = f" --threads {args.threads}" if args.threads else ""
             print(
                 f"{os.cpu_count()} cores; {wrk_version()}; redis-server {server.binary} "
-                f"(AOF everysec); gunicorn --workers {GUNICORN_WORKERS} --threads {threads}\n"
+                f"(AOF everysec); gunicorn --workers {GUNICORN_WORKERS} "
+                f"--worker-class {worker_class}{threads}\n"
                 f"load: wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} -d{args.duration}s, "
                 f"POST {PATH}, {len(body)}-byte signed group.comments delivery "
                 f"(distinct per request); "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
@@ -13,6 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
+from . import logsafe
 from .config import load_settings
 from .errors import ReceiverError
 
@@ -43,9 +43,7 @@ def _friendly(func: F) -> F:
 )
 def main(log_level: str) -> None:
     """Webhook receiver for Workplace from Meta and Graph API webhooks."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logsafe.install(log_level, "%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 @main.command()

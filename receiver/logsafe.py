@@ -99,8 +99,10 @@ def install(level: str | int, fmt: str, datefmt: str | None = None) -> None:
     """Route every logger that propagates (receiver, handler modules) to stderr, escaped."""
     handler = logging.StreamHandler()
     handler.setFormatter(SafeFormatter(fmt, datefmt))
+    handler._receiver_logsafe = True  # type: ignore[attr-defined]
     root = logging.getLogger()
     for old in list(root.handlers):
-        root.removeHandler(old)
+        if getattr(old, "_receiver_logsafe", False):  # installed by an earlier call
+            root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)
