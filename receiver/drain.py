@@ -396,10 +396,13 @@ class _Drain:
     def _want_more(self) -> bool:
         if self.n_waiting >= MAX_WAITING_PER_SLOT * self.runner.concurrency:
             return False
+        # Items that could fill a slot: a handler at its cap (or holding every slot) counts
+        # only for what its cap leaves, so its backlog never stops the read-ahead.
         startable = 0
         for handler_id, queue in self.waiting.items():
-            if queue and self.runner.running(handler_id) < self._cap(queue[0].outcome.handler):
-                startable += len(queue)
+            if queue:
+                room = self._cap(queue[0].outcome.handler) - self.runner.running(handler_id)
+                startable += min(len(queue), max(0, room))
         return startable < READ_AHEAD * self.runner.concurrency
 
     def _dispatch(self) -> None:

@@ -59,20 +59,18 @@ class Attempt:
 
 
 def resolve(value: Any) -> Any:
-    """Run an awaitable returned by a handler to completion here (inline and test paths)."""
+    """Run an awaitable returned by a handler to completion here (inline and test paths).
+
+    A fresh event loop per call (``asyncio.run``): inline handlers run on web threads
+    that have none, and a loop left open per thread would outlive its handler.
+    """
     if not inspect.isawaitable(value):
         return value
-    loop = getattr(_local, "loop", None)
-    if loop is None or loop.is_closed():
-        loop = _local.loop = asyncio.new_event_loop()
-    return loop.run_until_complete(_await(value))
+    return asyncio.run(_await(value))
 
 
 async def _await(value: Any) -> Any:
     return await value
-
-
-_local = threading.local()
 
 
 class Runner:
@@ -251,7 +249,10 @@ class Runner:
             def run() -> None:
                 asyncio.set_event_loop(loop)
                 loop.call_soon(ready.set)
-                loop.run_forever()
+                try:
+                    loop.run_forever()
+                finally:
+                    loop.close()
 
             threading.Thread(target=run, name="receiver-event-loop", daemon=True).start()
             ready.wait()

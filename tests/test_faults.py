@@ -24,6 +24,7 @@ from rq import Queue
 from rq.registry import ScheduledJobRegistry
 
 from receiver import drain
+from receiver.jobs import state_key
 from receiver.testing import RedisServer, free_port
 
 from .conftest import SECRET, TOKEN, signed
@@ -67,9 +68,9 @@ class Deployment:
         self.url = f"http://127.0.0.1:{port}"
         wait_for_http(f"{self.url}/healthz", self.web)
 
-    def start_worker(self) -> subprocess.Popen[bytes]:
+    def start_worker(self, *args: str) -> subprocess.Popen[bytes]:
         worker = subprocess.Popen(
-            receiver_command("worker"), env=self.env, cwd=ROOT, start_new_session=True
+            receiver_command("worker", *args), env=self.env, cwd=ROOT, start_new_session=True
         )
         self.workers.append(worker)
         return worker
@@ -202,6 +203,51 @@ def test_sigkilled_worker_job_completes_elsewhere(deployment: Deployment) -> Non
     assert numbers(deployment.db) == [1]
     [(_, survivor_pid)] = rows(deployment.db, "SELECT event_id, pid FROM calls")
     assert survivor_pid != pid
+
+
+def test_sigkilled_worker_with_32_slow_handlers_in_flight(deployment: Deployment) -> None:
+    """One delivery: 8 quick events, then 32 slow ones, on a worker running 32 at once.
+
+    The worker is killed once the 32 slow calls are running and the 8 quick ones are
+    recorded as done: the other worker runs the 32, and none of the 8 again.
+    """
+    deployment.start_web()
+    first = deployment.start_worker("--concurrency", "32")
+    second = deployment.start_worker("--concurrency", "32")
+    quick = [{"field": "posts", "value": {"n": n, "verb": "add"}} for n in range(8)]
+    slow = [{"field": "posts", "value": {"n": n, "sleep": 10}} for n in range(8, 40)]
+    delivery = {"object": "group", "entry": [{"id": "1", "changes": quick + slow}]}
+    assert deployment.post(delivery) == 200
+
+    def all_started() -> list[Any] | None:
+        got = rows(deployment.db, "SELECT event_id, pid FROM started")
+        return got if len(got) == 32 else None
+
+    started = wait_until(all_started, 60, "32 slow handlers in flight")
+    [pid] = {pid for _, pid in started}
+    victim = first if first.pid == pid else second
+    assert victim.pid == pid
+    connection = deployment.client()
+
+    def quick_ones_recorded() -> list[str] | None:
+        done = [event_id for event_id, _, _ in calls(deployment.db)]
+        states = [
+            connection.get(state_key("default", "tests.plugins.recording:record@*", e))
+            for e in done
+        ]
+        return done if len(done) == 8 and all(s == b"done" for s in states) else None
+
+    quick_ids = wait_until(quick_ones_recorded, 30, "the 8 quick events to be recorded done")
+    os.killpg(victim.pid, signal.SIGKILL)  # 32 calls mid-flight: no warm shutdown, no cleanup
+    victim.wait()
+
+    wait_until(lambda: len(calls(deployment.db)) >= 40, 120, "the other worker to finish")
+    wait_until(deployment.settled, 60, "queues to settle")
+    assert numbers(deployment.db) == list(range(40))  # every event once
+    by_event = {e: p for e, p in rows(deployment.db, "SELECT event_id, pid FROM calls")}
+    assert {by_event[e] for e in quick_ids} == {victim.pid}  # not run again
+    survivor = second if victim is first else first
+    assert {p for e, p in by_event.items() if e not in quick_ids} == {survivor.pid}
 
 
 def test_same_delivery_five_times_runs_once(deployment: Deployment) -> None:

@@ -1,0 +1,393 @@
+"""Background handlers run concurrently in a real `receiver worker`, each attempt under a limit.
+
+Deliveries go through the app into a real Redis; a real worker process (its
+``--concurrency`` set per test) runs the handlers of ``tests.plugins.slow``,
+which note in SQLite when each call started and ended.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from flask.testing import FlaskClient
+from rq.job import Job
+from rq.registry import FailedJobRegistry
+from rq.serializers import JSONSerializer
+
+from receiver import Event, Router, create_app
+from receiver.config import load_settings
+from receiver.errors import ConfigError, PluginError
+from receiver.routing import default_router
+from receiver.runner import Attempt, Runner
+
+from .conftest import SECRET, TOKEN, base_config, envelope, signed
+from .plugins import slow
+from .plugins.slow import runs
+from .processes import ROOT, receiver_command, wait_until
+
+HANDLERS = "tests.plugins.slow"
+
+
+@pytest.fixture
+def env(worker_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    config = tmp_path / "receiver.toml"
+    config.write_text("[receiver]\nretry_backoff = 1.0\n")
+    return {**worker_env, "RECEIVER_HANDLERS": HANDLERS, "RECEIVER_CONFIG": str(config)}
+
+
+@pytest.fixture
+def client(redis_url: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> FlaskClient:
+    """The web side routes to the slow plugin's handlers only, as the worker does.
+
+    (Other test modules import catch-all plugins into the default router.)
+    """
+    monkeypatch.setenv("RECORDING_DB", env["RECORDING_DB"])
+    router = Router()
+    for handler in default_router.handlers():
+        if handler.func.__module__ == slow.__name__:
+            router.connect(
+                handler.pattern,
+                handler.func,
+                background=True,
+                retry=handler.retry,
+                timeout=handler.timeout,
+                concurrency=handler.concurrency,
+            )
+    return create_app(base_config(redis_url=redis_url), router=router).test_client()
+
+
+@contextmanager
+def worker(env: dict[str, str], *args: str, log: Path | None = None) -> Iterator[Any]:
+    out = open(log, "wb") if log is not None else subprocess.DEVNULL  # noqa: SIM115
+    process = subprocess.Popen(
+        receiver_command("--log-level", "WARNING", "worker", *args),
+        env=env,
+        cwd=ROOT,
+        start_new_session=True,
+        stderr=out,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        if log is not None:
+            out.close()  # type: ignore[union-attr]
+
+
+def post(client: FlaskClient, topic: str, field: str, *values: dict[str, Any]) -> None:
+    body = envelope(topic, *[{"field": field, "value": v} for v in values])
+    response = client.post("/webhook", data=body, headers=signed(body))
+    assert response.status_code == 200, response.get_json()
+
+
+def most_at_once(db: str, name: str) -> int:
+    """The largest number of calls of ``name`` that were running at the same moment."""
+    starts = {n: at for _, n, _, at in runs(db, "start", name)}
+    ends = {n: at for _, n, _, at in runs(db, "end", name)}
+    moments = sorted([(at, 1) for at in starts.values()] + [(ends[n], -1) for n in starts])
+    level = peak = 0
+    for _, step in moments:
+        level += step
+        peak = max(peak, level)
+    return peak
+
+
+def failed_job(redis_url: str, name: str) -> Job | None:
+    """The job RQ's failed registry holds for the item of event ``name``."""
+    connection = redis.Redis.from_url(redis_url)
+    registry = FailedJobRegistry("receiver", connection=connection, serializer=JSONSerializer)
+    try:
+        for job_id in registry.get_job_ids():
+            job = Job.fetch(job_id, connection=connection, serializer=JSONSerializer)
+            if job.args and job.args[0]["event"]["name"] == name:
+                return job
+        return None
+    finally:
+        connection.close()
+
+
+def failed_status(redis_url: str, name: str) -> str | None:
+    job = failed_job(redis_url, name)
+    return None if job is None else job.get_status().value
+
+
+def cli(env: dict[str, str], *args: str) -> str:
+    return subprocess.run(
+        receiver_command(*args), env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    ).stdout
+
+
+def listed(env: dict[str, str], name: str) -> str:
+    """What `receiver failed` prints, once it lists an item of ``name``."""
+    out = cli(env, "failed")
+    return out if name in out else ""
+
+
+# -- in a real worker ------------------------------------------------------------------------
+
+
+def test_slow_handlers_run_up_to_the_concurrency_at_once(
+    client: FlaskClient, env: dict[str, str]
+) -> None:
+    post(client, "slow", "wait", *[{"n": n, "sleep": 1} for n in range(16)])
+    with worker(env, "--concurrency", "8"):
+        wait_until(lambda: len(runs(env["RECORDING_DB"], "end")) == 16, 60, "16 slow calls")
+    assert most_at_once(env["RECORDING_DB"], "slow.wait") == 8
+
+
+def test_async_handlers_run_on_the_worker_within_the_same_limit(
+    client: FlaskClient, env: dict[str, str]
+) -> None:
+    post(client, "slow", "async", *[{"n": n, "sleep": 0.5} for n in range(8)])
+    with worker(env, "--concurrency", "4") as process:
+        wait_until(lambda: len(runs(env["RECORDING_DB"], "end")) == 8, 60, "8 async calls")
+    assert most_at_once(env["RECORDING_DB"], "slow.async") == 4
+    assert {pid for _, _, pid, _ in runs(env["RECORDING_DB"], "end")} == {process.pid}
+
+
+def test_a_handler_concurrency_caps_its_share(client: FlaskClient, env: dict[str, str]) -> None:
+    post(client, "slow", "capped", *[{"n": n} for n in range(6)])
+    with worker(env, "--concurrency", "8"):
+        wait_until(lambda: len(runs(env["RECORDING_DB"], "end")) == 6, 60, "6 capped calls")
+    assert most_at_once(env["RECORDING_DB"], "slow.capped") == 2
+
+
+def test_worker_concurrency_from_the_environment(client: FlaskClient, env: dict[str, str]) -> None:
+    post(client, "slow", "wait", *[{"n": n, "sleep": 1} for n in range(6)])
+    with worker({**env, "RECEIVER_WORKER_CONCURRENCY": "3"}):
+        wait_until(lambda: len(runs(env["RECORDING_DB"], "end")) == 6, 60, "6 slow calls")
+    assert most_at_once(env["RECORDING_DB"], "slow.wait") == 3
+
+
+def test_fast_events_are_not_held_behind_a_slow_backlog(
+    client: FlaskClient, env: dict[str, str]
+) -> None:
+    """40 calls of a 500 ms handler (5 s of work at 4 at once), then no-op events one by one."""
+    db = env["RECORDING_DB"]
+    with worker(env, "--concurrency", "4"):
+        post(client, "slow", "wait", *[{"n": n, "sleep": 0.5} for n in range(40)])
+        wait_until(lambda: runs(db, "start", "slow.wait"), 30, "the slow backlog to start")
+        posted = {}
+        for n in range(10):
+            posted[n] = time.time()
+            post(client, "slow", "fast", {"n": n})
+            time.sleep(0.1)
+        wait_until(lambda: len(runs(db, "end", "slow.wait")) == 40, 60, "the slow backlog")
+    fast = {n: at for _, n, _, at in runs(db, "end", "slow.fast")}
+    assert sorted(fast) == list(range(10))
+    last_slow = max(at for _, _, _, at in runs(db, "end", "slow.wait"))
+    assert all(at < last_slow for at in fast.values())  # none waited for the backlog
+    assert max(fast[n] - posted[n] for n in fast) < 3.0  # generous: ~0.2 s on an idle machine
+
+
+def test_first_attempt_past_its_limit_fails_with_timeout_and_is_retried(
+    client: FlaskClient, env: dict[str, str], redis_url: str
+) -> None:
+    """timeout=1, retry=1: two attempts, each cut at 1 s; meanwhile other events go on."""
+    db = env["RECORDING_DB"]
+    with worker(env, "--concurrency", "2"):
+        post(client, "slow", "overrun", {"n": 1})
+        wait_until(lambda: runs(db, "start", "slow.overrun"), 30, "the first attempt")
+        post(client, "slow", "fast", {"n": 2})
+        wait_until(lambda: runs(db, "end", "slow.fast"), 30, "the fast event meanwhile")
+        listing = wait_until(
+            lambda: listed(env, "slow.overrun"), 60, "the overrun item in the failed registry"
+        )
+    assert len(runs(db, "start", "slow.overrun")) == 2
+    assert "timeout" in listing and " 2 " in listing  # attempts: first try plus one retry
+    job = failed_job(redis_url, "slow.overrun")
+    assert job is not None and job.get_status() == "failed"
+    result = job.latest_result()
+    assert result is not None and "did not finish within 1s" in (result.exc_string or "")
+
+
+def test_async_attempt_past_its_limit_is_cancelled(
+    client: FlaskClient, env: dict[str, str], redis_url: str
+) -> None:
+    with worker(env, "--concurrency", "2"):
+        post(client, "slow", "async_overrun", {"n": 1})
+        wait_until(
+            lambda: runs(env["RECORDING_DB"], "cancelled"), 30, "the coroutine to be cancelled"
+        )
+        wait_until(
+            lambda: "slow.async_overrun" in cli(env, "failed"), 30, "the item to be filed as failed"
+        )
+    assert failed_status(redis_url, "slow.async_overrun") == "failed"
+
+
+def test_retry_zero_files_a_failed_job_and_requeue_counts_attempts(
+    client: FlaskClient, env: dict[str, str], redis_url: str
+) -> None:
+    db = env["RECORDING_DB"]
+    with worker(env):
+        post(client, "slow", "fail", {"n": 7})
+        wait_until(lambda: "slow.fail" in cli(env, "failed"), 30, "the failed item")
+        job = failed_job(redis_url, "slow.fail")
+        assert job is not None and job.get_status() == "failed"
+        result = job.latest_result()
+        assert result is not None
+        assert "Traceback" in (result.exc_string or "")
+        assert "event 7 fails on purpose" in (result.exc_string or "")
+        listing = cli(env, "failed")
+        assert " 1 " in listing and "RuntimeError: event 7 fails on purpose" in listing
+
+        assert "requeued 1 item(s)" in cli(env, "failed", "requeue", "--all")
+        wait_until(lambda: len(runs(db, "start", "slow.fail")) == 2, 30, "the requeued attempt")
+        wait_until(
+            lambda: (
+                failed_status(redis_url, "slow.fail") == "failed" and " 2 " in cli(env, "failed")
+            ),
+            30,
+            "the second failure to be filed with 2 attempts",
+        )
+
+
+def test_abandoned_threads_past_the_limit_restart_the_worker(
+    client: FlaskClient, env: dict[str, str], tmp_path: Path
+) -> None:
+    """Concurrency 1: a second hung thread is one too many; the worker restarts itself."""
+    db = env["RECORDING_DB"]
+    log = tmp_path / "worker.log"
+    with worker(env, "--concurrency", "1", log=log) as process:
+        for n in range(3):
+            post(client, "slow", "hang", {"n": n})
+        wait_until(lambda: "restarting this worker" in log.read_text(), 60, "the restart")
+        wait_until(lambda: len(runs(db, "start", "slow.hang")) == 3, 60, "every hung event tried")
+        post(client, "slow", "fast", {"n": 9})
+        wait_until(lambda: runs(db, "end", "slow.fast"), 30, "work after the restart")
+        assert process.poll() is None  # the same process (exec), still serving
+        assert {pid for _, _, pid, _ in runs(db, "end", "slow.fast")} == {process.pid}
+    assert runs(db, "end", "slow.hang") == []
+
+
+# -- inline async handlers, options, settings ------------------------------------------------
+
+
+def test_inline_async_handler_answers_a_sync_topic(redis_url: str) -> None:
+    router = Router()
+
+    async def preview(event: Event) -> dict[str, Any]:
+        return {"data": [{"link": event.value["link"], "title": "async"}]}
+
+    router.connect("link.preview", preview)
+    app = create_app(base_config(redis_url=redis_url), router=router)
+    body = envelope("link", {"field": "preview", "value": {"link": "https://x.example/a"}})
+    answer = app.test_client().post("/webhook", data=body, headers=signed(body)).get_json()
+    assert answer["data"] == [{"link": "https://x.example/a", "title": "async"}]
+
+
+def test_handler_concurrency_must_be_positive() -> None:
+    with pytest.raises(PluginError, match="concurrency must be >= 1"):
+        Router().connect("group.posts", lambda e: None, background=True, concurrency=0)
+
+
+def test_worker_concurrency_setting() -> None:
+    environ = {"RECEIVER_APP_SECRET": SECRET, "RECEIVER_VERIFY_TOKEN": TOKEN}
+    assert load_settings({}, environ).worker_concurrency == 16
+    assert load_settings({"receiver": {"worker_concurrency": 32}}, environ).worker_concurrency == 32
+    overridden = {**environ, "RECEIVER_WORKER_CONCURRENCY": "8"}
+    assert (
+        load_settings({"receiver": {"worker_concurrency": 32}}, overridden).worker_concurrency == 8
+    )
+    with pytest.raises(ConfigError, match="worker_concurrency must be between 1 and 1024"):
+        load_settings({"receiver": {"worker_concurrency": 0}}, environ)
+
+
+# -- the runner on its own (real threads and a real event loop) ------------------------------
+
+
+def _collect(runner: Runner, count: int) -> list[Attempt]:
+    done = [runner.done.get(timeout=10) for _ in range(count)]
+    for attempt in done:
+        runner.finish(attempt)
+    return done
+
+
+def test_runner_reports_outcomes_and_frees_slots() -> None:
+    runner = Runner(2)
+
+    def boom(x: int) -> None:
+        raise ValueError(f"bad {x}")
+
+    first = runner.start(Attempt(func=lambda x: x, arg=1, key="ok", timeout=5))
+    second = runner.start(Attempt(func=boom, arg=2, key="boom", timeout=5))
+    assert runner.free == 0
+    _collect(runner, 2)
+    assert first.ok and not second.ok
+    assert "ValueError: bad 2" in (second.error or "")
+    assert runner.free == 2 and runner.running("ok") == 0
+    runner.close()
+
+
+def test_runner_abandons_a_thread_past_its_deadline() -> None:
+    runner = Runner(1, abandon_limit=1)
+    release = threading.Event()
+    stuck = runner.start(Attempt(func=lambda _: release.wait(10), arg=None, key="h", timeout=0.1))
+    wait_until(lambda: stuck._thread is not None, 5, "the call to start")
+    assert runner.expire(stuck)
+    assert stuck.timed_out and "did not finish within 0.1s" in (stuck.error or "")
+    assert runner.free == 1 and runner.abandoned == 1 and not runner.exhausted
+    after = runner.start(Attempt(func=lambda x: x, arg=2, key="h", timeout=5))
+    assert _collect(runner, 1) == [after]  # a fresh thread took the slot
+    release.set()
+    wait_until(lambda: runner.abandoned == 0, 5, "the abandoned thread to return")
+    assert runner.done.empty()  # its late outcome is dropped
+    runner.close()
+
+
+def test_runner_counts_abandoned_threads_until_exhausted() -> None:
+    runner = Runner(1, abandon_limit=1)
+    release = threading.Event()
+    for _ in range(2):
+        attempt = runner.start(
+            Attempt(func=lambda _: release.wait(10), arg=None, key="h", timeout=0.1)
+        )
+        wait_until(lambda a=attempt: a._thread is not None, 5, "the call to start")
+        runner.expire(attempt)
+    assert runner.abandoned == 2 and runner.exhausted
+    release.set()
+    runner.close()
+
+
+def test_runner_runs_coroutines_on_one_loop_and_cancels_late_ones() -> None:
+    import asyncio
+
+    runner = Runner(4)
+    loops: list[int] = []
+    cancelled = threading.Event()
+
+    async def quick(x: int) -> None:
+        loops.append(id(asyncio.get_running_loop()))
+
+    async def slow(x: int) -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    for n in range(3):
+        runner.start(Attempt(func=quick, arg=n, key="quick", timeout=5))
+    late = runner.start(Attempt(func=slow, arg=0, key="slow", timeout=5))
+    assert all(a.ok for a in _collect(runner, 3))
+    assert len(set(loops)) == 1
+    assert runner.expire(late)
+    assert cancelled.wait(5)
+    assert runner.free == 4 and runner.abandoned == 0
+    runner.close()
