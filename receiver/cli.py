@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -11,29 +12,53 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import redis
 
 from . import logsafe
-from .config import load_settings
+from .config import Integration, load_settings
 from .errors import ReceiverError
 
 F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("receiver.cli")
 
 
-def _friendly(func: F) -> F:
-    """Configuration and plugin mistakes end the command with their message, not a traceback."""
-    import functools
+class ReceiverGroup(click.Group):
+    """Every command, nested ones included, ends a known failure with one line, not a traceback.
 
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    Configuration and plugin mistakes (``ReceiverError``) and an unreachable or
+    refusing Redis become a click error (exit 1); ``--log-level DEBUG`` still
+    logs the traceback.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
         try:
-            return func(*args, **kwargs)
+            return super().invoke(ctx)
         except ReceiverError as exc:
-            raise click.ClickException(str(exc)) from None
+            log.debug("command failed", exc_info=True)
+            raise click.ClickException(_one_line(str(exc))) from None
+        except redis.RedisError as exc:
+            log.debug("command failed", exc_info=True)
+            raise click.ClickException(_one_line(_redis_failure(exc))) from None
 
-    return wrapper  # type: ignore[return-value]
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
-@click.group()
+def _redis_failure(exc: redis.RedisError) -> str:
+    where = os.environ.get("REDIS_URL")
+    target = f"Redis at {_mask(where)}" if where else "Redis"
+    if isinstance(exc, redis.AuthenticationError):
+        return f"{target} refused the credentials ({exc}); fix the password in REDIS_URL"
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        return (
+            f"{target} is unreachable ({exc}); start it, or fix REDIS_URL "
+            "(unset it for the embedded Redis)"
+        )
+    return f"{target} answered with an error: {exc}"
+
+
+@click.group(cls=ReceiverGroup)
 @click.option(
     "--log-level",
     default="INFO",
@@ -55,7 +80,6 @@ def main(log_level: str) -> None:
     show_default=True,
     help="Run a background worker beside the server.",
 )
-@_friendly
 def serve(host: str, port: int, worker: bool) -> None:
     """Development server (embedded Redis and a worker unless REDIS_URL is set)."""
     from .app import create_app
@@ -71,13 +95,9 @@ def serve(host: str, port: int, worker: bool) -> None:
     child = spawn_worker(os.environ["REDIS_URL"]) if worker else None
     try:
         app = create_app()
-        sample = Path(__file__).resolve().parent.parent / "tests" / "payloads"
+        secret = (settings.integration(None) or Integration(name="")).app_secrets[:1]
         click.echo(
-            f"\nreceiver listening on http://{host}:{port}/webhook\n"
-            "send a signed sample:\n"
-            f"  receiver sign --curl http://{host}:{port}/webhook PAYLOAD.json | sh\n"
-            f"  (sample payloads: {sample if sample.exists() else 'tests/payloads/'})\n",
-            err=True,
+            banner(host, port, secret[0] if secret else None, _stderr_is_terminal()), err=True
         )
         app.run(host=host, port=port, threaded=True)
     finally:
@@ -86,6 +106,62 @@ def serve(host: str, port: int, worker: bool) -> None:
             child.wait(timeout=30)
         if embedded is not None and embedded.started_here:
             embedded.stop()
+
+
+SAMPLES = Path(__file__).resolve().parent / "samples"
+"""Sample deliveries shipped inside the package, so a hint can name one from any directory."""
+
+
+def banner(host: str, port: int, secret: str | None, show_secret: bool) -> str:
+    """What ``serve`` prints: a command that works pasted into a new shell, from anywhere.
+
+    The secret itself appears only on the developer's own terminal (``show_secret``);
+    when stderr goes to a file or a log collector the hint reads it from the environment.
+    """
+    import shlex
+
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}/webhook"
+    sample = SAMPLES / "group__membership__add.json"
+    if secret is None:
+        secret_arg, note = "--secret unsigned", "  (development mode: no secret is checked)\n"
+    elif show_secret:
+        secret_arg, note = f"--secret {shlex.quote(secret)}", ""
+    else:
+        secret_arg = '--secret "$RECEIVER_APP_SECRET"'
+        note = "  (set RECEIVER_APP_SECRET to the app secret in that shell first)\n"
+    command = (
+        f"{shlex.join(receiver_executable())} sign {secret_arg} "
+        f"--curl {shlex.quote(url)} {shlex.quote(str(sample))} | sh"
+    )
+    return (
+        f"\nreceiver listening on {url}\n"
+        "send it a signed sample (someone joins a group) from any shell:\n"
+        f"  {command}\n{note}"
+        f"  (more samples: {SAMPLES})\n"
+    )
+
+
+def receiver_executable() -> list[str]:
+    """The ``receiver`` script beside this interpreter (a venv's bin), by its absolute path.
+
+    Not resolved through symlinks: a venv's ``python`` links to the system one,
+    whose folder has no ``receiver``. Without the script: ``python -m receiver``.
+    """
+    python = os.path.abspath(sys.executable)
+    here = Path(python).parent / "receiver"
+    if here.exists():
+        return [str(here)]
+    import shutil
+
+    found = shutil.which("receiver")
+    return [os.path.abspath(found)] if found else [python, "-m", "receiver"]
+
+
+def _stderr_is_terminal() -> bool:
+    try:
+        return os.isatty(sys.stderr.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 @main.command()
@@ -98,7 +174,6 @@ def serve(host: str, port: int, worker: bool) -> None:
     help="Handler calls at once in this process (default: worker_concurrency, 16).",
 )
 @click.option("--parent-pid", type=int, hidden=True)
-@_friendly
 def worker(
     queues: tuple[str, ...], burst: bool, concurrency: int | None, parent_pid: int | None
 ) -> None:
@@ -109,12 +184,15 @@ def worker(
 
 
 @main.command()
-@_friendly
 def routes() -> None:
-    """Show which handlers each event name reaches."""
+    """Show which handlers each event name reaches (no secret, token or Redis needed)."""
     from .app import build_core
+    from .jobs import WorkContext
+    from .queue import InlineBackend
+    from .routing import default_router
 
-    core = build_core()
+    settings = load_settings(require_integrations=False)
+    core = build_core(settings, backend=InlineBackend(WorkContext(default_router, settings)))
     rows = [("EVENT", "HANDLER", "RUNS", "FILTER")]
     for handler in core.router.handlers():
         mode = (
@@ -144,7 +222,6 @@ def routes() -> None:
 @click.option("--integration", default=None, help="Integration whose secret signs.")
 @click.option("--sha1", is_flag=True, help="Add the legacy X-Hub-Signature header too.")
 @click.option("--curl", "curl_url", metavar="URL", help="Print a curl command posting FILE to URL.")
-@_friendly
 def sign(
     file: Any, secret: str | None, integration: str | None, sha1: bool, curl_url: str | None
 ) -> None:
@@ -174,10 +251,10 @@ def sign(
 
 
 @main.command()
-@_friendly
 def check() -> None:
-    """Validate the configuration and import every handler module."""
+    """Validate the configuration, import every handler module, and check Redis."""
     from .app import build_core
+    from .checks import check_redis
     from .jobs import WorkContext
     from .queue import InlineBackend
     from .routing import default_router
@@ -193,8 +270,8 @@ def check() -> None:
             f"{'enabled' if integration.enabled else 'disabled'}"
         )
     click.echo(f"handlers: {len(core.router.handlers())} from {len(settings.handlers)} module(s)")
-    where = _mask(settings.redis_url) if settings.redis_url else f"embedded, in {settings.data_dir}"
-    click.echo(f"redis: {where}")
+    for line in check_redis(settings):
+        click.echo(line)
     if settings.dev_mode:
         click.echo("WARNING: development mode is on", err=True)
     click.echo("ok")
@@ -219,7 +296,6 @@ def _table(rows: Sequence[tuple[str, ...]]) -> None:
 
 @main.group(invoke_without_command=True)
 @click.pass_context
-@_friendly
 def failed(ctx: click.Context) -> None:
     """List background items that failed every attempt."""
     if ctx.invoked_subcommand is not None:
@@ -246,7 +322,6 @@ def failed(ctx: click.Context) -> None:
 @failed.command("requeue")
 @click.argument("job_ids", nargs=-1)
 @click.option("--all", "everything", is_flag=True, help="Requeue every failed item.")
-@_friendly
 def failed_requeue(job_ids: tuple[str, ...], everything: bool) -> None:
     """Run failed items again (after fixing the handler)."""
     from .ops import requeue
@@ -263,7 +338,6 @@ def failed_requeue(job_ids: tuple[str, ...], everything: bool) -> None:
 
 @main.command()
 @click.option("--drain", "drain_now", is_flag=True, help="Move spooled deliveries into Redis now.")
-@_friendly
 def spool(drain_now: bool) -> None:
     """Show (and drain) deliveries acknowledged while Redis was unreachable."""
     from .spool import Spool, spool_folder
@@ -288,7 +362,6 @@ def spool(drain_now: bool) -> None:
 
 
 @main.command()
-@_friendly
 def queues() -> None:
     """Queue depths: pending deliveries, drainers, RQ jobs, scheduled retries, failed."""
     from .ops import depths
@@ -360,7 +433,6 @@ def _filters(func: F) -> F:
 @click.option("--integration", help="Only this integration.")
 @_filters
 @click.pass_context
-@_friendly
 def captures(
     ctx: click.Context,
     integration: str | None,
@@ -393,7 +465,6 @@ def captures(
 
 @captures.command("show")
 @click.argument("capture_id")
-@_friendly
 def captures_show(capture_id: str) -> None:
     """Print one captured delivery."""
     import json
@@ -438,7 +509,6 @@ def captures_show(capture_id: str) -> None:
     type=click.Path(exists=True, dir_okay=False),
     help="Diff the results against an earlier --report.",
 )
-@_friendly
 def replay(
     sources: tuple[str, ...],
     url: str | None,
@@ -539,13 +609,9 @@ def replay(
 
 
 def _mask(url: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
+    from .checks import masked
 
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
+    return masked(url)
 
 
 def _subscription_options(func: F) -> F:
@@ -603,7 +669,6 @@ def subscribe(ctx: click.Context, integration_name: str | None, dry_run: bool) -
 
 @subscribe.command("list")
 @_subscription_options
-@_friendly
 def subscribe_list(integration_name: str | None = None, dry_run: bool = False) -> None:
     """Objects the app is subscribed to, with fields and callback URL."""
     from .subscriptions import parse, plan_list
@@ -628,7 +693,6 @@ def subscribe_list(integration_name: str | None = None, dry_run: bool = False) -
               help="First check that the callback URL answers the handshake.")
 @click.option("--include-values/--no-include-values", default=True, show_default=True)
 @_subscription_options
-@_friendly
 def subscribe_add(
     object_name: str,
     fields: str,
@@ -665,7 +729,6 @@ def subscribe_add(
 @click.argument("object_name", metavar="OBJECT")
 @click.option("--fields", default="", help="Only these fields (default: the whole object).")
 @_subscription_options
-@_friendly
 def subscribe_remove(
     object_name: str, fields: str, integration_name: str | None, dry_run: bool
 ) -> None:

@@ -139,12 +139,17 @@ _INTEGRATION_KEYS = {
 
 
 def load_settings(
-    mapping: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+    mapping: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    require_integrations: bool = True,
 ) -> Settings:
     """Build settings from defaults, the TOML file ``RECEIVER_CONFIG`` names, then the environment.
 
     ``mapping`` stands in for the file (tests, ``create_app(config=...)``); when
-    given, ``RECEIVER_CONFIG`` is not read.
+    given, ``RECEIVER_CONFIG`` is not read. ``require_integrations=False`` skips
+    the secret and verify-token checks, for commands that serve nothing
+    (``receiver routes``); everything else is still validated.
     """
     env = os.environ if environ is None else environ
     source = "defaults"
@@ -154,7 +159,7 @@ def load_settings(
         source = path or "environment"
     else:
         source = "mapping"
-    return _build(dict(mapping), env, source)
+    return _build(dict(mapping), env, source, require_integrations)
 
 
 def _read_toml(path: str) -> dict[str, Any]:
@@ -170,7 +175,9 @@ def _read_toml(path: str) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
 
 
-def _build(data: dict[str, Any], env: Mapping[str, str], source: str) -> Settings:
+def _build(
+    data: dict[str, Any], env: Mapping[str, str], source: str, require_integrations: bool = True
+) -> Settings:
     data = dict(data)
     raw_integrations = data.pop("integrations", {}) or {}
     if not isinstance(raw_integrations, dict):
@@ -218,7 +225,7 @@ def _build(data: dict[str, Any], env: Mapping[str, str], source: str) -> Setting
         source=source,
         **values,
     )
-    _validate(settings)
+    _validate(settings, require_integrations)
     return settings
 
 
@@ -326,7 +333,7 @@ def _integration_from_env(
     )
 
 
-def _validate(settings: Settings) -> None:
+def _validate(settings: Settings, require_integrations: bool = True) -> None:
     if settings.max_body_bytes < 1024:
         raise ConfigError("max_body_bytes must be at least 1024 (Meta's envelopes alone need that)")
     if not 4 <= settings.max_depth <= 512:
@@ -351,7 +358,8 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("graph_timeout must be > 0; graph_retries and graph_backoff >= 0")
     if not _NAME.match(settings.queue_name):
         raise ConfigError("queue_name may use letters, digits, '-' and '_' only")
-    if settings.dev_mode:
+    _check_redis_url(settings.redis_url)
+    if settings.dev_mode or not require_integrations:
         return
     for integration in settings.integrations.values():
         if not integration.enabled:
@@ -374,6 +382,23 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(
             "no integration is configured: set RECEIVER_APP_SECRET and RECEIVER_VERIFY_TOKEN, "
             "or name integrations in the file RECEIVER_CONFIG points to"
+        )
+
+
+_REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel")
+
+
+def _check_redis_url(url: str | None) -> None:
+    """A wrong scheme fails here, named, instead of deep inside redis-py on first use."""
+    if url is None:
+        return
+    scheme, sep, _ = url.partition("://")
+    if not sep or scheme.lower() not in _REDIS_SCHEMES:
+        shown = f"scheme {scheme + '://'!r}" if sep else "no scheme"
+        raise ConfigError(
+            f"REDIS_URL (or redis_url) has {shown}; write it as redis://host:6379/0, "
+            "rediss:// (TLS), unix:///path/redis.sock or redis+sentinel://host:26379/service, "
+            "or unset it for the embedded Redis"
         )
 
 

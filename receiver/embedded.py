@@ -21,6 +21,8 @@ import redis
 from .errors import ConfigError
 
 log = logging.getLogger("receiver.embedded")
+_announced: set[Path] = set()
+"""Folders whose warning this process has printed: once per command, not per use."""
 
 
 def redis_server_binary() -> str:
@@ -67,12 +69,14 @@ class EmbeddedRedis:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not self.running():
                 self._start()
-        log.warning(
-            "embedded Redis at %s (data in %s, append-only file on): fine for one machine, "
-            "not a deployment; set REDIS_URL to a managed Redis for production",
-            self.url,
-            self.folder,
-        )
+        if self.folder not in _announced:
+            _announced.add(self.folder)
+            log.warning(
+                "embedded Redis at %s (data in %s, append-only file on): fine for one machine, "
+                "not a deployment; set REDIS_URL to a managed Redis for production",
+                self.url,
+                self.folder,
+            )
         return self.url
 
     def _start(self) -> None:

@@ -145,3 +145,157 @@ def test_spool_and_queues_commands(tmp_path: Path, worker_env: dict[str, str]) -
         assert receiver("queues").stdout.splitlines()[1].split()[1] == "0"
     finally:
         server.stop()
+
+
+# --- every command: one line on failure, never a traceback ---
+
+
+def _run(env: dict[str, str], *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        receiver_command(*args), env=env, cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+
+
+def _one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The command failed with exactly one ``Error:`` line and no traceback."""
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+def test_commands_with_redis_stopped_say_so_in_one_line(
+    tmp_path: Path, worker_env: dict[str, str]
+) -> None:
+    from receiver.testing import RedisServer
+
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    env = {**worker_env, "REDIS_URL": server.url}
+    assert _run(env, "queues").returncode == 0  # up: answers
+    server.stop()  # an outage, as an operator meets it
+    for args in (["queues"], ["failed"], ["failed", "requeue", "--all"], ["check"]):
+        line = _one_error_line(_run(env, *args))
+        assert f"Redis at {server.url} is unreachable" in line, args
+        assert "Connection refused" in line
+
+
+def test_wrong_url_scheme_is_one_line_for_every_command(worker_env: dict[str, str]) -> None:
+    env = {**worker_env, "REDIS_URL": "http://user:hunter2@127.0.0.1:6379/0"}
+    for args in (["worker", "--burst"], ["queues"], ["check"], ["spool", "--drain"]):
+        line = _one_error_line(_run(env, *args))
+        assert "scheme 'http://'" in line and "redis://" in line, args
+        assert "hunter2" not in line
+
+
+def test_redis_password_is_masked_in_the_error(worker_env: dict[str, str]) -> None:
+    env = {**worker_env, "REDIS_URL": f"redis://:hunter2@127.0.0.1:{_closed_port()}/0"}
+    line = _one_error_line(_run(env, "queues"))
+    assert "hunter2" not in line and ":***@" in line
+
+
+def _closed_port() -> int:
+    from receiver.testing import free_port
+
+    return free_port()  # bound, then released: nothing listens there
+
+
+# --- receiver check against real Redis servers ---
+
+
+def test_check_passes_on_a_redis_with_an_append_only_file(
+    env: None, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    result = CliRunner().invoke(main, ["check"])
+    assert result.exit_code == 0, result.output
+    assert f"redis: {redis_url} answers" in result.output
+    assert "persistence: append-only file on" in result.output
+    assert result.output.splitlines()[-1] == "ok"
+
+
+def test_check_fails_on_a_redis_that_keeps_nothing(
+    env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from receiver.testing import RedisServer
+
+    server = RedisServer(tmp_path / "redis", appendonly=False)  # and no RDB snapshots
+    server.start()
+    try:
+        monkeypatch.setenv("REDIS_URL", server.url)
+        result = CliRunner().invoke(main, ["check"])
+    finally:
+        server.stop()
+    assert result.exit_code == 1
+    assert "keeps nothing on disk" in result.output and "appendonly yes" in result.output
+    assert "\nok\n" not in result.output and "Traceback" not in result.output
+
+
+def test_check_notes_a_redis_that_forbids_config(
+    env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A managed Redis without CONFIG: a note to read, not a failure."""
+    from receiver.testing import RedisServer
+
+    server = RedisServer(
+        tmp_path / "redis", appendonly=False, extra_args=["--rename-command", "CONFIG", ""]
+    )
+    server.start()
+    try:
+        monkeypatch.setenv("REDIS_URL", server.url)
+        result = CliRunner().invoke(main, ["check"])
+    finally:
+        server.stop()
+    assert result.exit_code == 0, result.output
+    assert "does not allow CONFIG" in result.output
+    assert result.output.splitlines()[-1] == "ok"
+
+
+def test_check_with_the_embedded_default_names_the_binary(env: None, tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["check"])
+    assert result.exit_code == 0, result.output
+    assert "redis: embedded (REDIS_URL unset)" in result.output
+    binary = next(
+        line.split(": ", 1)[1]
+        for line in result.output.splitlines()
+        if line.startswith("redis-server binary: ")
+    )
+    assert Path(binary).is_file()
+
+
+def test_embedded_warning_is_printed_once_per_command(
+    tmp_path: Path, worker_env: dict[str, str]
+) -> None:
+    from receiver.embedded import EmbeddedRedis
+
+    data = tmp_path / "d"
+    env = {k: v for k, v in worker_env.items() if k != "REDIS_URL"}
+    env["RECEIVER_DATA_DIR"] = str(data)
+    try:
+        for args in (["queues"], ["worker", "--burst"]):
+            result = _run(env, *args)
+            assert result.returncode == 0, result.stderr
+            assert result.stderr.count("embedded Redis at") == 1, (args, result.stderr)
+    finally:
+        EmbeddedRedis(data).stop()
+
+
+# --- commands that need no verify token, or no integration at all ---
+
+
+def test_routes_without_a_verify_token_or_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECEIVER_HANDLERS", "handlers.welcome")
+    result = CliRunner().invoke(main, ["routes"])
+    assert result.exit_code == 0, result.output
+    assert "handlers.welcome.welcome_new_member" in result.output
+
+
+def test_sign_with_a_secret_needs_no_integration(tmp_path: Path) -> None:
+    sample = Path(__file__).resolve().parent.parent / "receiver" / "samples"
+    body = sample / "group__membership__add.json"
+    bare = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+    result = _run(bare, "sign", "--secret", "k", str(body), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    headers = dict(line.split(": ", 1) for line in result.stdout.strip().splitlines())
+    assert verify(headers, body.read_bytes(), ["k"]) == 0

@@ -1,0 +1,82 @@
+"""What ``receiver check`` asks of Redis: reachable, the right kind of URL, keeping what it acks.
+
+The web and worker processes only warn at start-up (a Redis outage must not
+stop a web process: it spools). ``check`` is where an operator asks whether
+the deployment is right, so here the same facts fail the command.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+
+from .app import connect
+from .config import Settings
+from .embedded import EmbeddedRedis, redis_server_binary
+from .errors import ConfigError
+
+CHECK_TIMEOUT = 3.0
+"""Seconds ``check`` waits for Redis: longer than the web's fail-fast bound, short for a human."""
+
+
+def masked(url: str) -> str:
+    """The URL with its password replaced, fit for a terminal or a log."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def check_redis(settings: Settings, timeout: float = CHECK_TIMEOUT) -> list[str]:
+    """Lines describing the Redis this configuration uses; raises when it cannot keep work.
+
+    Raises ``ConfigError`` (no persistence, no embedded binary) or redis-py's
+    ``ConnectionError``/``TimeoutError`` (unreachable): the CLI turns both into one line.
+    """
+    if settings.redis_url is None:
+        return _embedded(settings)
+    url = masked(settings.redis_url)
+    connection = connect(settings.redis_url, timeout)
+    connection.ping()
+    return [f"redis: {url} answers", *_persistence(connection, url)]
+
+
+def _embedded(settings: Settings) -> list[str]:
+    binary = redis_server_binary()  # ConfigError naming the fix when missing or not executable
+    server = EmbeddedRedis(settings.data_dir)
+    state = "running" if server.running() else "started on first use"
+    return [
+        f"redis: embedded (REDIS_URL unset), data in {server.folder}, {state}; "
+        "fine for one machine, set REDIS_URL for a deployment",
+        f"redis-server binary: {binary}",
+    ]
+
+
+def _persistence(connection: redis.Redis, url: str) -> list[str]:
+    info = connection.info("persistence")
+    aof = bool(info.get("aof_enabled"))
+    try:
+        save = str(connection.config_get("save").get("save", ""))
+    except redis.ResponseError:
+        # Managed Redis (ElastiCache, Memorystore, ...) often forbids CONFIG.
+        if aof:
+            return ["persistence: append-only file on"]
+        return [
+            "persistence: NOTE this Redis does not allow CONFIG, so RDB snapshots cannot be "
+            "checked and the append-only file is off; make sure your provider keeps data "
+            "(snapshots or AOF), or acknowledged events can be lost on a restart"
+        ]
+    if aof:
+        return [f"persistence: append-only file on{', RDB snapshots too' if save else ''}"]
+    if save:
+        return [
+            f"persistence: RDB snapshots only ({save}): a crash loses the writes since the "
+            "last snapshot; appendonly yes is safer"
+        ]
+    raise ConfigError(
+        f"Redis at {url} keeps nothing on disk (no append-only file, no RDB snapshots): "
+        "a restart loses acknowledged events; set appendonly yes in its configuration "
+        "(redis-cli CONFIG SET appendonly yes, then save it in redis.conf)"
+    )
