@@ -7,7 +7,8 @@
 Configure with ini options ``receiver_handlers`` (modules to load) or by
 overriding the ``receiver_config`` fixture; background handlers run inline
 unless ``receiver_background`` is overridden to return ``"worker"`` (a real
-Redis and a real ``receiver worker``, which then runs after every delivery).
+Redis and a real ``receiver worker``, which then runs after every delivery;
+the recorder then reads the outcomes the worker recorded in Redis).
 """
 
 from __future__ import annotations
@@ -117,11 +118,15 @@ def receiver_client(
                 "PYTHONPATH": os.pathsep.join([os.getcwd(), *sys.path]),
             }
             testing.run_worker_burst(env, cwd=os.getcwd())
+            receiver_recorder.collect_background()
 
     return testing.SignedClient(receiver_app.test_client(), after_post=after)
 
 
 @pytest.fixture
 def receiver_payloads() -> Any:
-    """``receiver_payloads(folder)`` → ``{file name: bytes}`` of its ``*.json`` files."""
+    """``receiver_payloads(folder)`` → ``{file name: bytes}`` of its ``*.json`` files.
+
+    Raises when the folder is missing or holds no ``*.json`` file.
+    """
     return testing.load_payloads

@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,10 @@ import redis
 from .core import Core, HandlerResult, Request, Result
 from .embedded import redis_server_binary
 from .events import Event
+from .jobs import state_key
+from .ops import failed_items, queue_names
+from .queue import RQBackend, Work
+from .routing import Handler
 from .signature import signature_headers
 
 TEST_SECRET = "receiver-test-app-secret"
@@ -264,8 +268,21 @@ def link_preview(link: str = "https://docs.example.com/handbook", **value: Any) 
 
 
 def load_payloads(folder: str | os.PathLike[str]) -> dict[str, bytes]:
-    """Every ``*.json`` file of a folder, by file name, as the exact bytes to sign."""
-    return {p.name: p.read_bytes() for p in sorted(Path(folder).glob("*.json"))}
+    """Every ``*.json`` file of a folder, by file name, as the exact bytes to sign.
+
+    A missing or empty folder raises: a test looping over nothing would pass
+    while testing nothing (a relative path is relative to where pytest runs).
+    """
+    path = Path(folder)
+    where = f"{path.resolve()}" + ("" if path.is_absolute() else f" (relative to {Path.cwd()})")
+    if not path.exists():
+        raise FileNotFoundError(f"payload folder {where} does not exist; fix the path")
+    if not path.is_dir():
+        raise NotADirectoryError(f"payload folder {where} is not a folder; name its folder")
+    found = {p.name: p.read_bytes() for p in sorted(path.glob("*.json"))}
+    if not found:
+        raise FileNotFoundError(f"payload folder {where} holds no *.json files")
+    return found
 
 
 def body_of(payload: Mapping[str, Any] | bytes | str) -> bytes:
@@ -324,12 +341,31 @@ class SignedClient:
 
 @dataclass
 class Recorder:
-    """Every result the core produced: events routed and handler outcomes, inline and background."""
+    """Every result the core produced: events routed and handler outcomes, inline and background.
+
+    With a real worker (an ``RQBackend``), background outcomes are what the
+    worker recorded in Redis: call ``collect_background()`` once it has run.
+    """
 
     results: list[Result] = field(default_factory=list)
     background: list[HandlerResult] = field(default_factory=list)
+    queued: list[tuple[Event, Handler]] = field(default_factory=list)
+    """Background work sent to Redis whose outcome the worker has not recorded yet."""
+    _reported: dict[str, str] = field(default_factory=dict)
+    _core: Core | None = None
 
     def attach(self, core: Core) -> None:
+        self._core = core
+        backend = core.backend
+        if isinstance(backend, RQBackend):
+            submit = backend.submit
+
+            def submit_and_remember(delivery_id: str, work: Work) -> str:
+                stored = submit(delivery_id, work)
+                self.queued.extend(work)
+                return stored
+
+            backend.submit = submit_and_remember  # type: ignore[method-assign]
         original = core.handle
 
         def handle(request: Request) -> Result:
@@ -365,9 +401,45 @@ class Recorder:
         )
         return [h for h in self.handler_results if needle in h.handler]
 
+    def collect_background(self) -> None:
+        """Add the outcomes a worker recorded in Redis for the work queued so far.
+
+        ``done`` is a success; a failure is the last line of its traceback once
+        it failed for good (RQ's failed registry), or ``"retry scheduled"`` while
+        a retry waits for its backoff. A copy the worker skipped as a duplicate
+        adds nothing, as in inline mode; work no worker has run yet stays queued.
+        """
+        core = self._core
+        connection = getattr(core.backend, "connection", None) if core else None
+        if core is None or connection is None or not self.queued:
+            return
+        keys = [state_key(e.integration, h.id, e.id) for e, h in self.queued]
+        states = [v.decode() if isinstance(v, bytes) else v for v in connection.mget(keys)]
+        errors: dict[tuple[str, str], str] | None = None
+        waiting: list[tuple[Event, Handler]] = []
+        for (event, handler), key, state in zip(self.queued, keys, states, strict=True):
+            if state is None or state.startswith("running:"):
+                waiting.append((event, handler))
+                continue
+            if self._reported.get(key) == state:
+                continue
+            self._reported[key] = state
+            if state == "done":
+                self.background.append(HandlerResult(handler.id, event.id, True))
+                continue
+            error = "retry scheduled"
+            if state == "failed":
+                if errors is None:
+                    items, _ = failed_items(connection, queue_names(core.settings, core.router))
+                    errors = {(f.handler, f.event_id): f.error for f in items}
+                error = errors.get((handler.id, event.id)) or "failed"
+            self.background.append(HandlerResult(handler.id, event.id, False, error))
+        self.queued = waiting
+
     def clear(self) -> None:
         self.results.clear()
         self.background.clear()
+        self.queued.clear()
 
 
 # --- a real Redis for tests ---
@@ -382,11 +454,19 @@ def free_port() -> int:
 class RedisServer:
     """A private redis-server on a free loopback port; stop and start it to simulate outages."""
 
-    def __init__(self, folder: str | os.PathLike[str], *, appendonly: bool = True) -> None:
+    def __init__(
+        self,
+        folder: str | os.PathLike[str],
+        *,
+        appendonly: bool = True,
+        extra_args: Sequence[str] = (),
+    ) -> None:
         self.folder = Path(folder)
         self.port = free_port()
         self.binary = shutil.which("redis-server") or redis_server_binary()
         self.appendonly = appendonly
+        self.extra_args = list(extra_args)
+        """More ``redis-server`` options, e.g. ``["--rename-command", "CONFIG", ""]``."""
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -410,6 +490,7 @@ class RedisServer:
                 "yes" if self.appendonly else "no",
                 "--logfile",
                 str(self.folder / "redis.log"),
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
         )

@@ -21,6 +21,14 @@ def archive(event):
     with open(os.environ["ARCHIVE"], "a") as fh:
         fh.write(event.value["message"] + "\\n")
 
+@on("group.comments", background=True, retry=0)
+def refuse(event):
+    raise ValueError("comments are closed")
+
+@on("group.comments", background=True)
+def flaky(event):
+    raise KeyError("not yet")
+
 @on("workplace_security.*", verb=None)
 def alarm(event):
     if event.value.get("event") == "BROKEN":
@@ -64,10 +72,17 @@ def test_unsigned_is_refused(receiver_app):
 def test_payload_folder(receiver_payloads, tmp_path):
     (tmp_path / "a.json").write_text("{}")
     assert receiver_payloads(tmp_path) == {"a.json": b"{}"}
+
+def test_missing_or_empty_payload_folder_raises(receiver_payloads, tmp_path):
+    import pytest
+    with pytest.raises(FileNotFoundError, match="does not exist; fix the path"):
+        receiver_payloads("tests/payloadz")
+    with pytest.raises(FileNotFoundError, match="holds no \\*.json files"):
+        receiver_payloads(tmp_path)
 """
     )
     result = project.runpytest_subprocess("-p", "no:cacheprovider")
-    result.assert_outcomes(passed=5)
+    result.assert_outcomes(passed=6)
 
 
 def test_worker_mode_uses_real_redis_and_worker(project: pytest.Pytester) -> None:
@@ -80,12 +95,25 @@ from receiver import testing
 def receiver_background():
     return "worker"
 
-def test_archived_by_a_worker(receiver_client, tmp_path, monkeypatch):
+def test_archived_by_a_worker(receiver_client, receiver_recorder, tmp_path, monkeypatch):
+    import my_handlers
     monkeypatch.setenv("ARCHIVE", str(tmp_path / "archive"))
     response = receiver_client.deliver(testing.group_post(message="by worker"))
     assert response.get_json()["queued"] == 1
     assert (tmp_path / "archive").read_text() == "by worker\\n"
+    [call] = receiver_recorder.calls(my_handlers.archive)
+    assert call.ok and call.event_id == receiver_recorder.events[0].id
+    receiver_client.deliver(testing.group_post(message="by worker"))  # Meta redelivers
+    assert len(receiver_recorder.calls(my_handlers.archive)) == 1  # skipped by the worker
+    assert (tmp_path / "archive").read_text() == "by worker\\n"
+
+def test_worker_failure_is_recorded(receiver_client, receiver_recorder):
+    receiver_client.deliver(testing.group_comment())
+    [call] = receiver_recorder.calls("refuse")
+    assert not call.ok and call.error == "ValueError: comments are closed"
+    [retried] = receiver_recorder.calls("flaky")  # retries left: a burst worker does not wait
+    assert not retried.ok and retried.error == "retry scheduled"
 """
     )
     result = project.runpytest_subprocess("-p", "no:cacheprovider")
-    result.assert_outcomes(passed=1)
+    result.assert_outcomes(passed=2)
