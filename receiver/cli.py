@@ -278,11 +278,18 @@ def check() -> None:
 
 
 def _operator_view() -> tuple[Any, list[str]]:
-    """Settings, plugins and Redis, as ``receiver worker`` would see them."""
-    from .app import build_core
+    """Settings, plugins and Redis, as ``receiver worker`` would see them.
+
+    An unreachable Redis fails here, before the start-up warning a web process would log.
+    """
+    from .app import build_core, connect
+    from .checks import CHECK_TIMEOUT
     from .ops import queue_names
 
-    core = build_core(require_redis=True)
+    settings = load_settings()
+    if settings.redis_url is not None:
+        connect(settings.redis_url, CHECK_TIMEOUT).ping()
+    core = build_core(settings, require_redis=True)
     connection = core.work_context().connection
     return connection, queue_names(core.settings, core.router)
 

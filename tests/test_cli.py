@@ -157,12 +157,12 @@ def _run(env: dict[str, str], *args: str, cwd: Path = ROOT) -> subprocess.Comple
 
 
 def _one_error_line(result: subprocess.CompletedProcess[str]) -> str:
-    """The command failed with exactly one ``Error:`` line and no traceback."""
+    """The command failed with one line on stderr, ``Error: ...``, and no traceback."""
     assert result.returncode == 1, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr + result.stdout
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
-    assert len(errors) == 1, result.stderr
-    return errors[0]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    return lines[0]
 
 
 def test_commands_with_redis_stopped_say_so_in_one_line(
