@@ -32,7 +32,18 @@ if worker_class == "gevent":
 
     monkey.patch_all()
 
-from receiver import logsafe  # noqa: E402
+# Metrics from every worker process add up (prometheus_client's multiprocess
+# mode): its directory must be set before prometheus_client is imported, here
+# in the master, and be fresh for each start.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    import tempfile
+
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="receiver-metrics-")
+    _metrics_dir_is_ours = True
+else:
+    _metrics_dir_is_ours = False
+
+from receiver import gunicorn_hooks, logsafe  # noqa: E402
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count()))
@@ -55,3 +66,15 @@ logger_class = "receiver.gunicorn_logging.Logger"
 # Not through `logconfig_dict`: with it set, gunicorn formats an access-log record
 # for every request even when access logging is off (≈8 % of CPU, seen in py-spy).
 logsafe.install(loglevel, "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
+
+
+# Metrics: a dead worker's files are folded in; with metrics_bind the master serves them.
+child_exit = gunicorn_hooks.child_exit
+when_ready = gunicorn_hooks.when_ready
+
+
+def on_exit(server: object) -> None:
+    if _metrics_dir_is_ours:
+        import shutil
+
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

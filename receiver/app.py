@@ -12,6 +12,7 @@ from flask import Flask
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from . import metrics
 from .capture import CaptureJournal
 from .config import Settings, load_settings
 from .core import Core
@@ -22,6 +23,8 @@ from .plugins import load_plugins
 from .queue import Backend, RQBackend
 from .routing import Router, default_router
 from .runtime import activate
+from .signals import delivery_finished
+from .trace import TraceWriter
 
 log = logging.getLogger("receiver")
 
@@ -97,8 +100,13 @@ def create_app(
     from .wsgi import CallbackMiddleware
 
     core = build_core(config, router=router, backend=backend)
+    # Operators' view of what this app answers: metrics, traces and stats.
+    delivery_finished.connect(metrics.observe_delivery, sender=core, weak=False)
+    trace_writer = TraceWriter.for_core(core)
+    delivery_finished.connect(trace_writer, sender=core, weak=False)
     app = Flask("receiver")
     app.extensions["receiver"] = core
+    app.extensions["receiver.trace"] = trace_writer
     app.wsgi_app = CallbackMiddleware(app.wsgi_app, core)  # type: ignore[method-assign]
     app.register_blueprint(blueprint)
     register_error_handlers(app)
@@ -176,6 +184,11 @@ class _LazyEmbeddedBackend:
     @property
     def connection(self) -> redis.Redis:
         return self._ensure().connection
+
+    @property
+    def started(self) -> bool:
+        """Whether the embedded Redis is in use yet (traces and metrics never start it)."""
+        return self._backend is not None
 
     def submit(self, delivery_id: str, work: Any) -> str:
         return self._ensure().submit(delivery_id, work)

@@ -122,6 +122,7 @@ class CaptureJournal:
             "secret_index": result.secret_index,
             "status": result.status,
             "error": result.error,
+            "reason": result.reason,
             "delivery_id": result.delivery_id,
             "replayed": request.replayed,
             "event_ids": [e.id for e in result.events],

@@ -80,6 +80,12 @@ class Settings:
     sync_topics: tuple[str, ...] = defaults.SYNC_TOPICS
     secret_key: str | None = field(default=None, repr=False)
     """Signs replay markers; without it, each integration's app secret derives the key."""
+    metrics_token: str | None = field(default=None, repr=False)
+    """Bearer token ``/metrics`` asks for; without it (and without ``metrics_bind``) no metrics."""
+    metrics_bind: str | None = None
+    """``host:port`` where the gunicorn master serves metrics privately (no token asked)."""
+    trace_ttl: int = defaults.TRACE_TTL
+    ready_max_spool: int = defaults.READY_MAX_SPOOL
     capture_dir: str | None = None
     capture_max_bytes: int = defaults.CAPTURE_MAX_BYTES
     capture_redact: tuple[str, ...] = ()
@@ -116,6 +122,10 @@ _RECEIVER_KEYS: dict[str, type] = {
     "dedupe_window": int,
     "sync_topics": list,
     "secret_key": str,
+    "metrics_token": object,  # a string, { env = "VAR" } or { file = "path" }
+    "metrics_bind": str,
+    "trace_ttl": int,
+    "ready_max_spool": int,
     "capture_dir": str,
     "capture_max_bytes": int,
     "capture_redact": list,
@@ -199,6 +209,8 @@ def _build(
         "read_timeout": _env_float(env, "RECEIVER_READ_TIMEOUT"),
         "client_cert_header": env.get("RECEIVER_CLIENT_CERT_HEADER") or None,
         "trusted_proxies": _env_int(env, "RECEIVER_TRUSTED_PROXIES"),
+        "metrics_bind": env.get("RECEIVER_METRICS_BIND") or None,
+        "trace_ttl": _env_int(env, "RECEIVER_TRACE_TTL"),
     }
     values.update({k: v for k, v in env_overrides.items() if v is not None})
     extra_handlers = [h.strip() for h in env.get("RECEIVER_HANDLERS", "").split(",") if h.strip()]
@@ -208,6 +220,11 @@ def _build(
     secret_key = _env_secret(env, "RECEIVER_SECRET_KEY")
     if secret_key is not None:
         values["secret_key"] = secret_key
+    metrics_token = _env_secret(env, "RECEIVER_METRICS_TOKEN")
+    if metrics_token is not None:
+        values["metrics_token"] = metrics_token
+    if "metrics_token" in values:
+        values["metrics_token"] = _secret(values["metrics_token"], "[receiver].metrics_token", env)
 
     integrations: dict[str, Integration] = {}
     for name, table in raw_integrations.items():
@@ -342,6 +359,12 @@ def _validate(settings: Settings, require_integrations: bool = True) -> None:
         raise ConfigError("answer_timeout must be a positive number of seconds")
     if settings.read_timeout <= 0:
         raise ConfigError("read_timeout must be a positive number of seconds (15 is plenty)")
+    if settings.trace_ttl <= 0 or settings.ready_max_spool < 0:
+        raise ConfigError("trace_ttl must be > 0 seconds; ready_max_spool >= 0")
+    if settings.metrics_bind is not None and not re.fullmatch(r".+:\d{1,5}", settings.metrics_bind):
+        raise ConfigError(
+            f"metrics_bind={settings.metrics_bind!r} must be host:port, e.g. 127.0.0.1:9108"
+        )
     if settings.trusted_proxies < 0:
         raise ConfigError("trusted_proxies must be 0 (no proxy) or the number of proxies in front")
     if settings.job_retries < 0 or settings.job_timeout <= 0 or settings.dedupe_window <= 0:

@@ -29,12 +29,14 @@ from .errors import (
     PayloadRejected,
     QueueUnavailable,
     Rejected,
+    SignatureRejected,
     TargetRejected,
 )
 from .events import Event
 from .queue import Backend
 from .routing import Handler, Router
 from .runner import resolve
+from .signals import delivery_finished
 
 log = logging.getLogger("receiver")
 
@@ -109,6 +111,7 @@ class HandlerResult:
     event_id: str
     ok: bool
     error: str | None = None
+    seconds: float = 0.0
 
 
 @dataclass
@@ -129,6 +132,14 @@ class Result:
     verified: str | None = None
     """``ok``, ``unchecked`` (development mode), ``failed``, or ``None`` when not reached."""
     error: str | None = None
+    reason: str | None = None
+    """Why a signature failed (``signature.FAILURE_REASONS``): for operators, never the client."""
+    queued: int = 0
+    """Background (event, handler) pairs stored for workers."""
+    received_at: float = 0.0
+    """Epoch seconds when the core took the request."""
+    seconds: float = 0.0
+    """How long the core took to answer."""
 
 
 def _json(status: int, data: Any, **extra: Any) -> Result:
@@ -156,7 +167,8 @@ class Core:
         self._answer_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="receiver-answer")
 
     def handle(self, request: Request) -> Result:
-        received_at = datetime.now(UTC) if self.capture is not None else None
+        received_at = time.time()
+        started = time.perf_counter()
         try:
             result = self._handle(request)
         except Exception:  # a bug of ours; still answered (and captured) as JSON
@@ -167,13 +179,18 @@ class Core:
                 integration=request.integration,
                 error="internal_error",
             )
-        if self.capture is not None and received_at is not None:
+        result.received_at = received_at
+        result.seconds = time.perf_counter() - started
+        if self.capture is not None:
             integration = self.settings.integration(request.integration)
             if integration is not None and integration.capture:
                 try:
-                    self.capture.record(request, result, received_at)
+                    self.capture.record(request, result, datetime.fromtimestamp(received_at, UTC))
                 except OSError as exc:  # a tester's journal never costs a delivery
                     log.error("capture failed: %s", exc)
+        _log_answer(request, result)
+        if delivery_finished.receivers:
+            delivery_finished.send(self, request=request, result=result)
         return result
 
     def _handle(self, request: Request) -> Result:
@@ -194,7 +211,6 @@ class Core:
                 return self._handshake(integration, request.query)
             return self._deliver(integration, request)
         except Rejected as exc:
-            log.info("rejected %s %r: %s", method, request.integration or "default", exc.code)
             return rejection(exc, integration=request.integration)
 
     def _integration(self, name: str | None) -> Integration:
@@ -293,7 +309,6 @@ class Core:
         try:
             return self._verified_delivery(integration, request, context)
         except Rejected as exc:
-            log.info("rejected POST %r: %s", integration.name, exc.code)
             return rejection(exc, **context)
 
     def _verified_delivery(
@@ -312,12 +327,18 @@ class Core:
         secret_index = None
         if integration.app_secrets:
             context["verified"] = "failed"
-            secret_index = signature.verify(
-                request.headers,
-                request.body,
-                integration.app_secrets,
-                accept_sha1=integration.accept_sha1,
-            )
+            try:
+                secret_index = signature.verify(
+                    request.headers,
+                    request.body,
+                    integration.app_secrets,
+                    accept_sha1=integration.accept_sha1,
+                )
+            except SignatureRejected as exc:
+                context["reason"] = signature.diagnose(
+                    request.headers, request.body, integration.app_secrets, exc.code
+                )
+                raise
             context["verified"] = "ok"
             if secret_index > 0:
                 log.info(
@@ -383,6 +404,7 @@ class Core:
                 events=events,
                 results=results,
                 stored=stored,
+                queued=len(background),
                 headers=headers,
                 **context,
             )
@@ -393,15 +415,25 @@ class Core:
         }
         if events and events[0].replayed:  # only a genuine replay learns how handlers fared
             body["handlers"] = [[r.handler, r.event_id, r.ok] for r in results]
-        return _json(200, body, events=events, results=results, stored=stored, **context)
+        return _json(
+            200,
+            body,
+            events=events,
+            results=results,
+            stored=stored,
+            queued=len(background),
+            **context,
+        )
 
     def _run(self, event: Event, handler: Handler) -> tuple[HandlerResult, Any]:
+        started = time.perf_counter()
         try:
             value = resolve(handler.func(event))  # async def handlers run to completion
         except Exception as exc:
             log.exception("handler %s failed on event %s", handler.id, event.id)
-            return HandlerResult(handler.id, event.id, ok=False, error=type(exc).__name__), None
-        return HandlerResult(handler.id, event.id, ok=True), value
+            seconds = time.perf_counter() - started
+            return HandlerResult(handler.id, event.id, False, type(exc).__name__, seconds), None
+        return HandlerResult(handler.id, event.id, True, None, time.perf_counter() - started), value
 
     def _answer(self, work: list[tuple[Event, Handler]]) -> tuple[Any, list[HandlerResult]]:
         """Synchronous topics: handlers' return values become the response body.
@@ -455,3 +487,33 @@ class Core:
 
     def _warn_dev(self, what: str) -> None:
         log.warning("DEVELOPMENT MODE: %s; never expose this receiver to the internet", what)
+
+
+def _log_answer(request: Request, result: Result) -> None:
+    """One line per request: what came, what was answered, how long it took.
+
+    The fields ride as ``extra`` for JSON logs; the text line carries them too.
+    Request-controlled values are ``%r``-quoted; message text is never logged.
+    """
+    if not log.isEnabledFor(logging.INFO):
+        return
+    fields: dict[str, Any] = {
+        "kind": "delivery" if request.method == "POST" else "request",
+        "method": request.method,
+        "delivery_id": result.delivery_id,
+        "integration": result.integration or request.integration or "default",
+        "status": result.status,
+        "duration_ms": round(result.seconds * 1000, 2),
+    }
+    if result.events:
+        counts: dict[str, int] = {}
+        for event in result.events:
+            counts[event.name] = counts.get(event.name, 0) + 1
+        fields["events"] = counts
+        fields["queued"] = result.queued
+    if result.error:
+        fields["error"] = result.error
+    if result.reason:
+        fields["reason"] = result.reason
+    text = " ".join(f"{k}={v!r}" for k, v in fields.items() if k != "kind")
+    log.info("%s %s", fields["kind"], text, extra=fields)

@@ -77,6 +77,15 @@ GRAPH_MAX_WAIT = 60.0
 GRAPH_SLOW_DOWN_AT = 75.0
 """Usage percentage (X-App-Usage, X-Business-Use-Case-Usage) above which calls are paced."""
 
+TRACE_TTL = 24 * 3600
+"""Seconds Redis keeps a delivery's trace (events, handler outcomes) for ``receiver trace``."""
+
+STATS_DAYS = 7
+"""Days of per-integration delivery counts kept for ``receiver stats`` and the dashboard."""
+
+READY_MAX_SPOOL = 1000
+"""Spooled deliveries above which ``/readyz`` answers 503 (Redis has been away too long)."""
+
 META_CLIENT_CERT_SUBJECT = "client.webhooks.fbclientcerts.com"
 """Common name of the client certificate Meta's webhook servers present over mutual TLS."""
 

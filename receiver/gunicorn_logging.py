@@ -2,8 +2,9 @@
 
 gunicorn writes request-controlled text too: the request line and headers in
 the access log, invalid requests at debug level. Its formatters are swapped
-for ``SafeFormatter``, and the access log's query string (the handshake's
-verify token rides in it) is masked before formatting.
+for the receiver's (escaped text, or JSON with ``RECEIVER_LOG_FORMAT=json``),
+and the access log's query string (the handshake's verify token rides in it)
+is masked before formatting.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 from gunicorn import glogging
 
-from .logsafe import SafeFormatter, mask_query_string
+from .logsafe import formatter, mask_query_string
 
 
 class Logger(glogging.Logger):  # type: ignore[misc]  # gunicorn ships no type hints
@@ -21,8 +22,8 @@ class Logger(glogging.Logger):  # type: ignore[misc]  # gunicorn ships no type h
         for log in (self.error_log, self.access_log):
             for handler in log.handlers:
                 if getattr(handler, "_gunicorn", False) and handler.formatter is not None:
-                    formatter = handler.formatter
-                    handler.setFormatter(SafeFormatter(formatter._fmt, formatter.datefmt))
+                    old = handler.formatter
+                    handler.setFormatter(formatter(old._fmt or "%(message)s", old.datefmt))
 
     def atoms(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> Any:
         query = environ.get("QUERY_STRING") or ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import redis
@@ -34,12 +35,21 @@ class QueueDepth:
     rq_jobs: int
     scheduled_retries: int
     failed: int
+    oldest_pending_at: float | None = None
+    """Epoch seconds the oldest waiting delivery was stored (``None``: none waits)."""
 
 
 def queue_names(settings: Settings, router: Router) -> list[str]:
     return sorted(
         {settings.queue_name} | {h.queue for h in router.handlers() if h.background and h.queue}
     )
+
+
+def known_queues(settings: Settings, connection: redis.Redis) -> list[str]:
+    """The default queue and every queue RQ knows of: when no router is at hand (gunicorn's
+    master serving metrics loads no handler modules)."""
+    names = {q.name for q in Queue.all(connection=connection, serializer=JSONSerializer)}
+    return sorted({settings.queue_name} | names)
 
 
 def _queue(name: str, connection: redis.Redis) -> Queue:
@@ -114,6 +124,18 @@ def depths(connection: redis.Redis, queues: list[str]) -> list[QueueDepth]:
                 rq_jobs=queue.count,
                 scheduled_retries=ScheduledJobRegistry(queue=queue).count,  # type: ignore[no-untyped-call]
                 failed=FailedJobRegistry(queue=queue).count,
+                oldest_pending_at=packet_time(connection.lindex(drain.pending_key(name), 0)),
             )
         )
     return out
+
+
+def packet_time(raw: bytes | str | None) -> float | None:
+    """When a stored packet was queued (its ``at``), for the oldest-pending gauge."""
+    if raw is None:
+        return None
+    try:
+        at = json.loads(raw).get("at")
+    except (ValueError, AttributeError):
+        return None
+    return float(at) if isinstance(at, int | float) else None

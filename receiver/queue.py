@@ -45,8 +45,13 @@ def packets(delivery_id: str, work: Work, default_queue: str) -> dict[str, list[
     by_queue: dict[str, list[dict[str, object]]] = defaultdict(list)
     for event, handler in work:
         by_queue[handler.queue or default_queue].append(item(event, handler))
+    at = round(time.time(), 3)  # for the oldest-pending gauge (ops.packet_time)
     return {
-        queue: [json.dumps({"delivery_id": delivery_id, "items": items}, separators=(",", ":"))]
+        queue: [
+            json.dumps(
+                {"delivery_id": delivery_id, "at": at, "items": items}, separators=(",", ":")
+            )
+        ]
         for queue, items in by_queue.items()
     }
 

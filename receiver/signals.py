@@ -1,8 +1,13 @@
-"""The receiver's blinker signals, all in one private namespace.
+"""The receiver's blinker signals.
 
-One signal per event name (``group.comments``) plus one per wildcard pattern
-(``group.*``, ``*``). A router connects its handlers with itself as the
-sender, so two routers never see each other's handlers.
+Routing: one signal per event name (``group.comments``) plus one per wildcard
+pattern (``group.*``, ``*``), in a private namespace. A router connects its
+handlers with itself as the sender, so two routers never see each other's.
+
+Lifecycle, in a namespace of their own so no event name can collide with them:
+``delivery_finished`` is sent by the core once per request it answered, with
+``request`` and ``result``; metrics, traces and stats listen to it, and so
+may an application (``delivery_finished.connect(func)``).
 """
 
 from __future__ import annotations
@@ -10,6 +15,10 @@ from __future__ import annotations
 from blinker import NamedSignal, Namespace
 
 _signals = Namespace()
+_lifecycle = Namespace()
+
+delivery_finished: NamedSignal = _lifecycle.signal("delivery-finished")
+"""Sent by ``Core.handle`` after every answer: ``sender=core, request=..., result=...``."""
 
 
 def event_signal(pattern: str) -> NamedSignal:

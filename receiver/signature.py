@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from .errors import SignatureRejected
 
@@ -18,6 +19,19 @@ SHA1_HEADER = "X-Hub-Signature"
 _HEX = {"sha256": re.compile(r"^[0-9a-fA-F]{64}$"), "sha1": re.compile(r"^[0-9a-fA-F]{40}$")}
 _HEX_LENGTH = {"sha256": 64, "sha1": 40}
 _DIGESTS = {"sha256": hashlib.sha256, "sha1": hashlib.sha1}
+_DIAGNOSE_MAX_BYTES = 256 * 1024
+"""Bodies larger than this are not re-encoded to find why a signature failed (cost)."""
+
+FAILURE_REASONS = (
+    "missing",
+    "sha1_not_accepted",
+    "malformed",
+    "header_mangled",
+    "body_reencoded",
+    "sha1_only",
+    "no_secret_matches",
+)
+"""Why a signature failed, as ``diagnose`` tells it: log field, metric label, capture field."""
 
 
 def sign(body: bytes, secret: str, algorithm: str = "sha256") -> str:
@@ -96,3 +110,74 @@ def _pick_header(headers: Mapping[str, str], accept_sha1: bool) -> tuple[str, st
 
 def _header_name(algorithm: str) -> str:
     return SHA256_HEADER if algorithm == "sha256" else SHA1_HEADER
+
+
+def diagnose(headers: Mapping[str, str], body: bytes, secrets: Sequence[str], code: str) -> str:
+    """Why ``verify`` refused, told from what would have matched (one of ``FAILURE_REASONS``).
+
+    For operators only (log, metric, capture): the answer to the client never
+    says more than ``code``. Runs only on failures; bodies over 256 KiB are not
+    re-encoded, so an unsigned flood cannot buy much CPU with it.
+    """
+    if code == "missing_signature":
+        return "missing"
+    if code == "sha1_not_accepted":
+        return "sha1_not_accepted"
+    algorithm = "sha256" if headers.get(SHA256_HEADER) else "sha1"
+    raw = headers.get(_header_name(algorithm)) or ""
+    if code == "malformed_signature":
+        for candidate in _unmangled(raw, algorithm):
+            if _matches(body, candidate, secrets, algorithm):
+                return "header_mangled"
+        return "malformed"
+    expected = bytes.fromhex(raw.strip().partition("=")[2])
+    sha1 = headers.get(SHA1_HEADER) if algorithm == "sha256" else None
+    if sha1:
+        prefix, _, hexdigest = sha1.strip().partition("=")
+        if prefix.lower() == "sha1" and _HEX["sha1"].match(hexdigest):
+            if _matches(body, bytes.fromhex(hexdigest), secrets, "sha1"):
+                return "sha1_only"
+    if len(body) <= _DIAGNOSE_MAX_BYTES:
+        for variant in _reencodings(body):
+            if variant != body and _matches(variant, expected, secrets, algorithm):
+                return "body_reencoded"
+    return "no_secret_matches"
+
+
+def _matches(body: bytes, expected: bytes, secrets: Sequence[str], algorithm: str) -> bool:
+    digest = _DIGESTS[algorithm]
+    return any(
+        hmac.compare_digest(hmac.new(s.encode("utf-8"), body, digest).digest(), expected)
+        for s in secrets
+    )
+
+
+def _unmangled(raw: str, algorithm: str) -> Iterator[bytes]:
+    """Digests a proxy's mangling may hide: quotes, inner spaces, duplicates joined by commas."""
+    for part in re.split(r"[,;]", raw):
+        prefix, _, hexdigest = re.sub(r"[\s\"']", "", part).partition("=")
+        if prefix.lower() == algorithm and _HEX[algorithm].match(hexdigest):
+            yield bytes.fromhex(hexdigest)
+
+
+def _reencodings(body: bytes) -> Iterator[bytes]:
+    """What the body may have looked like before something re-encoded it on the way."""
+    yield body + b"\n"
+    yield body.rstrip(b"\r\n")
+    yield body.replace(b"\r\n", b"\n")
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return
+    for ascii_only in (True, False):
+        compact = json.dumps(data, separators=(",", ":"), ensure_ascii=ascii_only)
+        encodings = [
+            compact,
+            compact.replace("/", "\\/"),  # Meta's PHP-style escaped slashes
+            json.dumps(data, ensure_ascii=ascii_only),
+            json.dumps(data, ensure_ascii=ascii_only, indent=2),
+            json.dumps(data, ensure_ascii=ascii_only, indent=4),
+        ]
+        for text in encodings:
+            yield text.encode()
+            yield text.encode() + b"\n"

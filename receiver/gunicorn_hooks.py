@@ -1,0 +1,41 @@
+"""gunicorn server hooks the Procfile's config installs: metrics across worker processes.
+
+The master never serves deliveries; with ``metrics_bind`` set it serves
+``/metrics`` on that private address (no token: keep it off the public
+network), reading every worker's counters from the multiprocess directory
+and the backlog from Redis. Workers add their counters to files there; when
+one exits, prometheus_client is told so its live gauges stop counting it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from prometheus_client import multiprocess, start_http_server
+
+log = logging.getLogger("receiver.metrics")
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+def when_ready(server: Any) -> None:
+    from . import metrics, ops
+    from .app import connect
+    from .config import load_settings
+
+    settings = load_settings()
+    if not settings.metrics_bind:
+        return
+    host, _, port = settings.metrics_bind.rpartition(":")
+    url = settings.redis_url
+    client = connect(url, settings.redis_timeout) if url else None
+    backlog = metrics.BacklogCollector(
+        settings, lambda: client, lambda c: ops.known_queues(settings, c)
+    )
+    start_http_server(int(port), addr=host, registry=metrics.registry_for(backlog))
+    log.warning(
+        "metrics served at http://%s/metrics (no token: keep it private)", settings.metrics_bind
+    )

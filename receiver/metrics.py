@@ -1,0 +1,235 @@
+"""Prometheus metrics: declared once here, fed by the core's and the worker's outcomes.
+
+Web processes count what they answer (``delivery_finished``); workers count
+what their handlers did. Under gunicorn, several processes count at once:
+prometheus_client's multiprocess mode adds them up, with the directory it
+needs created by the gunicorn config (``PROMETHEUS_MULTIPROC_DIR``) before
+any worker starts. Levels that live in Redis or on disk (queue depth, oldest
+pending delivery, retries scheduled, failed items, spool files) are read when
+scraped, so every process reports the same truth.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import redis
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .config import Settings
+from .core import Core, Request, Result
+from .spool import Spool, spool_folder
+from .trace import live_connection
+
+log = logging.getLogger("receiver.metrics")
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+_OWN = CollectorRegistry(auto_describe=True)
+"""This process's counters; in multiprocess mode the files on disk are what is read."""
+
+DELIVERIES = Counter(
+    "receiver_deliveries",
+    "POSTs answered on callback URLs, by integration and HTTP status.",
+    ["integration", "status"],
+    registry=_OWN,
+)
+HANDSHAKES = Counter(
+    "receiver_handshakes",
+    "Verify-token handshakes (GET) answered, by integration and HTTP status.",
+    ["integration", "status"],
+    registry=_OWN,
+)
+SIGNATURE_FAILURES = Counter(
+    "receiver_signature_failures",
+    "Deliveries refused for their signature, by integration and why (see README).",
+    ["integration", "reason"],
+    registry=_OWN,
+)
+EVENTS = Counter(
+    "receiver_events",
+    "Events routed, by integration and event name.",
+    ["integration", "name"],
+    registry=_OWN,
+)
+DELIVERY_SECONDS = Histogram(
+    "receiver_delivery_duration_seconds",
+    "Time the core took to answer a POST (verify, parse, store, inline handlers).",
+    ["integration"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=_OWN,
+)
+HANDLER_RUNS = Counter(
+    "receiver_handler_runs",
+    "Handler calls by handler, mode (inline, background) and outcome "
+    "(ok, failed, timeout, duplicate).",
+    ["handler", "mode", "outcome"],
+    registry=_OWN,
+)
+HANDLER_SECONDS = Histogram(
+    "receiver_handler_duration_seconds",
+    "Time a handler call took, by handler and mode.",
+    ["handler", "mode"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 180),
+    registry=_OWN,
+)
+RETRIES_SCHEDULED = Counter(
+    "receiver_retries_scheduled",
+    "Failed background (event, handler) pairs scheduled for another attempt.",
+    ["handler"],
+    registry=_OWN,
+)
+FINAL_FAILURES = Counter(
+    "receiver_final_failures",
+    "Background (event, handler) pairs that failed for good (into RQ's failed registry).",
+    ["handler"],
+    registry=_OWN,
+)
+
+
+def observe_delivery(sender: Core, request: Request, result: Result, **_: Any) -> None:
+    """``delivery_finished`` receiver: count the answer, its events and inline handlers."""
+    integration = result.integration or request.integration or sender.settings.default_integration
+    status = str(result.status)
+    if request.method != "POST":
+        HANDSHAKES.labels(integration, status).inc()
+        return
+    DELIVERIES.labels(integration, status).inc()
+    DELIVERY_SECONDS.labels(integration).observe(result.seconds)
+    if result.reason is not None:
+        SIGNATURE_FAILURES.labels(integration, result.reason).inc()
+    for event in result.events:
+        EVENTS.labels(integration, event.name).inc()
+    for outcome in result.results:
+        observe_handler(
+            outcome.handler, "inline", _outcome(outcome.ok, outcome.error), outcome.seconds
+        )
+
+
+def observe_handler(handler: str, mode: str, outcome: str, seconds: float | None) -> None:
+    HANDLER_RUNS.labels(handler, mode, outcome).inc()
+    if seconds is not None:
+        HANDLER_SECONDS.labels(handler, mode).observe(seconds)
+
+
+def _outcome(ok: bool, error: str | None) -> str:
+    if ok:
+        return "ok"
+    return "timeout" if error == "timeout" else "failed"
+
+
+class BacklogCollector(Collector):
+    """Queue depth, oldest pending age, retries, failed items and spool files, read on scrape.
+
+    ``connection`` gives the Redis to read (``None``: none in use); ``queues``
+    names the queues to report for it.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        connection: Callable[[], redis.Redis | None],
+        queues: Callable[[redis.Redis], list[str]],
+    ) -> None:
+        self.settings = settings
+        self.connection = connection
+        self.queues = queues
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # read from Redis at scrape time: nothing to describe up front
+
+    def collect(self) -> Iterator[Metric]:
+        from . import ops  # the queue side; only a process that serves metrics needs it
+
+        spool = GaugeMetricFamily(
+            "receiver_spool_files", "Deliveries acknowledged from this machine's local spool."
+        )
+        spool.add_metric([], len(Spool(spool_folder(self.settings))))
+        yield spool
+        up = GaugeMetricFamily("receiver_redis_up", "1 when Redis answered this scrape.")
+        try:
+            connection = self.connection()
+            if connection is None:
+                return
+            depths = ops.depths(connection, self.queues(connection))
+        except redis.RedisError as exc:
+            log.warning("metrics: Redis did not answer (%s)", exc)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        families = {
+            "pending": GaugeMetricFamily(
+                "receiver_queue_pending_deliveries",
+                "Deliveries stored for workers and not taken yet.",
+                labels=["queue"],
+            ),
+            "age": GaugeMetricFamily(
+                "receiver_queue_oldest_pending_seconds",
+                "Age of the oldest delivery waiting for a worker (0 when none waits).",
+                labels=["queue"],
+            ),
+            "retries": GaugeMetricFamily(
+                "receiver_queue_scheduled_retries",
+                "Background retries waiting for their time.",
+                labels=["queue"],
+            ),
+            "failed": GaugeMetricFamily(
+                "receiver_queue_failed_jobs",
+                "Items in RQ's failed registry (receiver failed).",
+                labels=["queue"],
+            ),
+        }
+        now = time.time()
+        for depth in depths:
+            families["pending"].add_metric([depth.queue], depth.pending_packets)
+            age = now - depth.oldest_pending_at if depth.oldest_pending_at else 0.0
+            families["age"].add_metric([depth.queue], max(0.0, age))
+            families["retries"].add_metric([depth.queue], depth.scheduled_retries)
+            families["failed"].add_metric([depth.queue], depth.failed)
+        yield from families.values()
+
+
+def core_backlog(core: Core) -> BacklogCollector:
+    """The backlog as a web process or a worker sees it: its own Redis, its router's queues."""
+    from . import ops
+
+    return BacklogCollector(
+        core.settings,
+        lambda: live_connection(core),
+        lambda _: ops.queue_names(core.settings, core.router),
+    )
+
+
+def registry_for(backlog: BacklogCollector) -> CollectorRegistry:
+    """What a scrape reads: all processes' counters (or this one's), and the backlog."""
+    registry = CollectorRegistry(auto_describe=False)
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    else:
+        registry.register(_OwnCollector())
+    registry.register(backlog)
+    return registry
+
+
+def exposition(backlog: BacklogCollector) -> bytes:
+    return generate_latest(registry_for(backlog))
+
+
+class _OwnCollector(Collector):
+    def collect(self) -> Iterable[Metric]:
+        return _OWN.collect()

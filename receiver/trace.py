@@ -1,0 +1,274 @@
+"""What happened to a delivery, and how much traffic an integration had: kept in Redis.
+
+A *trace* per delivery (for ``trace_ttl``, 24 h): when it came, for which
+integration, the answer, its events, each inline handler's outcome, and
+each background attempt as workers record it. *Stats* per integration: the
+last delivery and handshake, and per-day counts by topic for ``STATS_DAYS``.
+
+The web side never waits for any of it: records are queued in memory and
+written by a background thread in one pipeline every 200 ms (best effort:
+a process killed in between loses at most that much trace, never a
+delivery). Workers append their attempts directly, after recording the
+outcome that matters.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import redis
+
+from . import defaults
+from .core import Core, Request, Result
+from .events import Event
+
+log = logging.getLogger("receiver.trace")
+
+PREFIX = "receiver:trace:"
+STATS_PREFIX = "receiver:stats:"
+FLUSH_EVERY = 0.2
+MAX_PENDING = 10_000
+"""Records held while Redis is away; older ones are dropped first."""
+EVENT_DELIVERIES = 20
+"""Deliveries remembered per event id (redeliveries included)."""
+
+
+def delivery_key(delivery_id: str) -> str:
+    return f"{PREFIX}d:{delivery_id}"
+
+
+def attempts_key(delivery_id: str) -> str:
+    return f"{PREFIX}d:{delivery_id}:attempts"
+
+
+def event_key(event_id: str) -> str:
+    return f"{PREFIX}e:{event_id}"
+
+
+def day_key(integration: str, day: date) -> str:
+    return f"{STATS_PREFIX}{integration}:{day.isoformat()}"
+
+
+def last_key(integration: str) -> str:
+    return f"{STATS_PREFIX}{integration}:last"
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+def live_connection(core: Core) -> redis.Redis | None:
+    """The Redis the core's backend uses, if any; never starts the embedded default for it."""
+    if not getattr(core.backend, "started", True):
+        return None
+    found = getattr(core.backend, "connection", None)
+    return found if isinstance(found, redis.Redis) else None
+
+
+def delivery_record(request: Request, result: Result) -> dict[str, Any]:
+    return {
+        "delivery_id": result.delivery_id,
+        "integration": result.integration or request.integration,
+        "received_at": datetime.fromtimestamp(result.received_at, UTC).isoformat(),
+        "status": result.status,
+        "error": result.error,
+        "reason": result.reason,
+        "replayed": request.replayed,
+        "duration_ms": _ms(result.seconds),
+        "events": [[e.name, e.id] for e in result.events],
+        "inline": [
+            {
+                "handler": r.handler,
+                "event_id": r.event_id,
+                "outcome": "ok" if r.ok else ("timeout" if r.error == "timeout" else "failed"),
+                "error": r.error,
+                "duration_ms": _ms(r.seconds),
+            }
+            for r in result.results
+        ],
+        "queued": result.queued,
+        "stored": result.stored,
+        "secret_index": result.secret_index,
+    }
+
+
+class TraceWriter:
+    """The ``delivery_finished`` receiver of a web process: queue now, write in the background."""
+
+    def __init__(self, settings_ttl: int, connection: Callable[[], redis.Redis | None]) -> None:
+        self.ttl = settings_ttl
+        self.connection = connection
+        self._pending: deque[tuple[Request, Result]] = deque(maxlen=MAX_PENDING)
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def for_core(cls, core: Core) -> TraceWriter:
+        return cls(core.settings.trace_ttl, lambda: live_connection(core))
+
+    def __call__(self, sender: Any, request: Request, result: Result, **_: Any) -> None:
+        if result.integration is None:
+            return  # unknown integration: nobody's stats, nobody's trace
+        self._pending.append((request, result))
+        if self._thread is None:
+            self._start()
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="receiver-trace", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(FLUSH_EVERY)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception:  # never let tracing take anything down
+                log.exception("trace writer failed; carrying on")
+
+    def flush(self) -> int:
+        """Write what is queued; return how many requests were written."""
+        if not self._pending:
+            return 0
+        try:
+            connection = self.connection()
+        except (redis.RedisError, OSError) as exc:
+            log.debug("trace not written yet: %s", exc)
+            return 0
+        if connection is None:
+            self._pending.clear()
+            return 0
+        batch = [self._pending.popleft() for _ in range(len(self._pending))]
+        pipe = connection.pipeline(transaction=False)
+        for request, result in batch:
+            _write(pipe, request, result, self.ttl)
+        try:
+            pipe.execute()
+        except redis.RedisError as exc:
+            log.debug("trace not written (%s); kept for the next try", exc)
+            self._pending.extendleft(reversed(batch))
+            return 0
+        return len(batch)
+
+
+def _write(pipe: Any, request: Request, result: Result, ttl: int) -> None:
+    integration = result.integration or "default"
+    when = datetime.fromtimestamp(result.received_at, UTC)
+    last = last_key(integration)
+    if request.method != "POST":
+        pipe.hset(
+            last,
+            mapping={"handshake_at": when.isoformat(), "handshake_status": result.status},
+        )
+        return
+    day = day_key(integration, when.date())
+    if 200 <= result.status < 300 and result.events:
+        pipe.hincrby(day, result.events[0].topic, 1)
+    elif result.reason is not None:
+        pipe.hincrby(day, "!signature_failures", 1)
+    else:
+        pipe.hincrby(day, "!rejected", 1)
+    pipe.expire(day, (defaults.STATS_DAYS + 1) * 86400)
+    mapping: dict[str, Any] = {"at": when.isoformat(), "status": result.status}
+    if result.delivery_id:
+        mapping["delivery_id"] = result.delivery_id
+    if result.secret_index is not None:
+        mapping["secret_index"] = result.secret_index
+        mapping["secret_index_at"] = when.isoformat()
+    pipe.hset(last, mapping=mapping)
+    if result.delivery_id is None:
+        return
+    pipe.set(delivery_key(result.delivery_id), json.dumps(delivery_record(request, result)), ex=ttl)
+    for event in result.events:
+        key = event_key(event.id)
+        pipe.lpush(key, result.delivery_id)
+        pipe.ltrim(key, 0, EVENT_DELIVERIES - 1)
+        pipe.expire(key, ttl)
+
+
+def record_attempt(
+    connection: redis.Redis,
+    event: Event,
+    handler: str,
+    *,
+    attempt: int,
+    outcome: str,
+    error: str | None,
+    seconds: float,
+    ttl: int,
+) -> None:
+    """A worker's background attempt, appended to its delivery's trace (best effort)."""
+    entry = {
+        "handler": handler,
+        "event_id": event.id,
+        "attempt": attempt,
+        "outcome": outcome,
+        "error": error,
+        "at": datetime.now(UTC).isoformat(),
+        "duration_ms": _ms(seconds),
+    }
+    key = attempts_key(event.delivery_id)
+    try:
+        pipe = connection.pipeline(transaction=False)
+        pipe.rpush(key, json.dumps(entry))
+        pipe.expire(key, ttl)
+        pipe.execute()
+    except redis.RedisError as exc:
+        log.debug("attempt not traced: %s", exc)
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+def load(connection: redis.Redis, delivery_id: str) -> dict[str, Any] | None:
+    """A delivery's trace with its background attempts, or ``None`` once expired (or unknown)."""
+    raw = connection.get(delivery_key(delivery_id))
+    attempts = [json.loads(a) for a in connection.lrange(attempts_key(delivery_id), 0, -1)]
+    if raw is None and not attempts:
+        return None
+    trace: dict[str, Any] = json.loads(raw) if raw is not None else {"delivery_id": delivery_id}
+    trace["background"] = attempts
+    return trace
+
+
+def deliveries_of(connection: redis.Redis, event_id: str) -> list[str]:
+    """The deliveries that carried an event, newest first."""
+    return [_text(d) for d in connection.lrange(event_key(event_id), 0, -1)]
+
+
+def stats(
+    connection: redis.Redis, integrations: Iterable[str], days: int = defaults.STATS_DAYS
+) -> dict[str, dict[str, Any]]:
+    """Per integration: the ``last`` hash and ``{day: {topic: count}}`` for the last ``days``."""
+    today = datetime.now(UTC).date()
+    wanted = [today - timedelta(days=n) for n in range(days - 1, -1, -1)]
+    out: dict[str, dict[str, Any]] = {}
+    for name in integrations:
+        pipe = connection.pipeline(transaction=False)
+        pipe.hgetall(last_key(name))
+        for day in wanted:
+            pipe.hgetall(day_key(name, day))
+        last, *counts = pipe.execute()
+        out[name] = {
+            "last": {_text(k): _text(v) for k, v in last.items()},
+            "days": {
+                day.isoformat(): {_text(k): int(v) for k, v in c.items()}
+                for day, c in zip(wanted, counts, strict=True)
+            },
+        }
+    return out
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,271 @@
+"""Operating the receiver: readiness, metrics, JSON logs, traces, stats, signature diagnoses.
+
+The process-level cases run the Procfile's gunicorn (two workers) on a Redis
+of their own and stop that Redis to see readiness flip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import requests
+from flask import Flask
+from prometheus_client.parser import text_string_to_metric_families
+
+from receiver import Event, Router, create_app, trace
+from receiver.capture import capture_files, read_captures
+from receiver.signature import SHA1_HEADER, SHA256_HEADER, diagnose, sign
+from receiver.testing import RedisServer, free_port
+
+from .conftest import SECRET, base_config, payload, signed
+from .processes import ROOT, gunicorn_command, stop, wait_for_http, wait_until
+
+METRICS_TOKEN = "metrics-test-token"
+
+
+# --- why a signature failed --------------------------------------------------------------------
+
+BODY = b'{"object":"group","entry":[{"id":"1","changes":[{"field":"posts","value":{"link":"https:\\/\\/x.example\\/\\u00e9"}}]}]}'  # noqa: E501
+
+
+@pytest.mark.parametrize(
+    ("received", "headers", "code", "reason"),
+    [
+        (BODY, {}, "missing_signature", "missing"),
+        (BODY, {SHA1_HEADER: sign(BODY, SECRET, "sha1")}, "sha1_not_accepted", "sha1_not_accepted"),
+        (BODY, {SHA256_HEADER: "sha256=zz"}, "malformed_signature", "malformed"),
+        (
+            BODY,
+            {SHA256_HEADER: f"{sign(BODY, 'other')}, {sign(BODY, SECRET)}"},
+            "malformed_signature",
+            "header_mangled",
+        ),
+        (BODY, {SHA256_HEADER: f'"{sign(BODY, SECRET)}"'}, "malformed_signature", "header_mangled"),
+        # A proxy re-encoded the JSON: unescaped slashes and unicode, spaces after separators.
+        (
+            json.dumps(json.loads(BODY), ensure_ascii=False).encode(),
+            {SHA256_HEADER: sign(BODY, SECRET)},
+            "bad_signature",
+            "body_reencoded",
+        ),
+        (BODY + b"\n", {SHA256_HEADER: sign(BODY, SECRET)}, "bad_signature", "body_reencoded"),
+        (
+            BODY,
+            {SHA256_HEADER: sign(BODY, "rotated"), SHA1_HEADER: sign(BODY, SECRET, "sha1")},
+            "bad_signature",
+            "sha1_only",
+        ),
+        (BODY, {SHA256_HEADER: sign(BODY, "forged")}, "bad_signature", "no_secret_matches"),
+    ],
+)
+def test_signature_failures_say_why(
+    received: bytes, headers: dict[str, str], code: str, reason: str
+) -> None:
+    assert diagnose(headers, received, [SECRET], code) == reason
+
+
+@pytest.fixture
+def capturing(router: Router, redis_url: str, tmp_path: Path) -> Flask:
+    config = base_config(redis_url=redis_url, capture_dir=str(tmp_path / "captures"))
+    config["integrations"]["default"]["capture"] = True
+    return create_app(config, router=router)
+
+
+def test_the_reason_reaches_the_log_and_the_capture_but_not_the_client(
+    capturing: Flask, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="receiver")
+    body = payload("group__comments__add.json")
+    reencoded = json.dumps(json.loads(body), separators=(",", ":")).encode()
+    response = capturing.test_client().post("/webhook", data=reencoded, headers=signed(body))
+    assert response.status_code == 403
+    assert "reencoded" not in response.get_data(as_text=True)
+    [(_, record)] = list(read_captures(capture_files(tmp_path / "captures")))
+    assert (record["error"], record["reason"]) == ("bad_signature", "body_reencoded")
+    [line] = [r for r in caplog.records if getattr(r, "kind", None) == "delivery"]
+    assert line.reason == "body_reencoded" and line.status == 403  # type: ignore[attr-defined]
+
+
+# --- traces and stats, in-process on a real Redis ---------------------------------------------
+
+
+@pytest.fixture
+def traced(router: Router, redis_url: str) -> Flask:
+    router.connect("group.*", lambda event: None)
+    return create_app(base_config(redis_url=redis_url), router=router)
+
+
+def flush(app: Flask) -> None:
+    assert app.extensions["receiver.trace"].flush() >= 0
+
+
+def test_a_delivery_leaves_a_trace_findable_by_event(traced: Flask, redis_url: str) -> None:
+    body = payload("group__comments__add.json")
+    answer = traced.test_client().post("/webhook", data=body, headers=signed(body)).get_json()
+    flush(traced)
+    connection = redis.Redis.from_url(redis_url)
+    record = trace.load(connection, answer["delivery_id"])
+    assert record is not None
+    assert record["status"] == 200 and record["integration"] == "default"
+    [[name, event_id]] = record["events"]
+    assert name == "group.comments"
+    [inline] = record["inline"]
+    assert inline["outcome"] == "ok" and inline["event_id"] == event_id
+    assert trace.deliveries_of(connection, event_id) == [answer["delivery_id"]]
+
+
+def test_stats_count_deliveries_per_topic_and_day(traced: Flask, redis_url: str) -> None:
+    client = traced.test_client()
+    for name in ("group__comments__add.json", "group__posts__status_add.json"):
+        body = payload(name)
+        assert client.post("/webhook", data=body, headers=signed(body)).status_code == 200
+    body = payload("page__messages__text_workplace_bot.json")
+    client.post("/webhook", data=body, headers=signed(body))
+    client.post("/webhook", data=body, headers=signed(body, "forged"))
+    flush(traced)
+    [(name, stats)] = trace.stats(redis.Redis.from_url(redis_url), ["default"]).items()
+    today = max(stats["days"])
+    assert stats["days"][today] == {"group": 2, "page": 1, "!signature_failures": 1}
+    assert stats["last"]["status"] == "403" and stats["last"]["secret_index"] == "0"
+
+
+# --- real processes: readiness, metrics across workers, JSON logs -----------------------------
+
+
+@dataclass
+class Served:
+    url: str
+    log_path: Path
+    redis: RedisServer
+
+    def log_lines(self) -> list[str]:
+        return self.log_path.read_text().splitlines()
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("RECEIVER_")},
+        "REDIS_URL": server.url,
+        "RECEIVER_APP_SECRET": SECRET,
+        "RECEIVER_VERIFY_TOKEN": "token",
+        "RECEIVER_HANDLERS": "handlers.log_events",
+        "RECEIVER_METRICS_TOKEN": METRICS_TOKEN,
+        "RECEIVER_LOG_FORMAT": "json",
+        "RECEIVER_DATA_DIR": str(tmp_path / "data"),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path]),
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    port = free_port()
+    log_path = tmp_path / "gunicorn.log"
+    with open(log_path, "wb") as log_file:
+        web = subprocess.Popen(gunicorn_command(port), env=env, cwd=ROOT, stderr=log_file)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/healthz", web)
+        yield Served(f"http://127.0.0.1:{port}", log_path, server)
+    finally:
+        stop(web)
+        server.stop()
+
+
+def scrape(served: Served) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    response = requests.get(
+        f"{served.url}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=10
+    )
+    assert response.status_code == 200, response.text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def test_readyz_follows_redis(served: Served) -> None:
+    def ready() -> requests.Response:
+        return requests.get(f"{served.url}/readyz", timeout=10)
+
+    first = ready()
+    assert first.status_code == 200 and first.json()["status"] == "ready"
+    served.redis.stop()
+    # (a requests.Response is falsy when not 2xx: wait on its JSON)
+    down = wait_until(
+        lambda: (r := ready()).status_code == 503 and r.json(), what="/readyz to say 503"
+    )
+    assert down["status"] == "not_ready" and down["checks"]["redis"]["ok"] is False
+    assert requests.get(f"{served.url}/healthz", timeout=10).status_code == 200  # still alive
+    served.redis.start()
+    wait_until(lambda: ready().status_code == 200, what="/readyz to recover")
+
+
+def test_metrics_add_up_across_gunicorn_workers(served: Served) -> None:
+    assert requests.get(f"{served.url}/metrics", timeout=10).status_code == 401
+    body = payload("group__comments__add.json")
+    pids = set()
+    for _ in range(20):  # a fresh connection each: both workers take some
+        with requests.Session() as session:
+            response = session.post(f"{served.url}/webhook", data=body, headers=signed(body))
+            assert response.status_code == 200
+    requests.post(f"{served.url}/webhook", data=body, headers=signed(body, "forged"), timeout=10)
+    for line in served.log_lines():
+        if line.startswith("{") and '"kind": "delivery"' in line:
+            pids.add(json.loads(line)["process"])
+    assert len(pids) == 2, "both gunicorn workers should have answered"
+    samples = scrape(served)
+    integration = ("integration", "default")
+    assert samples[("receiver_deliveries_total", (integration, ("status", "200")))] == 20
+    assert samples[("receiver_deliveries_total", (integration, ("status", "403")))] == 1
+    reason = ("reason", "no_secret_matches")
+    assert samples[("receiver_signature_failures_total", (integration, reason))] == 1
+    name = ("name", "group.comments")
+    assert samples[("receiver_events_total", (integration, name))] == 20
+    handler = ("handler", "handlers.log_events:log_event@*")
+    inline_ok = (handler, ("mode", "inline"), ("outcome", "ok"))
+    assert samples[("receiver_handler_runs_total", inline_ok)] == 20
+    assert samples[("receiver_redis_up", ())] == 1
+    assert samples[("receiver_queue_pending_deliveries", (("queue", "receiver"),))] == 0
+
+
+def test_json_logs_carry_one_line_per_delivery(served: Served) -> None:
+    body = payload("group__comments__add.json")
+    answer = requests.post(f"{served.url}/webhook", data=body, headers=signed(body), timeout=10)
+    delivery_id = answer.json()["delivery_id"]
+    lines: list[dict[str, Any]] = []
+
+    def logged() -> bool:
+        lines[:] = [json.loads(line) for line in served.log_lines() if line.startswith("{")]
+        return any(line.get("delivery_id") == delivery_id for line in lines)
+
+    wait_until(logged, what="the delivery's log line")
+    [line] = [line for line in lines if line.get("delivery_id") == delivery_id]
+    assert line["kind"] == "delivery" and line["status"] == 200
+    assert line["events"] == {"group.comments": 1} and line["queued"] == 0
+    assert line["integration"] == "default" and line["duration_ms"] >= 0
+    assert line["level"] == "INFO" and line["name"] == "receiver"
+    assert SECRET not in served.log_path.read_text()
+
+
+def test_metrics_are_off_unless_a_token_is_set(router: Router) -> None:
+    app = create_app(base_config(), router=router)
+    assert app.test_client().get("/metrics").status_code == 404
+
+
+def test_event_names_and_handler_outcomes_count_in_process(router: Router) -> None:
+    seen: list[Event] = []
+    router.connect("*", seen.append)
+    app = create_app(base_config(metrics_token="t"), router=router)
+    body = payload("group__comments__add.json")
+    app.test_client().post("/webhook", data=body, headers=signed(body))
+    text = app.test_client().get("/metrics", headers={"Authorization": "Bearer t"}).text
+    assert 'receiver_events_total{integration="default",name="group.comments"}' in text
+    assert seen
