@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -374,12 +376,15 @@ def queues() -> None:
     from .ops import depths
 
     connection, names = _operator_view()
-    rows = [("QUEUE", "PENDING", "DRAINERS", "RQ JOBS", "RETRIES", "FAILED")]
+    rows = [("QUEUE", "PENDING", "OLDEST", "DRAINERS", "RQ JOBS", "RETRIES", "FAILED")]
+    now = time.time()
     for d in depths(connection, names):
+        oldest = f"{now - d.oldest_pending_at:.0f}s" if d.oldest_pending_at else "-"
         rows.append(
             (
                 d.queue,
                 str(d.pending_packets),
+                oldest,
                 str(d.drainers),
                 str(d.rq_jobs),
                 str(d.scheduled_retries),
@@ -387,6 +392,90 @@ def queues() -> None:
             )
         )
     _table(rows)
+
+
+@main.command("trace")
+@click.argument("delivery_id", required=False)
+@click.option("--event", "event_id", help="Find the deliveries that carried this event id.")
+@click.option("--json", "as_json", is_flag=True, help="Print the trace as JSON.")
+def trace_command(delivery_id: str | None, event_id: str | None, as_json: bool) -> None:
+    """What happened to a delivery: events, inline outcomes, background attempts."""
+    from . import trace
+
+    if (delivery_id is None) == (event_id is None):
+        raise click.UsageError("give a DELIVERY_ID, or --event EVENT_ID")
+    connection, _ = _operator_view()
+    ids = [delivery_id] if delivery_id else trace.deliveries_of(connection, str(event_id))
+    if not ids:
+        raise click.ClickException(
+            f"no delivery of event {event_id} is traced (traces last trace_ttl, 24 h by default)"
+        )
+    for found in ids:
+        record = trace.load(connection, found)
+        if record is None:
+            raise click.ClickException(
+                f"no trace of delivery {found} (unknown, or older than trace_ttl)"
+            )
+        click.echo(json.dumps(record, indent=2) if as_json else _trace_text(record))
+
+
+def _trace_text(record: dict[str, Any]) -> str:
+    lines = [
+        f"delivery {record.get('delivery_id')}  integration {record.get('integration', '?')}  "
+        f"received {record.get('received_at', '?')}  status {record.get('status', '?')}"
+        + (f" ({record['error']}: {record['reason']})" if record.get("reason") else "")
+        + (f" ({record['error']})" if record.get("error") and not record.get("reason") else "")
+    ]
+    if record.get("events"):
+        lines.append("events:")
+        lines += [f"  {name}  {event_id}" for name, event_id in record["events"]]
+    if record.get("inline"):
+        lines.append("inline handlers:")
+        for run in record["inline"]:
+            lines.append(
+                f"  {run['handler']}  {run['event_id']}  {run['outcome']}"
+                + (f" ({run['error']})" if run.get("error") else "")
+                + f"  {run['duration_ms']} ms"
+            )
+    if record.get("queued"):
+        lines.append(f"background ({record['queued']} queued, stored in {record.get('stored')}):")
+        if not record.get("background"):
+            lines.append("  no attempt recorded yet")
+        for run in record.get("background", []):
+            lines.append(
+                f"  attempt {run['attempt']}  {run['at']}  {run['handler']}  {run['event_id']}  "
+                f"{run['outcome']}"
+                + (f" ({run['error']})" if run.get("error") else "")
+                + f"  {run['duration_ms']} ms"
+            )
+    return "\n".join(lines)
+
+
+@main.command()
+@click.option("--days", default=7, show_default=True, type=click.IntRange(1, 7))
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def stats(days: int, as_json: bool) -> None:
+    """Per integration: last delivery and handshake, deliveries per day and topic."""
+    from . import trace
+
+    connection, _ = _operator_view()
+    figures = trace.stats(connection, sorted(load_settings().integrations), days)
+    if as_json:
+        click.echo(json.dumps(figures, indent=2))
+        return
+    for name, data in figures.items():
+        last = data["last"]
+        click.echo(
+            f"{name}: last delivery {last.get('at', 'never')}"
+            + (f" (status {last['status']})" if "status" in last else "")
+            + f"; last handshake {last.get('handshake_at', 'never')}"
+            + (f" (status {last['handshake_status']})" if "handshake_status" in last else "")
+        )
+        topics = sorted({t for counts in data["days"].values() for t in counts})
+        rows = [("DAY", *topics, "TOTAL")]
+        for day, counts in data["days"].items():
+            rows.append((day, *(str(counts.get(t, 0)) for t in topics), str(sum(counts.values()))))
+        _table([(*row, "") for row in rows])
 
 
 def _when(value: str | None) -> datetime | None:
@@ -625,7 +714,9 @@ def _subscription_options(func: F) -> F:
     for option in reversed(
         [
             click.option(
-                "--integration", "integration_name", metavar="NAME",
+                "--integration",
+                "integration_name",
+                metavar="NAME",
                 help="Integration whose app_id and app secret to use (default: the default one).",
             ),
             click.option(
@@ -694,10 +785,16 @@ def subscribe_list(integration_name: str | None = None, dry_run: bool = False) -
 @subscribe.command("add")
 @click.argument("object_name", metavar="OBJECT")
 @click.option("--fields", required=True, help="Comma-separated fields, e.g. messages,mention.")
-@click.option("--callback-url", required=True, help="Where Meta will POST, e.g. https://.../webhook.")
+@click.option(
+    "--callback-url", required=True, help="Where Meta will POST, e.g. https://.../webhook."
+)
 @click.option("--verify-token", help="Default: the integration's verify token.")
-@click.option("--check/--no-check", default=True, show_default=True,
-              help="First check that the callback URL answers the handshake.")
+@click.option(
+    "--check/--no-check",
+    default=True,
+    show_default=True,
+    help="First check that the callback URL answers the handshake.",
+)
 @click.option("--include-values/--no-include-values", default=True, show_default=True)
 @_subscription_options
 def subscribe_add(

@@ -269,3 +269,33 @@ def test_event_names_and_handler_outcomes_count_in_process(router: Router) -> No
     text = app.test_client().get("/metrics", headers={"Authorization": "Bearer t"}).text
     assert 'receiver_events_total{integration="default",name="group.comments"}' in text
     assert seen
+
+
+def test_trace_and_stats_commands(
+    traced: Flask, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from receiver.cli import main
+
+    body = payload("group__comments__add.json")
+    answer = traced.test_client().post("/webhook", data=body, headers=signed(body)).get_json()
+    flush(traced)
+    monkeypatch.setenv("RECEIVER_APP_SECRET", SECRET)
+    monkeypatch.setenv("RECEIVER_VERIFY_TOKEN", "token")
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    shown = CliRunner().invoke(main, ["trace", answer["delivery_id"]])
+    assert shown.exit_code == 0, shown.output
+    assert f"delivery {answer['delivery_id']}" in shown.output and "status 200" in shown.output
+    assert "group.comments" in shown.output and "  ok  " in shown.output
+    record = trace.load(redis.Redis.from_url(redis_url), answer["delivery_id"])
+    assert record is not None
+    event_id = record["events"][0][1]
+    by_event = CliRunner().invoke(main, ["trace", "--event", event_id, "--json"])
+    assert json.loads(by_event.output)["delivery_id"] == answer["delivery_id"]
+    missing = CliRunner().invoke(main, ["trace", "nope"])
+    assert missing.exit_code == 1 and "no trace of delivery nope" in missing.output
+    figures = CliRunner().invoke(main, ["stats"])
+    assert figures.exit_code == 0, figures.output
+    assert figures.output.startswith("default: last delivery ")
+    assert "group" in figures.output.splitlines()[1]
