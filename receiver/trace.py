@@ -37,6 +37,9 @@ MAX_PENDING = 10_000
 """Records held while Redis is away; older ones are dropped first."""
 EVENT_DELIVERIES = 20
 """Deliveries remembered per event id (redeliveries included)."""
+RECENT = 1000
+"""Most recent traced deliveries listed (``recent``), across integrations."""
+RECENT_KEY = f"{PREFIX}recent"
 
 
 def delivery_key(delivery_id: str) -> str:
@@ -190,6 +193,8 @@ def _write(pipe: Any, request: Request, result: Result, ttl: int) -> None:
     if result.delivery_id is None:
         return
     pipe.set(delivery_key(result.delivery_id), json.dumps(delivery_record(request, result)), ex=ttl)
+    pipe.lpush(RECENT_KEY, result.delivery_id)
+    pipe.ltrim(RECENT_KEY, 0, RECENT - 1)
     for event in result.events:
         key = event_key(event.id)
         pipe.lpush(key, result.delivery_id)
@@ -240,6 +245,15 @@ def load(connection: redis.Redis, delivery_id: str) -> dict[str, Any] | None:
     trace: dict[str, Any] = json.loads(raw) if raw is not None else {"delivery_id": delivery_id}
     trace["background"] = attempts
     return trace
+
+
+def recent(connection: redis.Redis, limit: int = 100) -> list[dict[str, Any]]:
+    """The newest traced deliveries first (those whose trace has not expired)."""
+    ids = [_text(d) for d in connection.lrange(RECENT_KEY, 0, max(0, limit - 1))]
+    if not ids:
+        return []
+    raws = connection.mget([delivery_key(d) for d in ids])
+    return [json.loads(raw) for raw in raws if raw is not None]
 
 
 def deliveries_of(connection: redis.Redis, event_id: str) -> list[str]:

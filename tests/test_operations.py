@@ -299,3 +299,16 @@ def test_trace_and_stats_commands(
     assert figures.exit_code == 0, figures.output
     assert figures.output.startswith("default: last delivery ")
     assert "group" in figures.output.splitlines()[1]
+
+
+def test_recent_deliveries_newest_first(traced: Flask, redis_url: str) -> None:
+    client = traced.test_client()
+    ids = []
+    for name in ("group__comments__add.json", "group__posts__status_add.json"):
+        body = payload(name)
+        ids.append(
+            client.post("/webhook", data=body, headers=signed(body)).get_json()["delivery_id"]
+        )
+    flush(traced)
+    listed = trace.recent(redis.Redis.from_url(redis_url), limit=10)
+    assert [r["delivery_id"] for r in listed] == ids[::-1]
