@@ -500,6 +500,8 @@ class RedisServer:
             try:
                 if client.ping():
                     return
+            except redis.AuthenticationError:
+                return  # up, and asking for the password ``extra_args`` set
             except redis.RedisError:
                 if time.monotonic() > deadline:
                     raise RuntimeError(

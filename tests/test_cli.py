@@ -299,3 +299,19 @@ def test_sign_with_a_secret_needs_no_integration(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     headers = dict(line.split(": ", 1) for line in result.stdout.strip().splitlines())
     assert verify(headers, body.read_bytes(), ["k"]) == 0
+
+
+def test_wrong_redis_password_is_one_line_and_masked(
+    tmp_path: Path, worker_env: dict[str, str]
+) -> None:
+    from receiver.testing import RedisServer
+
+    server = RedisServer(tmp_path / "redis", extra_args=["--requirepass", "right-one"])
+    server.start()
+    try:
+        url = server.url.replace("redis://", "redis://:wrong-one@")
+        for args in (["queues"], ["check"]):
+            line = _one_error_line(_run({**worker_env, "REDIS_URL": url}, *args))
+            assert "refused the credentials" in line and "wrong-one" not in line, line
+    finally:
+        server.stop()
