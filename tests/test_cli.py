@@ -281,6 +281,22 @@ def test_embedded_warning_is_printed_once_per_command(
         EmbeddedRedis(data).stop()
 
 
+def test_embedded_warning_once_however_often_a_process_reaches_for_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from receiver.embedded import EmbeddedRedis
+
+    data = tmp_path / "d"
+    try:
+        with caplog.at_level("WARNING", logger="receiver.embedded"):
+            urls = {EmbeddedRedis(data).ensure_running() for _ in range(3)}
+        assert len(urls) == 1
+        warnings = [r for r in caplog.records if "embedded Redis at" in r.getMessage()]
+        assert len(warnings) == 1
+    finally:
+        EmbeddedRedis(data).stop()
+
+
 # --- commands that need no verify token, or no integration at all ---
 
 
