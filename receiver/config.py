@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+from redis.connection import parse_url
 
 from . import defaults
 from .errors import ConfigError
@@ -423,6 +426,19 @@ def _check_redis_url(url: str | None) -> None:
             "rediss:// (TLS), unix:///path/redis.sock or redis+sentinel://host:26379/service, "
             "or unset it for the embedded Redis"
         )
+    try:
+        if scheme.lower() == "redis+sentinel":
+            hosts = urlsplit(url).netloc.rsplit("@", 1)[-1].split(",")
+            for host in hosts:
+                port = host.rpartition(":")[2] if ":" in host else "26379"
+                if not port.isdigit() or not 0 < int(port) < 65536:
+                    raise ValueError(f"port {port!r} of a Sentinel is not a port number")
+        else:
+            parse_url(url)  # type: ignore[no-untyped-call]
+    except ValueError as exc:  # the message names the part, never the password
+        raise ConfigError(
+            f"REDIS_URL (or redis_url) cannot be read: {exc}; e.g. redis://:password@host:6379/0"
+        ) from None
 
 
 def _secret(value: Any, where: str, env: Mapping[str, str]) -> str:

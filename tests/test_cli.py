@@ -189,6 +189,12 @@ def test_wrong_url_scheme_is_one_line_for_every_command(worker_env: dict[str, st
         assert "hunter2" not in line
 
 
+def test_unreadable_redis_url_is_one_line(worker_env: dict[str, str]) -> None:
+    for url in ("redis://:hunter2@127.0.0.1:abc/0", "redis+sentinel://:hunter2@h1:x/mymaster"):
+        line = _one_error_line(_run({**worker_env, "REDIS_URL": url}, "queues"))
+        assert "REDIS_URL (or redis_url) cannot be read" in line and "hunter2" not in line
+
+
 def test_redis_password_is_masked_in_the_error(worker_env: dict[str, str]) -> None:
     env = {**worker_env, "REDIS_URL": f"redis://:hunter2@127.0.0.1:{_closed_port()}/0"}
     line = _one_error_line(_run(env, "queues"))
