@@ -133,6 +133,7 @@ def test_spool_and_queues_commands(tmp_path: Path, worker_env: dict[str, str]) -
         assert lines[0].split() == [
             "QUEUE",
             "PENDING",
+            "OLDEST",
             "DRAINERS",
             "RQ",
             "JOBS",
