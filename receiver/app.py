@@ -96,6 +96,7 @@ def create_app(
     environment still applies on top. Without ``REDIS_URL``, background work
     goes to an embedded Redis started on first need, with a worker beside it.
     """
+    from . import admin
     from .web import blueprint, register_error_handlers
     from .wsgi import CallbackMiddleware
 
@@ -107,6 +108,7 @@ def create_app(
     app = Flask("receiver")
     app.extensions["receiver"] = core
     app.extensions["receiver.trace"] = trace_writer
+    admin.install(app, core)  # /admin/, only with admin_password set; behind the callback adapter
     app.wsgi_app = CallbackMiddleware(app.wsgi_app, core)  # type: ignore[method-assign]
     app.register_blueprint(blueprint)
     register_error_handlers(app)

@@ -25,6 +25,8 @@ from .errors import ConfigError
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+_PASSWORD_HASHES = ("scrypt:", "pbkdf2:")
+"""Prefixes of werkzeug password hashes, accepted as ``admin_password`` instead of the password."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,8 @@ class Settings:
     """Bearer token ``/metrics`` asks for; without it (and without ``metrics_bind``) no metrics."""
     metrics_bind: str | None = None
     """``host:port`` where the gunicorn master serves metrics privately (no token asked)."""
+    admin_password: str | None = field(default=None, repr=False)
+    """Turns the ``/admin/`` dashboard on: a password, or its werkzeug hash (``scrypt:...``)."""
     trace_ttl: int = defaults.TRACE_TTL
     ready_max_spool: int = defaults.READY_MAX_SPOOL
     capture_dir: str | None = None
@@ -127,6 +131,7 @@ _RECEIVER_KEYS: dict[str, type] = {
     "secret_key": str,
     "metrics_token": object,  # a string, { env = "VAR" } or { file = "path" }
     "metrics_bind": str,
+    "admin_password": object,  # a string or hash, { env = "VAR" } or { file = "path" }
     "trace_ttl": int,
     "ready_max_spool": int,
     "capture_dir": str,
@@ -228,6 +233,13 @@ def _build(
         values["metrics_token"] = metrics_token
     if "metrics_token" in values:
         values["metrics_token"] = _secret(values["metrics_token"], "[receiver].metrics_token", env)
+    admin_password = _env_secret(env, "RECEIVER_ADMIN_PASSWORD")
+    if admin_password is not None:
+        values["admin_password"] = admin_password
+    if "admin_password" in values:
+        values["admin_password"] = _secret(
+            values["admin_password"], "[receiver].admin_password", env
+        )
 
     integrations: dict[str, Integration] = {}
     for name, table in raw_integrations.items():
@@ -367,6 +379,12 @@ def _validate(settings: Settings, require_integrations: bool = True) -> None:
     if settings.metrics_bind is not None and not re.fullmatch(r".+:\d{1,5}", settings.metrics_bind):
         raise ConfigError(
             f"metrics_bind={settings.metrics_bind!r} must be host:port, e.g. 127.0.0.1:9108"
+        )
+    password = settings.admin_password
+    if password is not None and not password.startswith(_PASSWORD_HASHES) and len(password) < 12:
+        raise ConfigError(
+            "admin_password must be at least 12 characters (or a werkzeug hash, scrypt:...); "
+            "it guards replay, requeue and switching integrations off"
         )
     if settings.trusted_proxies < 0:
         raise ConfigError("trusted_proxies must be 0 (no proxy) or the number of proxies in front")

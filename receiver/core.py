@@ -164,6 +164,8 @@ class Core:
         self.router = router
         self.backend = backend
         self.capture = capture
+        self.switched_off: Callable[[str], bool] | None = None
+        """Set with the admin dashboard on (``receiver.switches``): true for those turned off."""
         self._answer_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="receiver-answer")
 
     def handle(self, request: Request) -> Result:
@@ -224,6 +226,13 @@ class Core:
                 f"integration {integration.name!r} is disabled; enable it in the config to accept "
                 "its deliveries",
                 code="integration_disabled",
+                status=403,
+            )
+        if self.switched_off is not None and self.switched_off(integration.name):
+            raise TargetRejected(
+                f"integration {integration.name!r} is switched off in the admin dashboard; "
+                "switch it on there to accept its deliveries",
+                code="integration_switched_off",
                 status=403,
             )
         return integration

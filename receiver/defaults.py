@@ -86,6 +86,18 @@ STATS_DAYS = 7
 READY_MAX_SPOOL = 1000
 """Spooled deliveries above which ``/readyz`` answers 503 (Redis has been away too long)."""
 
+ADMIN_SESSION_TTL = 8 * 3600
+"""Seconds an admin dashboard login lasts before the password is asked again."""
+
+ADMIN_LOGIN_FAILURES = 5
+"""Failed admin logins allowed per client address within ``ADMIN_LOGIN_WINDOW``; then 429."""
+
+ADMIN_LOGIN_WINDOW = 15 * 60
+"""Seconds over which failed admin logins are counted."""
+
+SWITCH_REFRESH = 1.0
+"""Seconds between two reads of the dashboard's integration switches by each web process."""
+
 META_CLIENT_CERT_SUBJECT = "client.webhooks.fbclientcerts.com"
 """Common name of the client certificate Meta's webhook servers present over mutual TLS."""
 

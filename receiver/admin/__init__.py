@@ -1,0 +1,140 @@
+"""The admin dashboard under ``/admin/``: off unless ``admin_password`` is set.
+
+``install`` is all ``create_app`` calls. It registers the blueprint (server-
+rendered pages, no JavaScript of ours), gives the core the integration
+switches, and mounts rq-dashboard, unchanged, at ``/admin/rq`` behind the
+same login. The callback paths never pass through any of this: the WSGI
+adapter answering them sits in front.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from flask import Flask
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
+from werkzeug.wrappers import Request as WsgiRequest
+from werkzeug.wrappers import Response as WsgiResponse
+
+from ..core import Core
+from ..embedded import EmbeddedRedis
+from ..switches import Switches
+from ..trace import live_connection
+from .auth import COOKIE, Gate
+
+RQ_MOUNT = "/admin/rq"
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+@dataclass
+class Admin:
+    """What the views share, kept in ``app.extensions["receiver.admin"]``."""
+
+    gate: Gate
+    switches: Switches
+
+
+def install(app: Flask, core: Core) -> bool:
+    """Turn the dashboard on when a password is configured; say whether it is on."""
+    if not core.settings.admin_password:
+        return False
+    from .views import blueprint
+
+    gate = Gate(core.settings)
+    switches = Switches(_switch_connection(core))
+    core.switched_off = switches
+    app.extensions["receiver.admin"] = Admin(gate, switches)
+    app.register_blueprint(blueprint)
+    app.wsgi_app = DispatcherMiddleware(  # type: ignore[method-assign]
+        app.wsgi_app, {RQ_MOUNT: RQMount(gate, redis_url(core))}
+    )
+    return True
+
+
+def redis_url(core: Core) -> str:
+    return core.settings.redis_url or EmbeddedRedis(core.settings.data_dir).url
+
+
+def _switch_connection(core: Core) -> Callable[[], redis.Redis | None]:
+    """The core's Redis once in use; with the embedded default, its server once running."""
+    cached: list[redis.Redis] = []
+
+    def connection() -> redis.Redis | None:
+        found = live_connection(core)
+        if found is not None or core.settings.redis_url is not None:
+            return found
+        if not cached:
+            embedded = EmbeddedRedis(core.settings.data_dir)
+            if not embedded.running():
+                return None
+            cached.append(redis.Redis.from_url(embedded.url, socket_timeout=1))
+        return cached[0]
+
+    return connection
+
+
+class RQMount:
+    """rq-dashboard as it ships, behind the dashboard's login.
+
+    Reading needs a session; changing anything (rq-dashboard's own POSTs)
+    also needs the request to come from this site (``Origin``/``Referer``),
+    since its forms carry no CSRF token of ours. The session cookie is
+    SameSite=Strict as well.
+    """
+
+    def __init__(self, gate: Gate, url: str) -> None:
+        self.gate = gate
+        self.url = url
+        self._app: Flask | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        request = WsgiRequest(environ)
+        if self.gate.session(request.cookies.get(COOKIE)) is None:
+            target = f"/admin/login?next={RQ_MOUNT}/"
+            response = WsgiResponse(status=303, headers={"Location": target})
+            return response(environ, start_response)
+        if request.method not in ("GET", "HEAD") and not _same_origin(request):
+            response = WsgiResponse(
+                "refused: changes must come from this dashboard's own pages",
+                status=403,
+                content_type="text/plain",
+            )
+            return response(environ, start_response)
+        return self._dashboard()(environ, start_response)
+
+    def _dashboard(self) -> Flask:
+        if self._app is None:
+            with self._lock:
+                if self._app is None:
+                    self._app = _make_rq_dashboard(self.url)
+        return self._app
+
+
+def _same_origin(request: WsgiRequest) -> bool:
+    from urllib.parse import urlsplit
+
+    source = request.headers.get("Origin") or request.headers.get("Referer") or ""
+    return bool(source) and urlsplit(source).netloc == request.host
+
+
+def _make_rq_dashboard(url: str) -> Flask:
+    import rq_dashboard
+    from rq.serializers import JSONSerializer
+    from rq_dashboard import web as rq_web
+
+    rq_web.config.serializer = JSONSerializer  # our jobs are JSON, not pickles
+    app = Flask("receiver.rq_dashboard")
+    app.config.from_object(rq_dashboard.default_settings)
+    app.config["RQ_DASHBOARD_REDIS_URL"] = url
+    app.register_blueprint(rq_dashboard.blueprint)
+    rq_web.setup_rq_connection(app)
+    return app
+
+
+__all__ = ["Admin", "install"]

@@ -1,0 +1,159 @@
+"""Who may use the admin dashboard: the password, the session cookie, CSRF tokens, login limits.
+
+No Flask here, so the rq-dashboard mount (plain WSGI) checks the same cookie.
+The configured password is kept only as a werkzeug hash (scrypt) and checked
+in constant time; the session is an itsdangerous token, time-limited, that
+names a random session id; each form carries an HMAC of that id (the CSRF
+token). Changing the password signs everyone out: the cookie key derives
+from it (or from ``secret_key`` when one is set).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import redis
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from .. import defaults
+from ..config import Settings
+
+log = logging.getLogger("receiver.admin")
+
+COOKIE = "receiver_admin"
+COOKIE_PATH = "/admin"
+CSRF_FIELD = "csrf_token"
+FAILURES_PREFIX = "receiver:admin:login-failures:"
+"""Per client address (and ``*`` for all of them): failed logins in the current window."""
+EVERYONE = "*"
+EVERYONE_FACTOR = 10
+"""Failed logins from all addresses together allowed per window, as a multiple of one's."""
+
+
+@dataclass(frozen=True)
+class Session:
+    sid: str
+    csrf: str
+
+
+class Gate:
+    """Checks passwords, issues and reads session cookies, counts failed logins."""
+
+    def __init__(self, settings: Settings) -> None:
+        configured = settings.admin_password
+        if not configured:
+            raise ValueError("the admin dashboard needs admin_password")
+        self._hash = (
+            configured
+            if configured.startswith(("scrypt:", "pbkdf2:"))
+            else generate_password_hash(configured)
+        )
+        key_source = settings.secret_key or configured
+        key = hmac.new(key_source.encode(), b"receiver admin session", hashlib.sha256).digest()
+        self._serializer = URLSafeTimedSerializer(key, salt="receiver-admin")
+        self._csrf_key = hmac.new(key, b"csrf", hashlib.sha256).digest()
+        self.max_age = defaults.ADMIN_SESSION_TTL
+        self.trusted_proxies = settings.trusted_proxies
+        self._memory_failures: dict[str, list[float]] = {}
+
+    # --- password and session ---------------------------------------------------------------
+
+    def password_ok(self, given: str) -> bool:
+        return bool(given) and check_password_hash(self._hash, given)
+
+    def new_cookie(self) -> str:
+        return str(self._serializer.dumps({"sid": secrets.token_urlsafe(16)}))
+
+    def session(self, cookie: str | None) -> Session | None:
+        """The session a cookie names, or ``None`` (absent, forged, or older than ``max_age``)."""
+        if not cookie:
+            return None
+        try:
+            data = self._serializer.loads(cookie, max_age=self.max_age)
+        except BadSignature:
+            return None
+        sid = data.get("sid") if isinstance(data, dict) else None
+        if not isinstance(sid, str):
+            return None
+        return Session(sid=sid, csrf=self._csrf(sid))
+
+    def csrf_ok(self, session: Session, given: str | None) -> bool:
+        return bool(given) and hmac.compare_digest(session.csrf.encode(), (given or "").encode())
+
+    def _csrf(self, sid: str) -> str:
+        return hmac.new(self._csrf_key, sid.encode(), hashlib.sha256).hexdigest()
+
+    # --- where a request came from ------------------------------------------------------------
+
+    def client_address(self, remote_addr: str | None, headers: Mapping[str, str]) -> str:
+        """As the core judges ``allowed_networks``: the peer, or the trusted proxies' hop."""
+        if self.trusted_proxies:
+            chain = headers.get("X-Forwarded-For") or ""
+            forwarded = [h.strip() for h in chain.split(",") if h.strip()]
+            if len(forwarded) >= self.trusted_proxies:
+                return forwarded[-self.trusted_proxies]
+        return remote_addr or "unknown"
+
+    def is_https(self, scheme: str, headers: Mapping[str, str]) -> bool:
+        if scheme == "https":
+            return True
+        forwarded = (headers.get("X-Forwarded-Proto") or "").split(",")[-1].strip().lower()
+        return bool(self.trusted_proxies) and forwarded == "https"
+
+    # --- failed logins ------------------------------------------------------------------------
+
+    def blocked_for(self, connection: redis.Redis | None, address: str) -> int:
+        """Seconds until this address may try again (0: it may try now)."""
+        limits = {address: defaults.ADMIN_LOGIN_FAILURES}
+        limits[EVERYONE] = defaults.ADMIN_LOGIN_FAILURES * EVERYONE_FACTOR
+        if connection is None:
+            return self._memory_blocked(limits)
+        pipe = connection.pipeline(transaction=False)
+        for who in limits:
+            pipe.get(FAILURES_PREFIX + who)
+            pipe.ttl(FAILURES_PREFIX + who)
+        answers = pipe.execute()
+        wait = 0
+        for index, limit in enumerate(limits.values()):
+            count, ttl = answers[2 * index], answers[2 * index + 1]
+            if count is not None and int(count) >= limit:
+                wait = max(wait, int(ttl) if ttl and int(ttl) > 0 else 1)
+        return wait
+
+    def failed(self, connection: redis.Redis | None, address: str) -> None:
+        window = defaults.ADMIN_LOGIN_WINDOW
+        if connection is None:
+            now = time.monotonic()
+            for who in (address, EVERYONE):
+                self._memory_failures.setdefault(who, []).append(now)
+            return
+        pipe = connection.pipeline(transaction=False)
+        for who in (address, EVERYONE):
+            pipe.incr(FAILURES_PREFIX + who)
+            pipe.expire(FAILURES_PREFIX + who, window, nx=True)
+        pipe.execute()
+
+    def _memory_blocked(self, limits: dict[str, int]) -> int:
+        now = time.monotonic()
+        window = defaults.ADMIN_LOGIN_WINDOW
+        wait = 0
+        for who, limit in limits.items():
+            recent = [t for t in self._memory_failures.get(who, []) if now - t < window]
+            self._memory_failures[who] = recent
+            if len(recent) >= limit:
+                wait = max(wait, int(window - (now - recent[0])) + 1)
+        return wait
+
+
+def safe_next(path: str | None) -> str:
+    """Only paths under /admin/ on this host: a login link cannot send anyone elsewhere."""
+    if path and path.startswith("/admin/") and not path.startswith("//") and "\\" not in path:
+        return path
+    return "/admin/"

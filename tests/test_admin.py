@@ -1,0 +1,325 @@
+"""The admin dashboard through Flask's test client, on a real Redis: login, CSRF, switches,
+deliveries and their traces, replay, rq-dashboard behind the login, secrets never shown.
+
+The browser walk-through against gunicorn and a worker is ``test_admin_browser.py``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.security import generate_password_hash
+
+from receiver import Event, Router, create_app, trace
+from receiver.admin.data import fingerprint
+from receiver.config import load_settings
+from receiver.errors import ConfigError
+
+from .conftest import SECRET, TOKEN, base_config, payload, signed
+from .processes import wait_until
+
+PASSWORD = "correct horse battery"
+OLD_SECRET = "an-older-app-secret"
+
+
+def admin_config(redis_url: str, tmp_path: Path, **receiver: Any) -> dict[str, Any]:
+    config = base_config(
+        redis_url=redis_url,
+        admin_password=PASSWORD,
+        capture_dir=str(tmp_path / "captures"),
+        **receiver,
+    )
+    config["integrations"]["default"]["app_secrets"] = [SECRET, OLD_SECRET]
+    config["integrations"]["default"]["capture"] = True
+    config["integrations"]["hr-bot"] = {
+        "app_secrets": ["hr-secret"],
+        "verify_token": TOKEN,
+        "enabled": False,
+    }
+    return config
+
+
+@pytest.fixture
+def admin_app(router: Router, redis_url: str, tmp_path: Path) -> Flask:
+    return create_app(admin_config(redis_url, tmp_path), router=router)
+
+
+@pytest.fixture
+def browser(admin_app: Flask) -> FlaskClient:
+    """A client that has logged in."""
+    client = admin_app.test_client()
+    answer = client.post("/admin/login", data={"password": PASSWORD})
+    assert answer.status_code == 303, answer.text
+    return client
+
+
+def csrf(client: FlaskClient, path: str = "/admin/") -> str:
+    page = client.get(path).text
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert found, page
+    return found.group(1)
+
+
+def deliver(client: FlaskClient, name: str = "group__comments__add.json", secret: str = SECRET,
+            path: str = "/webhook") -> Any:
+    body = payload(name)
+    return client.post(path, data=body, headers=signed(body, secret))
+
+
+def flush_traces(app: Flask) -> None:
+    app.extensions["receiver.trace"].flush()
+
+
+def test_the_dashboard_is_off_without_a_password(app: Flask) -> None:
+    client = app.test_client()
+    assert client.get("/admin/").status_code == 404
+    assert client.get("/admin/login").status_code == 404
+    assert client.get("/admin/rq/").status_code == 404
+
+
+def test_pages_ask_for_a_login_first(admin_app: Flask) -> None:
+    client = admin_app.test_client()
+    for path in ("/admin/", "/admin/deliveries", "/admin/failed", "/admin/queues"):
+        answer = client.get(path)
+        assert answer.status_code == 303
+        assert answer.headers["Location"].startswith("/admin/login?next=/admin/")
+    assert client.get("/admin/rq/").headers["Location"] == "/admin/login?next=/admin/rq/"
+
+
+def test_a_wrong_password_is_refused_and_logged(
+    admin_app: Flask, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = admin_app.test_client()
+    answer = client.post("/admin/login", data={"password": "guess"})
+    assert answer.status_code == 401
+    assert "Wrong password." in answer.text and "guess" not in answer.text
+    assert "set-cookie" not in {k.lower() for k in answer.headers.keys()}
+    assert any("admin login failed" in r.getMessage() for r in caplog.records)
+    assert all("guess" not in r.getMessage() for r in caplog.records)
+    assert client.get("/admin/").status_code == 303
+
+
+def test_the_session_cookie_is_signed_http_only_strict_and_secure_over_https(
+    admin_app: Flask,
+) -> None:
+    client = admin_app.test_client()
+    answer = client.post("/admin/login", data={"password": PASSWORD, "next": "/admin/queues"})
+    assert answer.status_code == 303 and answer.headers["Location"] == "/admin/queues"
+    cookie = answer.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/admin" in cookie
+    assert "Secure" not in cookie  # plain http: a Secure cookie would never come back
+    over_tls = client.post(
+        "/admin/login", data={"password": PASSWORD}, base_url="https://receiver.example"
+    )
+    assert "Secure" in over_tls.headers["Set-Cookie"]
+    # A cookie that was tampered with is no session.
+    value = cookie.split(";")[0].split("=", 1)[1]
+    fresh = admin_app.test_client()
+    fresh.set_cookie("receiver_admin", value[:-2] + ("AA" if value[-2:] != "AA" else "BB"),
+                     path="/admin")
+    assert fresh.get("/admin/").status_code == 303
+    # Login links only lead inside the dashboard.
+    away = client.post("/admin/login", data={"password": PASSWORD, "next": "//evil.example/"})
+    assert away.headers["Location"] == "/admin/"
+
+
+def test_failed_logins_are_rate_limited(admin_app: Flask, redis_url: str) -> None:
+    client = admin_app.test_client()
+    for _ in range(5):
+        assert client.post("/admin/login", data={"password": "nope"}).status_code == 401
+    blocked = client.post("/admin/login", data={"password": PASSWORD})
+    assert blocked.status_code == 429 and "Too many failed logins" in blocked.text
+    # Counted in Redis: another web process refuses this address too.
+    other = create_app(admin_config(redis_url, Path("/nonexistent")), router=Router())
+    assert other.test_client().post("/admin/login", data={"password": PASSWORD}).status_code == 429
+    # Another address may still log in.
+    elsewhere = client.post(
+        "/admin/login", data={"password": PASSWORD}, environ_base={"REMOTE_ADDR": "10.9.8.7"}
+    )
+    assert elsewhere.status_code == 303
+
+
+def test_forms_without_their_csrf_token_are_refused(browser: FlaskClient) -> None:
+    answer = browser.post("/admin/integrations/default/switch", data={"on": "0"})
+    assert answer.status_code == 403 and "CSRF" in answer.text
+    wrong = browser.post(
+        "/admin/integrations/default/switch", data={"on": "0", "csrf_token": "0" * 64}
+    )
+    assert wrong.status_code == 403
+    assert 'data-testid="state-default">Enabled' in browser.get("/admin/").text
+    assert browser.post("/admin/failed/requeue", data={"all": "1"}).status_code == 403
+    assert browser.post("/admin/logout").status_code == 403
+
+
+def test_switching_an_integration_off_refuses_its_deliveries_in_every_process(
+    admin_app: Flask, browser: FlaskClient, redis_url: str, tmp_path: Path
+) -> None:
+    webhook = admin_app.test_client()
+    other_process = create_app(admin_config(redis_url, tmp_path), router=Router()).test_client()
+    assert deliver(webhook).status_code == 200
+    assert deliver(other_process).status_code == 200
+
+    token = csrf(browser)
+    answer = browser.post(
+        "/admin/integrations/default/switch", data={"on": "0", "csrf_token": token}
+    )
+    assert answer.status_code == 303
+    switched_at = time.monotonic()
+    wait_until(lambda: deliver(webhook).status_code == 403, 5, "the switch in this process")
+    refused = wait_until(
+        lambda: (r := deliver(other_process)).status_code == 403 and r, 5, "the other process"
+    )
+    assert time.monotonic() - switched_at < 3  # SWITCH_REFRESH is 1 s; generous bound
+    assert refused.get_json()["error"] == "integration_switched_off"
+    assert other_process.get("/webhook", query_string={
+        "hub.mode": "subscribe", "hub.verify_token": TOKEN, "hub.challenge": "c"
+    }).status_code == 403
+    page = browser.get("/admin/").text
+    assert 'data-testid="state-default">Switched off' in page
+
+    browser.post("/admin/integrations/default/switch", data={"on": "1", "csrf_token": token})
+    wait_until(lambda: deliver(other_process).status_code == 200, 5, "switched on again")
+
+
+def test_the_config_enabled_false_wins_over_the_dashboard(browser: FlaskClient) -> None:
+    page = browser.get("/admin/").text
+    assert 'data-testid="state-hr-bot">Disabled in the config' in page
+    assert 'data-testid="toggle-hr-bot"' not in page
+    answer = browser.post(
+        "/admin/integrations/hr-bot/switch", data={"on": "1", "csrf_token": csrf(browser)}
+    )
+    assert answer.status_code == 409
+    assert browser.post(
+        "/admin/integrations/nobody/switch", data={"on": "0", "csrf_token": csrf(browser)}
+    ).status_code == 404
+
+
+def test_integrations_page_shows_stats_and_fingerprints_never_secrets(
+    admin_app: Flask, browser: FlaskClient
+) -> None:
+    client = admin_app.test_client()
+    assert deliver(client, secret=OLD_SECRET).status_code == 200  # the older secret matched
+    body = payload("group__comments__add.json")
+    client.post("/webhook", data=body, headers=signed(body, "forged"))
+    client.get("/webhook", query_string={
+        "hub.mode": "subscribe", "hub.verify_token": TOKEN, "hub.challenge": "c"
+    })
+    flush_traces(admin_app)
+    page = browser.get("/admin/").text
+    for secret in (SECRET, OLD_SECRET, "hr-secret", TOKEN, PASSWORD):
+        assert secret not in page
+    assert fingerprint(SECRET) in page
+    assert re.search(fingerprint(OLD_SECRET) + r"</code> · <strong>matched the last", page)
+    section = page.split('data-testid="integration-default"')[1].split("</section>")[0]
+    assert "<dt>Signature failures, 7 days</dt><dd>1" in section
+    assert "<dt>Deliveries, 7 days</dt><dd>1<" in section
+    assert "answered (200)" in section
+    assert "http://localhost/webhook" in section
+    assert re.search(r"<rect [^>]*><title>\d{4}-\d\d-\d\d: group 1</title>", section)
+
+
+def test_deliveries_list_filters_and_opens_a_trace(
+    admin_app: Flask, browser: FlaskClient, router: Router
+) -> None:
+    def fails(event: Event) -> None:
+        raise RuntimeError("inline handler broke")
+
+    router.connect("group.posts", fails)
+    client = admin_app.test_client()
+    comment = deliver(client, "group__comments__add.json")
+    post = deliver(client, "group__posts__status_add.json")
+    assert comment.status_code == post.status_code == 200
+    flush_traces(admin_app)
+    connection = redis.Redis.from_url(admin_app.extensions["receiver"].settings.redis_url)
+    ids = [r["delivery_id"] for r in trace.recent(connection, 2)]
+    newest, older = ids
+
+    listing = browser.get("/admin/deliveries").text
+    assert f'data-testid="delivery-{newest}"' in listing
+    assert f'data-testid="delivery-{older}"' in listing
+    failed_only = browser.get("/admin/deliveries?status=handler_failed").text
+    assert f"delivery-{newest}" in failed_only and f"delivery-{older}" not in failed_only
+    assert f"delivery-{newest}" not in browser.get("/admin/deliveries?integration=hr-bot").text
+
+    trace_page = browser.get(f"/admin/deliveries/{newest}").text
+    assert "group.posts" in trace_page and "RuntimeError" in trace_page
+    assert "no: live" in trace_page
+    assert browser.get("/admin/deliveries/nothing-here").status_code == 404
+
+
+def test_a_captured_delivery_replays_marked_as_a_replay(
+    admin_app: Flask, browser: FlaskClient, seen: list[Event]
+) -> None:
+    client = admin_app.test_client()
+    assert deliver(client).status_code == 200
+    flush_traces(admin_app)
+    connection = redis.Redis.from_url(admin_app.extensions["receiver"].settings.redis_url)
+    [original] = trace.recent(connection, 1)
+    page = browser.get(f"/admin/deliveries/{original['delivery_id']}").text
+    assert 'data-testid="replay"' in page
+    answer = browser.post(
+        f"/admin/deliveries/{original['delivery_id']}/replay",
+        data={"csrf_token": csrf(browser)},
+    )
+    assert answer.status_code == 303
+    replayed_id = answer.headers["Location"].rsplit("/", 1)[1]
+    assert replayed_id != original["delivery_id"]
+    replayed_page = browser.get(answer.headers["Location"]).text
+    assert "yes: a replayed delivery" in replayed_page
+    assert [e.replayed for e in seen] == [False, True]
+    assert seen[0].id == seen[1].id  # the same event, delivered again
+
+
+def test_rq_dashboard_is_mounted_behind_the_login(browser: FlaskClient) -> None:
+    page = browser.get("/admin/rq/")
+    assert page.status_code == 200 and "RQ" in page.text
+    assert browser.get("/admin/rq/0/data/queues.json").status_code == 200
+    # rq-dashboard's own changes must come from this site.
+    assert browser.post("/admin/rq/requeue/receiver").status_code == 403
+    same_site = browser.post(
+        "/admin/rq/requeue/receiver", headers={"Origin": "http://localhost"}
+    )
+    assert same_site.status_code == 200
+
+
+def test_queues_page_lists_the_default_queue(browser: FlaskClient) -> None:
+    page = browser.get("/admin/queues").text
+    assert 'data-testid="queue-receiver"' in page
+
+
+def test_pages_are_never_cached_or_framed(browser: FlaskClient) -> None:
+    answer = browser.get("/admin/")
+    assert answer.headers["Cache-Control"] == "no-store"
+    assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"]
+    assert answer.headers["X-Frame-Options"] == "DENY"
+
+
+def test_admin_password_from_env_file_or_as_a_hash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, router: Router, redis_url: str
+) -> None:
+    base = base_config(redis_url=redis_url)
+    (tmp_path / "pw").write_text(PASSWORD + "\n")
+    assert load_settings({**base, "receiver": {"admin_password": {"file": str(tmp_path / "pw")}}
+                          }).admin_password == PASSWORD
+    monkeypatch.setenv("ADMIN_PW", PASSWORD)
+    assert load_settings({**base, "receiver": {"admin_password": {"env": "ADMIN_PW"}}}
+                         ).admin_password == PASSWORD
+    monkeypatch.setenv("RECEIVER_ADMIN_PASSWORD", PASSWORD)
+    assert load_settings(base).admin_password == PASSWORD
+    monkeypatch.delenv("RECEIVER_ADMIN_PASSWORD")
+    with pytest.raises(ConfigError, match="at least 12 characters"):
+        load_settings({**base, "receiver": {"admin_password": "short"}})
+    hashed = generate_password_hash(PASSWORD)
+    app = create_app({**base, "receiver": {"redis_url": redis_url, "admin_password": hashed}},
+                     router=router)
+    client = app.test_client()
+    assert client.post("/admin/login", data={"password": hashed}).status_code == 401
+    assert client.post("/admin/login", data={"password": PASSWORD}).status_code == 303
+    assert PASSWORD not in repr(load_settings({**base, "receiver": {"admin_password": PASSWORD}}))
