@@ -8,6 +8,7 @@ Answers are never cached and never framed.
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -113,6 +114,20 @@ def security_headers(response: Response) -> AnyResponse:
 def template_globals() -> dict[str, Any]:
     session = getattr(g, "admin_session", None)
     return {"csrf_token": session.csrf if session else "", "csrf_field": CSRF_FIELD}
+
+
+@blueprint.app_template_filter("when")
+def when(value: str | None) -> str:
+    """ISO 8601 (any offset) as ``2026-11-27 10:00:01 UTC``; empty stays empty."""
+    if not value:
+        return ""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _address() -> str:
