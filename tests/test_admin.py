@@ -21,6 +21,7 @@ from receiver import Event, Router, create_app, trace
 from receiver.admin.data import fingerprint
 from receiver.config import load_settings
 from receiver.errors import ConfigError
+from receiver.switches import Switches, switch
 
 from .conftest import SECRET, TOKEN, base_config, payload, signed
 from .processes import wait_until
@@ -280,6 +281,11 @@ def test_a_captured_delivery_replays_marked_as_a_replay(
 def test_rq_dashboard_is_mounted_behind_the_login(browser: FlaskClient) -> None:
     page = browser.get("/admin/rq/")
     assert page.status_code == 200 and "RQ" in page.text
+    assets = re.findall(r'(?:href|src)="(/admin/rq/[^"]+\.(?:css|js|ico))"', page.text)
+    assert len(assets) >= 5, assets
+    for asset in assets:
+        with browser.get(asset) as answer:
+            assert answer.status_code == 200 and answer.data, asset
     assert browser.get("/admin/rq/0/data/queues.json").status_code == 200
     # rq-dashboard's own changes must come from this site.
     assert browser.post("/admin/rq/requeue/receiver").status_code == 403
@@ -323,3 +329,23 @@ def test_admin_password_from_env_file_or_as_a_hash(
     assert client.post("/admin/login", data={"password": hashed}).status_code == 401
     assert client.post("/admin/login", data={"password": PASSWORD}).status_code == 303
     assert PASSWORD not in repr(load_settings({**base, "receiver": {"admin_password": PASSWORD}}))
+
+
+def test_switches_are_read_in_the_background_not_per_request(redis_url: str) -> None:
+    connection = redis.Redis.from_url(redis_url)
+    reads: list[float] = []
+
+    def counted() -> redis.Redis:
+        reads.append(time.monotonic())
+        return connection
+
+    switches_ = Switches(counted, every=0.2)
+    switch(connection, "default", on=False)
+    wait_until(lambda: switches_("default"), 5, "the first background read")
+    before, started = len(reads), time.monotonic()
+    for _ in range(10_000):  # as many requests as you like: no Redis round trip each
+        assert switches_("default")
+    elapsed = time.monotonic() - started
+    assert len(reads) - before <= 1 + elapsed / 0.2  # only the timer's reads
+    switch(connection, "default", on=True)
+    wait_until(lambda: not switches_("default"), 5, "the next background read")

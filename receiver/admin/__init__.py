@@ -129,7 +129,9 @@ def _make_rq_dashboard(url: str) -> Flask:
     from rq_dashboard import web as rq_web
 
     rq_web.config.serializer = JSONSerializer  # our jobs are JSON, not pickles
-    app = Flask("receiver.rq_dashboard")
+    # Rooted in rq_dashboard's package, as its own CLI app is: its pages load their
+    # scripts and styles from the app's static folder and the blueprint's alike.
+    app = Flask(rq_dashboard.__name__)
     app.config.from_object(rq_dashboard.default_settings)
     app.config["RQ_DASHBOARD_REDIS_URL"] = url
     app.register_blueprint(rq_dashboard.blueprint)

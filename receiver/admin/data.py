@@ -19,7 +19,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from .. import drain, ops, switches, trace
-from ..capture import capture_files, read_captures
+from ..capture import CaptureJournal, capture_files, read_captures
 from ..config import Integration, Settings
 from ..routing import Router
 
@@ -212,16 +212,18 @@ def _status_matches(record: Mapping[str, Any], wanted: str) -> bool:
     return wanted.isdigit() and code == int(wanted)
 
 
-def find_capture(settings: Settings, record: Mapping[str, Any]) -> dict[str, Any] | None:
+def find_capture(
+    journal: CaptureJournal | None, record: Mapping[str, Any]
+) -> dict[str, Any] | None:
     """The captured request of a traced delivery: only the files of its day are read."""
-    from ..app import capture_folder
-
+    if journal is None:
+        return None  # nothing is captured here
     delivery_id = record.get("delivery_id")
     received = record.get("received_at")
     if not delivery_id or not received:
         return None
     day = datetime.fromisoformat(received).astimezone(UTC).strftime("%Y%m%d")
-    files = [p for p in capture_files(capture_folder(settings)) if f"-{day}-" in p.name]
+    files = [p for p in capture_files(journal.folder) if f"-{day}-" in p.name]
     for _, captured in read_captures(files):
         if captured.get("delivery_id") == delivery_id:
             return captured

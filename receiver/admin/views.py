@@ -263,7 +263,7 @@ def delivery(delivery_id: str) -> AnyResponse:
     if integration is not None and isinstance(secret_index, int):
         if secret_index < len(integration.app_secrets):
             fingerprint = data.fingerprint(integration.app_secrets[secret_index])
-    captured = data.find_capture(_core().settings, record)
+    captured = data.find_capture(_core().capture, record)
     event_ids = [event_id for _, event_id in record.get("events") or []]
     others = {
         event_id: [d for d in trace.deliveries_of(connection, event_id) if d != delivery_id]
@@ -286,7 +286,7 @@ def replay(delivery_id: str) -> AnyResponse:
     core = _core()
     connection = _connection()
     record = trace.load(connection, delivery_id) if connection is not None else None
-    captured = data.find_capture(core.settings, record) if record else None
+    captured = data.find_capture(core.capture, record) if record else None
     body = record_body(captured) if captured else None
     integration = core.settings.integration(record.get("integration") if record else None)
     if captured is None or body is None or integration is None:
