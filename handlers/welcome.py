@@ -22,7 +22,8 @@ WELCOME_POST_ID = os.environ.get("WELCOME_POST_ID") or None
 @on("group.membership", verb="add", background=True)
 def welcome_new_member(event: Event) -> dict[str, Any] | None:
     value = event.value if isinstance(event.value, dict) else {}
-    member = value.get("member") or {}
+    member = value.get("member")
+    member = member if isinstance(member, dict) else {}
     group_id = event.entry_id
     text = MESSAGE.format(name=member.get("name") or "there")
     if event.replayed or not group_id or not graph.configured(event.integration):

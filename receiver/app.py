@@ -76,6 +76,7 @@ def capture_journal(settings: Settings) -> CaptureJournal | None:
     return CaptureJournal(
         capture_folder(settings),
         max_bytes=settings.capture_max_bytes,
+        max_total_bytes=settings.capture_max_total_bytes,
         redactions=settings.capture_redact,
     )
 

@@ -22,6 +22,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import defaults
 from .logsafe import MASK, is_secret_query_key
 
 if TYPE_CHECKING:
@@ -87,11 +88,13 @@ class CaptureJournal:
         self,
         folder: str | os.PathLike[str],
         *,
-        max_bytes: int = 64 * 1024 * 1024,
+        max_bytes: int = defaults.CAPTURE_MAX_BYTES,
+        max_total_bytes: int = defaults.CAPTURE_MAX_TOTAL_BYTES,
         redactions: tuple[str, ...] = (),
     ) -> None:
         self.folder = Path(folder)
         self.max_bytes = max_bytes
+        self.max_total_bytes = max_total_bytes
         self.redactions = tuple(Redaction.parse(r) for r in redactions)
         self._lock = threading.Lock()
         self._fd: int | None = None
@@ -129,7 +132,19 @@ class CaptureJournal:
             "events": sorted({e.name for e in result.events}),
             "topic": result.events[0].topic if result.events else None,
         }
-        entry.update(self._body(request.body, request.body_too_large))
+        if result.verified == "failed":
+            # Anyone can send these: keep an excerpt to debug with, nothing to replay or
+            # to fill the disk with.
+            excerpt = request.body[: defaults.CAPTURE_UNVERIFIED_EXCERPT]
+            entry.update(
+                {
+                    "body": None,
+                    "body_note": "signature did not verify; only an excerpt is kept",
+                    "body_excerpt": excerpt.decode("utf-8", "replace"),
+                }
+            )
+        else:
+            entry.update(self._body(request.body, request.body_too_large))
         return entry
 
     def _body(self, body: bytes, too_large: bool) -> dict[str, Any]:
@@ -161,7 +176,19 @@ class CaptureJournal:
             self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._day, self._pid = day, pid
             self._fd, self._size = self._open_next(day, pid, incoming)
+            self._prune()
         return self._fd
+
+    def _prune(self) -> None:
+        """Oldest files go once the folder outgrows ``max_total_bytes`` (never the open one)."""
+        files = [(p.stat().st_mtime, p) for p in capture_files(self.folder)]
+        total = sum(p.stat().st_size for _, p in files)
+        for _, path in sorted(files)[:-1]:
+            if total <= self.max_total_bytes:
+                return
+            size = path.stat().st_size
+            path.unlink(missing_ok=True)
+            total -= size
 
     def _open_next(self, day: date, pid: int, incoming: int) -> tuple[int, int]:
         for number in range(100000):

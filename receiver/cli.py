@@ -173,7 +173,7 @@ def _stderr_is_terminal() -> bool:
     "--concurrency",
     type=click.IntRange(1, 1024),
     default=None,
-    help="Handler calls at once in this process (default: worker_concurrency, 16).",
+    help="Handler calls at once in this process (default: worker_concurrency, 32).",
 )
 @click.option("--parent-pid", type=int, hidden=True)
 def worker(
@@ -636,6 +636,9 @@ def replay(
     for note in skipped:
         click.echo(f"skipped {note}", err=True)
     chosen = _selected(found, since, until, topic, field_name, status)
+    for d in [d for d in chosen if not d.replayable]:
+        click.echo(f"skipped {d.source}: its signature did not verify when received", err=True)
+    chosen = [d for d in chosen if d.replayable]
     if dry_run:
         for d in chosen:
             click.echo(f"{d.source}  {d.topic}.{','.join(d.fields)}  {len(d.body)} bytes")

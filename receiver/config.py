@@ -95,6 +95,7 @@ class Settings:
     ready_max_spool: int = defaults.READY_MAX_SPOOL
     capture_dir: str | None = None
     capture_max_bytes: int = defaults.CAPTURE_MAX_BYTES
+    capture_max_total_bytes: int = defaults.CAPTURE_MAX_TOTAL_BYTES
     capture_redact: tuple[str, ...] = ()
     graph_timeout: float = defaults.GRAPH_TIMEOUT
     graph_retries: int = defaults.GRAPH_RETRIES
@@ -136,6 +137,7 @@ _RECEIVER_KEYS: dict[str, type] = {
     "ready_max_spool": int,
     "capture_dir": str,
     "capture_max_bytes": int,
+    "capture_max_total_bytes": int,
     "capture_redact": list,
     "graph_timeout": float,
     "graph_retries": int,

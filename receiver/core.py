@@ -11,17 +11,15 @@ import hmac
 import json
 import logging
 import os
-import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from ipaddress import ip_address
 from typing import Any
 
-from . import defaults, envelope, marking, signature
+from . import envelope, marking, origin, signature
 from .capture import CaptureJournal
 from .config import Integration, Settings
 from .errors import (
@@ -51,7 +49,6 @@ BodySource = Callable[[int], tuple[bytes, bool]]
 Adapters hand the core a source rather than bytes, so that what can be refused
 without the body (integration, address, client certificate) is refused unread.
 """
-_CERT_CN = re.compile(r"(?:^|[,/;+\s\"])CN=([^,/;+\"]+)", re.IGNORECASE)
 
 
 class Headers(Mapping[str, str]):
@@ -208,7 +205,13 @@ class Core:
             )
         try:
             integration = self._integration(request.integration)
-            self._check_origin(integration, request, delivery=method == "POST")
+            origin.check(
+                self.settings,
+                integration,
+                request.headers,
+                request.remote_addr,
+                delivery=method == "POST",
+            )
             if method in ("GET", "HEAD"):
                 return self._handshake(integration, request.query)
             return self._deliver(integration, request)
@@ -236,52 +239,6 @@ class Core:
                 status=403,
             )
         return integration
-
-    def _check_origin(self, integration: Integration, request: Request, delivery: bool) -> None:
-        """Optional defences in depth, decided before any of the body is read."""
-        if integration.allowed_networks:
-            client = self._client_address(request)
-            try:
-                address = ip_address(client) if client else None
-            except ValueError:
-                address = None
-            if address is None or not any(address in n for n in integration.allowed_networks):
-                raise TargetRejected(
-                    f"requests to integration {integration.name!r} must come from its "
-                    "allowed_networks",
-                    code="network_not_allowed",
-                    status=403,
-                )
-        header = self.settings.client_cert_header
-        if delivery and header:
-            subject = request.headers.get(header)
-            if not subject:
-                raise TargetRejected(
-                    "deliveries must present Meta's client certificate (mutual TLS)",
-                    code="client_cert_required",
-                    status=403,
-                )
-            names = _CERT_CN.findall(subject) or [subject.strip()]
-            if defaults.META_CLIENT_CERT_SUBJECT not in (n.strip() for n in names):
-                raise TargetRejected(
-                    "the client certificate is not Meta's webhook certificate",
-                    code="bad_client_cert",
-                    status=403,
-                )
-
-    def _client_address(self, request: Request) -> str | None:
-        """The peer, or with ``trusted_proxies = N`` the N-th ``X-Forwarded-For`` hop from the end.
-
-        As werkzeug's ``ProxyFix``: hops added by untrusted parties are never believed,
-        and too few hops means the request did not come through the proxies.
-        """
-        hops = self.settings.trusted_proxies
-        if hops:
-            chain = request.headers.get("X-Forwarded-For") or ""
-            forwarded = [h.strip() for h in chain.split(",") if h.strip()]
-            if len(forwarded) >= hops:
-                return forwarded[-hops]
-        return request.remote_addr
 
     def _handshake(self, integration: Integration, query: Mapping[str, str]) -> Result:
         mode = query.get("hub.mode")

@@ -24,7 +24,7 @@ QUEUE_NAME = "receiver"
 """RQ queue that background handlers use unless they name another."""
 
 JOB_TIMEOUT = 180
-"""Seconds one background job may run before RQ stops it."""
+"""Seconds one attempt of a background handler may run; past it the attempt counts as failed."""
 
 JOB_RETRIES = 3
 """Extra attempts a failing background handler gets."""
@@ -32,11 +32,12 @@ JOB_RETRIES = 3
 RETRY_BACKOFF = 10.0
 """Seconds before the first retry; each next wait is four times longer (±20 % jitter)."""
 
-WORKER_CONCURRENCY = 16
+WORKER_CONCURRENCY = 32
 """Handler calls one worker process runs at once (threads, plus one event loop for async).
 
-Chosen from bench/slow_bench.py: calls that wait 50 ms on I/O scale nearly linearly up to
-32 on two cores; 16 leaves headroom for handlers that also use CPU or hold connections."""
+Chosen from bench/slow_bench.py on 2 cores: handlers waiting 50 ms on HTTP scale almost
+linearly to 16 (≈290 events/s), reach ≈460/s at 32 where the process runs out of CPU,
+and gain nothing at 64; a rate-limited API gets less with the handler's concurrency=."""
 
 MAX_DRAINERS = 8
 """Drain jobs per queue at once; set it to at least the number of worker processes."""
@@ -55,6 +56,12 @@ SYNC_TOPICS = ("link",)
 
 CAPTURE_MAX_BYTES = 64 * 1024 * 1024
 """Size at which a capture file is rotated (files also rotate daily)."""
+
+CAPTURE_MAX_TOTAL_BYTES = 1024 * 1024 * 1024
+"""Size of the capture folder past which the oldest files are deleted at each rotation."""
+
+CAPTURE_UNVERIFIED_EXCERPT = 2048
+"""Characters kept of a body whose signature failed (an excerpt, never replayed)."""
 
 GRAPH_BASE_URL = "https://graph.facebook.com"
 """Graph API host; Workplace also answers at ``https://graph.workplace.com``."""

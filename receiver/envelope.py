@@ -149,8 +149,14 @@ def _items(topic: str, entry: dict[str, Any], position: int) -> Iterator[Item]:
         found = True
         rest = {k: v for k, v in entry.items() if k != "changed_fields"}
         identity = {k: v for k, v in rest.items() if k != "time"}
-        for name in _list(changed, f"entry[{position}].changed_fields"):
-            yield str(name), rest, None, identity
+        for index, name in enumerate(_list(changed, f"entry[{position}].changed_fields")):
+            if not isinstance(name, str) or not name:
+                raise PayloadRejected(
+                    f"entry[{position}].changed_fields[{index}] must be a field name (a string)",
+                    code="bad_change",
+                    status=422,
+                )
+            yield name, rest, None, identity
     if not found:
         yield "entry", entry, None, {k: v for k, v in entry.items() if k != "time"}
 

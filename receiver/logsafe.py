@@ -30,8 +30,11 @@ from .errors import ConfigError
 
 _ExcInfo: TypeAlias = tuple[type[BaseException], BaseException, TracebackType | None]
 
-# C0 and C1 controls, DEL, and the Unicode line and paragraph separators.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# C0 and C1 controls, DEL, the Unicode line and paragraph separators, and the invisible
+# characters that reorder or hide text on a terminal (bidi controls, zero-width, BOM).
+_CONTROL = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]"
+)
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _TRACE_INDENT = "  | "
 MASK = "***"
@@ -63,11 +66,13 @@ def mask_query_string(query: str) -> str:
     """A raw query string as sent, with the value of every secret key masked."""
     if "verify_token" not in unquote_plus(query).lower():
         return query
-    parts = []
-    for part in query.split("&"):
-        key, sep, _ = part.partition("=")
-        parts.append(f"{key}={MASK}" if is_secret_query_key(unquote_plus(key)) else part)
-    return "&".join(parts)
+    # "&" and the older ";" both separate parameters for some parser: mask after either.
+    parts = re.split(r"([&;])", query)
+    for index in range(0, len(parts), 2):
+        key = parts[index].partition("=")[0]
+        if is_secret_query_key(unquote_plus(key)):
+            parts[index] = f"{key}={MASK}"
+    return "".join(parts)
 
 
 def _messages(error: BaseException | None) -> Iterator[str]:

@@ -42,6 +42,8 @@ class Delivery:
     status: int | None = None
     topic: str | None = None
     fields: list[str] = field(default_factory=list)
+    replayable: bool = True
+    """False for a capture whose signature failed when received: listed, never re-signed."""
 
 
 @dataclass
@@ -84,13 +86,16 @@ def load(paths: Iterable[str | Path]) -> tuple[list[Delivery], list[str]]:
 
 def _from_journal(file: Path, deliveries: list[Delivery], skipped: list[str]) -> None:
     for where, record in read_captures([file]):
+        unverified = record.get("verified") == "failed"
         body = record_body(record)
+        if unverified and record.get("method") == "POST":
+            body = b""  # listed, never replayed: anyone could have sent it
         if record.get("method") != "POST" or body is None:
             skipped.append(f"{where}: {record.get('method')} without a replayable body")
             continue
         if record.get("body_redacted"):
             skipped.append(f"{where}: redacted body (replayed as redacted)")
-        topic, fields = _describe(body)
+        topic, fields = _describe(body) if body else (None, [])
         deliveries.append(
             Delivery(
                 source=where,
@@ -101,6 +106,7 @@ def _from_journal(file: Path, deliveries: list[Delivery], skipped: list[str]) ->
                 status=record.get("status"),
                 topic=topic or record.get("topic"),
                 fields=fields,
+                replayable=not unverified,
             )
         )
 

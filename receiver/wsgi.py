@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl
 
 from . import marking
 from .core import INTERNAL_ERROR, Core, Request
+from .deadline import WATCHDOG
 from .errors import PayloadRejected
 
 log = logging.getLogger("receiver.web")
@@ -38,6 +39,8 @@ _UNREADABLE_BODY = frozenset({"body_timeout", "bad_framing"})
 # the client, still sending, gets to read the answer rather than a TCP reset.
 _LINGER_BYTES = 8 * 1024 * 1024
 _LINGER_SECONDS = 1.0
+_PIECE = 16 * 1024
+"""Bytes read per call: bounds the CPU one read can spend parsing a client's framing."""
 
 
 class EnvironHeaders(Mapping[str, str]):
@@ -98,7 +101,8 @@ class CallbackMiddleware:
         if target is None:
             return self.app(environ, start_response)
         try:
-            result = self.core.handle(self._request(environ, *target))
+            request = self._request(environ, *target)
+            result = self.core.handle(request)
         except Exception:
             log.exception("unexpected error answering %r", environ.get("PATH_INFO"))
             start_response("500 Internal Server Error", [("Content-Type", "application/json")])
@@ -110,8 +114,9 @@ class CallbackMiddleware:
         body = [] if environ.get("REQUEST_METHOD") == "HEAD" else [result.body]
         if result.error in _UNREADABLE_BODY:
             return _HangUpAfter(body, _client_socket(environ))
-        if result.error == "body_too_large":
-            return _HangUpAfter(body, _client_socket(environ), linger=_LINGER_BYTES)
+        if result.error == "body_too_large" or request.body_source is not None:
+            # Refused with the body unread (too large, or refused before it was read).
+            return _HangUpAfter(body, _client_socket(environ), linger=_unread_size(environ))
         return body
 
     def _request(
@@ -179,6 +184,17 @@ def _read_body(environ: Mapping[str, Any], limit: int, timeout: float) -> tuple[
     return body, len(body) > limit
 
 
+def _unread_size(environ: Mapping[str, Any]) -> int:
+    """How much of a refused body to read and drop before hanging up (0: none, hang up)."""
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or -1)
+    except ValueError:
+        return 0
+    if length < 0:
+        return _LINGER_BYTES if environ.get("wsgi.input_terminated") else 0
+    return length if length <= _LINGER_BYTES else 0
+
+
 def _client_socket(environ: Mapping[str, Any]) -> socket.socket | None:
     for key in _SOCKET_KEYS:
         sock = environ.get(key)
@@ -188,30 +204,47 @@ def _client_socket(environ: Mapping[str, Any]) -> socket.socket | None:
 
 
 def _read_within(stream: Any, wanted: int, sock: socket.socket | None, deadline: float) -> bytes:
-    """Up to ``wanted`` bytes, each socket read bounded by what is left until ``deadline``."""
+    """Up to ``wanted`` bytes by ``deadline``, in pieces, letting other requests run between.
+
+    Each ``recv`` is bounded by the time left (a stalled client), the whole read
+    by the watchdog (a trickling one); pieces keep a client whose chunked
+    framing costs much CPU per byte from holding a gevent worker for long.
+    """
     previous = sock.gettimeout() if sock is not None else None
+    watch = WATCHDOG.watch(sock, deadline) if sock is not None else None
     chunks: list[bytes] = []
     total = 0
     try:
         while total < wanted:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
             if sock is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError
                 sock.settimeout(left)
-            chunk = stream.read(wanted - total)
+            try:
+                chunk = stream.read(min(_PIECE, wanted - total))
+            except Exception:
+                if time.monotonic() >= deadline:
+                    raise TimeoutError from None  # the watchdog hung up
+                raise
             if not chunk:
+                if time.monotonic() >= deadline:
+                    raise TimeoutError
                 break
             chunks.append(chunk)
             total += len(chunk)
+            if total < wanted:
+                time.sleep(0)  # a yield under gevent; a GIL release with threads
     finally:
+        if watch is not None:
+            WATCHDOG.cancel(watch)
         if sock is not None:
             sock.settimeout(previous)
     return b"".join(chunks)
 
 
 class _HangUpAfter(list[bytes]):
-    """The answer's body; once the server has sent it, the client's side is shut.
+    """The answer's body; once the server has sent it, the connection is shut both ways.
 
     The server would otherwise wait for the rest of a stalled or broken body
     before closing. With ``linger``, what the client is still sending (up to
@@ -225,12 +258,13 @@ class _HangUpAfter(list[bytes]):
         self._linger = linger
 
     def close(self) -> None:
+        # The answer is sent by now (servers close the iterable after writing it).
         if self._sock is None:
             return
         try:
             if self._linger:
                 _discard(self._sock, self._linger, time.monotonic() + _LINGER_SECONDS)
-            self._sock.shutdown(socket.SHUT_RD)
+            self._sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
 
@@ -240,7 +274,10 @@ def _discard(sock: socket.socket, most: int, deadline: float) -> None:
     try:
         while most > 0 and (left := deadline - time.monotonic()) > 0:
             sock.settimeout(left)
-            chunk = sock.recv(min(most, 65536))
+            try:
+                chunk = sock.recv(min(most, 65536))
+            except TimeoutError:
+                return  # the client stopped sending: hang up now
             if not chunk:
                 return
             most -= len(chunk)

@@ -51,6 +51,7 @@ def formatted(*args: Any, exc: BaseException | None = None) -> str:
 def test_control_characters_are_escaped() -> None:
     assert escape("a\nb\r\tc\x1b[2J\x00\x7f\x85\u2028") == r"a\nb\r\tc\x1b[2J\x00\x7f\x85\u2028"
     assert escape("plain text, é, ✓") == "plain text, é, ✓"
+    assert escape("a\u202eb\u200bc\ufeffd\u2066e") == r"a\u202eb\u200bc\ufeffd\u2066e"
 
 
 def test_a_message_is_one_line_whatever_its_arguments_hold() -> None:
@@ -77,6 +78,8 @@ def test_a_traceback_is_indented_and_its_messages_escaped() -> None:
         ("HUB.VERIFY_TOKEN2=a", "HUB.VERIFY_TOKEN2=***"),
         ("hub.challenge=verify_token", "hub.challenge=verify_token"),
         ("a=1&b=2", "a=1&b=2"),
+        ("hub.mode=subscribe;hub.verify_token=tok;hub.challenge=1",
+         "hub.mode=subscribe;hub.verify_token=***;hub.challenge=1"),
     ],
 )  # fmt: skip
 def test_verify_tokens_are_masked_in_query_strings(query: str, masked: str) -> None:
@@ -152,6 +155,13 @@ def cert_app(router: Router, seen: list[Event]) -> Flask:
         ("CN=evil.example.com,O=Meta Platforms", 403, "bad_client_cert"),
         (f"CN={META_CN}.evil.example.com", 403, "bad_client_cert"),
         (f"CN=evil.example.com,OU={META_CN}", 403, "bad_client_cert"),
+        # Found by attacking the first version: Meta's CN inside another attribute's value.
+        (f"CN=evil.example,O=Evil/CN={META_CN},C=US", 403, "bad_client_cert"),
+        (f"CN=evil.com,O=x\\, CN={META_CN}", 403, "bad_client_cert"),
+        (f"CN=evil.example,L=Menlo Park;CN={META_CN}", 403, "bad_client_cert"),
+        (f'CN=evil.example,OU="x,CN={META_CN}"', 403, "bad_client_cert"),
+        (f"CN=evil.com+CN={META_CN}", 403, "bad_client_cert"),
+        (f'By=x;Subject="CN=evil,O=a\\, CN={META_CN}";URI=', 403, "bad_client_cert"),
     ],
 )
 def test_client_certificate_subject(
@@ -244,3 +254,34 @@ def test_bad_network_settings_stop_start_up() -> None:
         "10.0.0.0/8",
         "192.0.2.0/24",
     ]
+
+
+# --- shapes a signed body may still get wrong -------------------------------------------------
+
+
+def test_changed_fields_must_name_fields(router: Router) -> None:
+    app = create_app(base_config(), router=router)
+    body = b'{"object":"user","entry":[{"id":"1","changed_fields":["status",1,null]}]}'
+    response = app.test_client().post("/webhook", data=body, headers=signed(body))
+    assert (response.status_code, response.get_json()["error"]) == (422, "bad_change")
+
+
+def test_the_welcome_example_ignores_a_member_that_is_not_an_object(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from handlers.welcome import welcome_new_member
+    from receiver import testing
+
+    body = testing.group_membership(member="notadict")
+    event = Event(
+        topic="group",
+        field="membership",
+        value=body["entry"][0]["changes"][0]["value"],
+        id="e",
+        delivery_id="d",
+        integration="default",
+        entry_id="1001",
+    )
+    caplog.set_level("INFO")
+    assert welcome_new_member(event) is None
+    assert "would welcome None in group 1001" in caplog.text

@@ -16,6 +16,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -358,7 +359,7 @@ EXTREME_TIMES = [
     '"0001-01-01T00:00:00+01:00"',
     "1" * 400,
     "-" + "1" * 400,
-    "1e400",
+    "1e400",  # valid JSON; a float reads it as infinity
     '"NaN"',
 ]
 
@@ -400,6 +401,23 @@ def test_stalled_clients_do_not_hold_the_server(server: Server) -> None:
         sock = socket.create_connection(("127.0.0.1", server.port), timeout=60)
         sock.sendall(b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
         stalled.append(sock)
+    trickling = []
+    for _ in range(5):
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=60)
+        sock.sendall(b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+        trickling.append(sock)
+    stop_trickle = threading.Event()
+
+    def trickle() -> None:  # a byte every 2 s: each read succeeds, the body never ends
+        while not stop_trickle.wait(2):
+            for sock in trickling:
+                try:
+                    sock.sendall(b" ")
+                except OSError:
+                    pass
+
+    trickler = threading.Thread(target=trickle, daemon=True)
+    trickler.start()
     half_headers = []
     for _ in range(20):
         sock = socket.create_connection(("127.0.0.1", server.port), timeout=60)
@@ -421,14 +439,41 @@ def test_stalled_clients_do_not_hold_the_server(server: Server) -> None:
             return data
 
         with ThreadPoolExecutor(max_workers=16) as pool:
-            answers = list(pool.map(outcome, stalled))
+            answers = list(pool.map(outcome, stalled + trickling))
             hung_up = list(pool.map(outcome, half_headers))
-        for data in answers:
+        for data in answers:  # read_timeout is a total bound: trickling does not extend it
             answer = parse_answer(data)
             assert (answer.status, answer.json()["error"]) == (408, "body_timeout")
         assert all(data == b"" for data in hung_up)  # gunicorn closes after keepalive
     finally:
-        for sock in stalled + half_headers:
+        stop_trickle.set()
+        for sock in stalled + trickling + half_headers:
             sock.close()
     assert exchange(server.port, get("/healthz")).status == 200
     assert "Traceback" not in server.log()[start:]
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (post("Content-Length: 99999999999\r\n"), 413),
+        (post("Content-Length: 100\r\n", b"x" * 10), 403),  # refused before the body is read
+        (post(CHUNKED, b"zz\r\n"), 400),
+    ],
+    ids=["too large", "not allowed", "bad framing"],
+)
+def test_refusals_with_the_body_unread_close_the_connection(
+    server: Server, clean_log: None, raw: bytes, status: int
+) -> None:
+    """The client reads its answer, then the end of the connection: nothing waits on it."""
+    target = "/webhooks/fenced" if status == 403 else "/webhook"
+    raw = raw.replace(b"POST /webhook ", f"POST {target} ".encode()).replace(
+        b"Connection: close", b"Connection: keep-alive"
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(raw)
+        answer = read_answer(sock)
+        assert answer.status == status
+        started = time.monotonic()
+        assert sock.recv(1) == b""  # closed, not kept alive for the rest of a body
+        assert time.monotonic() - started < 3  # generous: it closes right after answering
