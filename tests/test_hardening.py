@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -285,3 +286,40 @@ def test_the_welcome_example_ignores_a_member_that_is_not_an_object(
     caplog.set_level("INFO")
     assert welcome_new_member(event) is None
     assert "would welcome None in group 1001" in caplog.text
+
+
+# --- reading a body: pieces and a total deadline (pure logic, a stand-in stream) ---------------
+
+
+class Trickle:
+    """A body stream that returns at most ``step`` bytes per call, ``delay`` seconds apart."""
+
+    def __init__(self, size: int, step: int, delay: float = 0.0) -> None:
+        self.left, self.step, self.delay = size, step, delay
+        self.asked: list[int] = []
+
+    def read(self, size: int) -> bytes:
+        self.asked.append(size)
+        time.sleep(self.delay)
+        given = min(size, self.step, self.left)
+        self.left -= given
+        return b"x" * given
+
+
+def test_bodies_are_read_in_bounded_pieces() -> None:
+    from receiver.wsgi import _PIECE, _read_within
+
+    stream = Trickle(size=100_000, step=100_000)
+    body = _read_within(stream, 100_000, None, time.monotonic() + 10)
+    assert len(body) == 100_000
+    assert max(stream.asked) <= _PIECE and len(stream.asked) == -(-100_000 // _PIECE)
+
+
+def test_the_read_deadline_is_total_not_per_read() -> None:
+    from receiver.wsgi import _read_within
+
+    stream = Trickle(size=1000, step=1, delay=0.05)  # every read succeeds, slowly
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        _read_within(stream, 1000, None, started + 0.3)
+    assert time.monotonic() - started < 5  # generous
