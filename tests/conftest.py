@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,6 +87,27 @@ def payload(name: str) -> bytes:
 
 def envelope(topic: str, *changes: dict[str, Any], **entry: Any) -> bytes:
     return json.dumps({"object": topic, "entry": [{**entry, "changes": list(changes)}]}).encode()
+
+
+@pytest.fixture
+def recording_client(
+    redis_url: str, worker_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> FlaskClient:
+    """An app whose background handlers (``tests.plugins.recording``) record to SQLite."""
+    monkeypatch.setenv("RECORDING_DB", worker_env["RECORDING_DB"])
+    app = create_app(base_config(redis_url=redis_url, handlers=["tests.plugins.recording"]))
+    return app.test_client()
+
+
+def drain_worker(env: dict[str, str]) -> None:
+    """Run a real ``receiver worker --burst`` until the queues are empty."""
+    subprocess.run(
+        [sys.executable, "-m", "receiver", "--log-level", "WARNING", "worker", "--burst"],
+        env=env,
+        cwd=HERE.parent,
+        check=True,
+        timeout=120,
+    )
 
 
 @pytest.fixture

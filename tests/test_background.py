@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -11,29 +10,16 @@ from flask.testing import FlaskClient
 
 from receiver import create_app
 
-from .conftest import base_config, envelope, payload, signed
+from .conftest import base_config, drain_worker, envelope, payload, signed
 from .plugins.recording import calls
-from .processes import ROOT, receiver_command
 
 
 @pytest.fixture
-def client(
-    redis_url: str, worker_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> FlaskClient:
-    monkeypatch.setenv("RECORDING_DB", worker_env["RECORDING_DB"])
-    app = create_app(base_config(redis_url=redis_url, handlers=["tests.plugins.recording"]))
-    return app.test_client()
+def client(recording_client: FlaskClient) -> FlaskClient:
+    return recording_client
 
 
-def drain(env: dict[str, str]) -> None:
-    """Run a real worker until the queue is empty."""
-    subprocess.run(
-        receiver_command("--log-level", "WARNING", "worker", "--burst"),
-        env=env,
-        cwd=ROOT,
-        check=True,
-        timeout=120,
-    )
+drain = drain_worker
 
 
 def test_background_handler_runs_in_worker(client: FlaskClient, worker_env: dict[str, str]) -> None:

@@ -11,18 +11,16 @@ file: event names, their count, and per event the time and the accessors;
 from __future__ import annotations
 
 import json
-import subprocess
 from datetime import UTC
 from typing import NamedTuple
 
 import pytest
 from flask.testing import FlaskClient
 
-from receiver import Event, create_app
+from receiver import Event
 
-from .conftest import HERE, base_config, signed
+from .conftest import HERE, drain_worker, signed
 from .plugins.recording import calls
-from .processes import ROOT, receiver_command
 
 CORPUS = HERE / "corpus"
 RETRY = (
@@ -412,23 +410,7 @@ def test_instagram_retry_gets_the_same_id(client: FlaskClient, seen: list[Event]
     assert first.delivery_id != second.delivery_id
 
 
-@pytest.fixture
-def recording_client(
-    redis_url: str, worker_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> FlaskClient:
-    monkeypatch.setenv("RECORDING_DB", worker_env["RECORDING_DB"])
-    app = create_app(base_config(redis_url=redis_url, handlers=["tests.plugins.recording"]))
-    return app.test_client()
-
-
-def drain(env: dict[str, str]) -> None:
-    subprocess.run(
-        receiver_command("--log-level", "WARNING", "worker", "--burst"),
-        env=env,
-        cwd=ROOT,
-        check=True,
-        timeout=120,
-    )
+drain = drain_worker
 
 
 def test_instagram_retry_runs_background_handler_once(
