@@ -299,7 +299,7 @@ def test_handler_concurrency_must_be_positive() -> None:
 
 def test_worker_concurrency_setting() -> None:
     environ = {"RECEIVER_APP_SECRET": SECRET, "RECEIVER_VERIFY_TOKEN": TOKEN}
-    assert load_settings({}, environ).worker_concurrency == 16
+    assert load_settings({}, environ).worker_concurrency == 32
     assert load_settings({"receiver": {"worker_concurrency": 32}}, environ).worker_concurrency == 32
     overridden = {**environ, "RECEIVER_WORKER_CONCURRENCY": "8"}
     assert (
