@@ -349,3 +349,18 @@ def test_switches_are_read_in_the_background_not_per_request(redis_url: str) -> 
     assert len(reads) - before <= 1 + elapsed / 0.2  # only the timer's reads
     switch(connection, "default", on=True)
     wait_until(lambda: not switches_("default"), 5, "the next background read")
+
+
+def test_a_forged_delivery_is_never_replayed(admin_app: Flask, browser: FlaskClient) -> None:
+    body = payload("group__comments__add.json")
+    answer = admin_app.test_client().post("/webhook", data=body, headers=signed(body, "forged"))
+    assert answer.status_code == 403
+    flush_traces(admin_app)
+    connection = redis.Redis.from_url(admin_app.extensions["receiver"].settings.redis_url)
+    [forged] = trace.recent(connection, 1)
+    page = browser.get(f"/admin/deliveries/{forged['delivery_id']}").text
+    assert "bad_signature" in page and 'data-testid="replay"' not in page
+    refused = browser.post(
+        f"/admin/deliveries/{forged['delivery_id']}/replay", data={"csrf_token": csrf(browser)}
+    )
+    assert refused.status_code == 404 and "signature verified" in refused.text

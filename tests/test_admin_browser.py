@@ -187,8 +187,12 @@ def test_an_operator_walks_through_the_dashboard(deployment: Deployment, browser
         lambda: any(name == "group.comments" for _, name, _ in calls(deployment.db)), 60,
         "the worker to run the background handler",
     )
-    expect(page.get_by_test_id("replay")).to_be_visible()  # captured, so replayable
     shoot(page, "trace")
+    # Captured, so replayable: through this receiver again, marked as a replay.
+    page.get_by_test_id("replay").click()
+    expect(page.get_by_role("heading", name="Delivery")).not_to_have_text(f"Delivery {delivery_id}")
+    expect(page.get_by_test_id("replayed")).to_have_text("yes: a replayed delivery")
+    expect(page.get_by_test_id("events")).to_contain_text("group.comments")
 
     # A handler fails: it shows under failed work with its traceback; fixed, requeued, done.
     broken = json.dumps({"object": "faulty", "entry": [

@@ -230,6 +230,14 @@ def find_capture(
     return None
 
 
+def replayable(captured: Mapping[str, Any] | None, dev_mode: bool) -> bool:
+    """Only what was verified when received: re-signing anything else would launder a forgery."""
+    if captured is None or captured.get("method") != "POST":
+        return False
+    verified = captured.get("verified")
+    return verified == "ok" or (dev_mode and verified == "unchecked")
+
+
 # --- failed work and queues ---------------------------------------------------------------------
 
 

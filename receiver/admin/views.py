@@ -273,7 +273,7 @@ def delivery(delivery_id: str) -> AnyResponse:
         "delivery.html",
         record=record,
         fingerprint=fingerprint,
-        replayable=captured is not None and captured.get("method") == "POST",
+        replayable=data.replayable(captured, _core().settings.dev_mode),
         others=others,
     )
 
@@ -289,13 +289,14 @@ def replay(delivery_id: str) -> AnyResponse:
     captured = data.find_capture(core.capture, record) if record else None
     body = record_body(captured) if captured else None
     integration = core.settings.integration(record.get("integration") if record else None)
-    if captured is None or body is None or integration is None:
+    if not data.replayable(captured, core.settings.dev_mode) or body is None or not integration:
         return _page(
             "message.html",
             404,
             title="Nothing to replay",
-            message="Only captured deliveries can be replayed: turn capture on for the "
-            "integration (capture = true) and replay a delivery captured since.",
+            message="Only captured deliveries whose signature verified can be replayed: "
+            "turn capture on for the integration (capture = true) and replay a delivery "
+            "captured since.",
         )
     secret = integration.app_secrets[0] if integration.app_secrets else ""
     headers = Headers(signature_headers(body, secret) if secret else {})
