@@ -364,3 +364,17 @@ def test_a_forged_delivery_is_never_replayed(admin_app: Flask, browser: FlaskCli
         f"/admin/deliveries/{forged['delivery_id']}/replay", data={"csrf_token": csrf(browser)}
     )
     assert refused.status_code == 404 and "signature verified" in refused.text
+
+
+def test_signing_out_ends_the_session_everywhere(admin_app: Flask, browser: FlaskClient) -> None:
+    cookie = browser.get_cookie("receiver_admin", path="/admin")
+    assert cookie is not None
+    stolen = admin_app.test_client()
+    stolen.set_cookie("receiver_admin", cookie.value, path="/admin")
+    assert stolen.get("/admin/").status_code == 200
+    assert stolen.get("/admin/rq/").status_code == 200
+    answer = browser.post("/admin/logout", data={"csrf_token": csrf(browser)})
+    assert answer.status_code == 303 and answer.headers["Location"] == "/admin/login"
+    assert browser.get("/admin/").status_code == 303
+    assert stolen.get("/admin/").status_code == 303  # the same cookie, kept elsewhere
+    assert stolen.get("/admin/rq/").status_code == 303

@@ -46,12 +46,13 @@ def install(app: Flask, core: Core) -> bool:
     from .views import blueprint
 
     gate = Gate(core.settings)
-    switches = Switches(_switch_connection(core))
+    connection = _live_connection(core)
+    switches = Switches(connection)
     core.switched_off = switches
     app.extensions["receiver.admin"] = Admin(gate, switches)
     app.register_blueprint(blueprint)
     app.wsgi_app = DispatcherMiddleware(  # type: ignore[method-assign]
-        app.wsgi_app, {RQ_MOUNT: RQMount(gate, redis_url(core))}
+        app.wsgi_app, {RQ_MOUNT: RQMount(gate, redis_url(core), connection)}
     )
     return True
 
@@ -60,7 +61,7 @@ def redis_url(core: Core) -> str:
     return core.settings.redis_url or EmbeddedRedis(core.settings.data_dir).url
 
 
-def _switch_connection(core: Core) -> Callable[[], redis.Redis | None]:
+def _live_connection(core: Core) -> Callable[[], redis.Redis | None]:
     """The core's Redis once in use; with the embedded default, its server once running."""
     cached: list[redis.Redis] = []
 
@@ -87,15 +88,18 @@ class RQMount:
     SameSite=Strict as well.
     """
 
-    def __init__(self, gate: Gate, url: str) -> None:
+    def __init__(
+        self, gate: Gate, url: str, connection: Callable[[], redis.Redis | None]
+    ) -> None:
         self.gate = gate
         self.url = url
+        self.connection = connection
         self._app: Flask | None = None
         self._lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         request = WsgiRequest(environ)
-        if self.gate.session(request.cookies.get(COOKIE)) is None:
+        if self.gate.session(request.cookies.get(COOKIE), self._redis()) is None:
             target = f"/admin/login?next={RQ_MOUNT}/"
             response = WsgiResponse(status=303, headers={"Location": target})
             return response(environ, start_response)
@@ -107,6 +111,16 @@ class RQMount:
             )
             return response(environ, start_response)
         return self._dashboard()(environ, start_response)
+
+    def _redis(self) -> redis.Redis | None:
+        """For signed-out sessions; ``None`` while Redis is not there (the cookie still counts)."""
+        try:
+            found = self.connection()
+            if found is not None:
+                found.ping()
+            return found
+        except (redis.RedisError, OSError):
+            return None
 
     def _dashboard(self) -> Flask:
         if self._app is None:

@@ -30,6 +30,8 @@ log = logging.getLogger("receiver.admin")
 COOKIE = "receiver_admin"
 COOKIE_PATH = "/admin"
 CSRF_FIELD = "csrf_token"
+SIGNED_OUT_PREFIX = "receiver:admin:signed-out:"
+"""Per session id signed out before its cookie expired (kept as long as the cookie lasts)."""
 FAILURES_PREFIX = "receiver:admin:login-failures:"
 """Per client address (and ``*`` for all of them): failed logins in the current window."""
 EVERYONE = "*"
@@ -71,8 +73,11 @@ class Gate:
     def new_cookie(self) -> str:
         return str(self._serializer.dumps({"sid": secrets.token_urlsafe(16)}))
 
-    def session(self, cookie: str | None) -> Session | None:
-        """The session a cookie names, or ``None`` (absent, forged, or older than ``max_age``)."""
+    def session(
+        self, cookie: str | None, connection: redis.Redis | None = None
+    ) -> Session | None:
+        """The session a cookie names, or ``None``: absent, forged, older than ``max_age``,
+        or signed out (checked in Redis when a connection is given)."""
         if not cookie:
             return None
         try:
@@ -82,7 +87,14 @@ class Gate:
         sid = data.get("sid") if isinstance(data, dict) else None
         if not isinstance(sid, str):
             return None
+        if connection is not None and connection.exists(SIGNED_OUT_PREFIX + sid):
+            return None
         return Session(sid=sid, csrf=self._csrf(sid))
+
+    def sign_out(self, connection: redis.Redis | None, session: Session) -> None:
+        """Make this session's cookie worthless everywhere, not only in this browser."""
+        if connection is not None:
+            connection.set(SIGNED_OUT_PREFIX + session.sid, "1", ex=self.max_age)
 
     def csrf_ok(self, session: Session, given: str | None) -> bool:
         return bool(given) and hmac.compare_digest(session.csrf.encode(), (given or "").encode())

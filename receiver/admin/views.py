@@ -77,7 +77,7 @@ def _page(template: str, status: int = 200, **context: Any) -> AnyResponse:
 @blueprint.before_request
 def require_login() -> AnyResponse | None:
     admin = _admin()
-    session = admin.gate.session(request.cookies.get(COOKIE))
+    session = admin.gate.session(request.cookies.get(COOKIE), _safe_connection())
     g.admin_session = session
     if request.endpoint in OPEN_ENDPOINTS:
         return None
@@ -186,6 +186,7 @@ def _safe_connection() -> redis.Redis | None:
 
 @blueprint.route("/logout", methods=["POST"])
 def logout() -> AnyResponse:
+    _admin().gate.sign_out(_safe_connection(), g.admin_session)
     response = redirect(url_for("admin.login"), 303)
     response.delete_cookie(COOKIE, path=COOKIE_PATH, httponly=True, samesite="Strict")
     return response
