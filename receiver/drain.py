@@ -83,6 +83,8 @@ handler's events behind a slow handler's backlog, few enough to share work with
 other worker processes."""
 RETRY_JOB_TIMEOUT = 60
 """Seconds a retry job may take: it only puts its item back in a packet."""
+DRAIN_JOB_TIMEOUT = 3600
+"""RQ's limit on one drain job, on top of four times ``job_timeout``."""
 FAILURE_TTL = 24 * 3600 * 7
 """How long failed items stay in RQ's failed registry."""
 DRAIN_FUNCTION = "receiver.drain.drain"
@@ -167,7 +169,9 @@ def start_drainer(connection: Redis, queue: str, drainer_id: str, settings_timeo
         DRAIN_FUNCTION,
         args=(queue,),
         job_id=drainer_id,
-        timeout=int(BUDGET) + settings_timeout + 60,
+        # Our heartbeat, not RQ's timeout, guards drainers; a wind-down may wait out
+        # handlers' own (longer) time limits, so RQ's limit is only a last resort.
+        timeout=DRAIN_JOB_TIMEOUT + 4 * settings_timeout,
         result_ttl=0,
         failure_ttl=24 * 3600,
         description=f"drain {queue}",
@@ -292,6 +296,8 @@ class _Drain:
         self.active: set[str] = set()
         """State keys this drainer claimed and has not recorded yet: copies wait their turn."""
         self.states: list[tuple[Outcome, str]] = []
+        self.failures: list[Outcome] = []
+        """Failed items whose next attempt is not scheduled yet (kept across a Redis outage)."""
         self.finished: list[bytes] = []
         self.seq = itertools.count()
         self.counts = {"packets": 0, "events": 0, "failed": 0}
@@ -331,7 +337,7 @@ class _Drain:
                 self.pop_script(keys=[pending_key(self.queue), self.inflight], args=[POP_PACKETS])
             )
         self._dispatch()
-        if self.attempts or self.n_waiting or self.states or self.finished:
+        if self.attempts or self.n_waiting or self.states or self.failures or self.finished:
             return False
         if winding:
             if not self.finish_script(keys=self.done_keys, args=[self.drainer]):
@@ -519,7 +525,7 @@ class _Drain:
                     outcome.event.id,
                     error,
                 )
-            self.states.append((outcome, _after_failure(outcome, self.context)))
+            self.failures.append(outcome)
         self._packet_done(work.packet)
 
     def _packet_done(self, packet: _Packet) -> None:
@@ -530,6 +536,10 @@ class _Drain:
 
     def _flush(self) -> None:
         """Outcomes first, then finished packets leave the in-flight list: one round trip."""
+        while self.failures:
+            outcome = self.failures[0]
+            self.states.append((outcome, _after_failure(outcome, self.context)))
+            self.failures.pop(0)
         if not (self.states or self.finished):
             return
         finished = self.finished
