@@ -18,10 +18,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import importlib
 import inspect
 import itertools
 import logging
 import queue
+import sys
 import threading
 import time
 import traceback
@@ -63,10 +65,29 @@ def resolve(value: Any) -> Any:
 
     A fresh event loop per call (``asyncio.run``): inline handlers run on web threads
     that have none, and a loop left open per thread would outlive its handler.
+    Under gevent the loop runs on a native thread of gevent's pool.
     """
     if not inspect.isawaitable(value):
         return value
-    return asyncio.run(_await(value))
+    coroutine = _await(value)
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("threading"):
+        # gevent web workers: asyncio allows one running loop per OS thread, and every
+        # greenlet shares it; run the coroutine on a native thread, waiting cooperatively.
+        hub = importlib.import_module("gevent").get_hub()
+        ok, result = hub.threadpool.apply(_run_caught, (coroutine,))
+        if not ok:
+            raise result
+        return result
+    return asyncio.run(coroutine)
+
+
+def _run_caught(coroutine: Coroutine[Any, Any, Any]) -> tuple[bool, Any]:
+    """The handler's exception travels back as a value (gevent's pool would print it)."""
+    try:
+        return True, asyncio.run(coroutine)
+    except BaseException as exc:
+        return False, exc
 
 
 async def _await(value: Any) -> Any:

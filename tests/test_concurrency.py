@@ -13,12 +13,14 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+import requests
 from flask.testing import FlaskClient
 from rq.job import Job
 from rq.registry import FailedJobRegistry
@@ -29,11 +31,12 @@ from receiver.config import load_settings
 from receiver.errors import ConfigError, PluginError
 from receiver.routing import default_router
 from receiver.runner import Attempt, Runner
+from receiver.testing import free_port
 
 from .conftest import SECRET, TOKEN, base_config, envelope, signed
 from .plugins import slow
 from .plugins.slow import runs
-from .processes import ROOT, receiver_command, wait_until
+from .processes import ROOT, gunicorn_command, receiver_command, stop, wait_for_http, wait_until
 
 HANDLERS = "tests.plugins.slow"
 
@@ -290,6 +293,34 @@ def test_inline_async_handler_answers_a_sync_topic(redis_url: str) -> None:
     body = envelope("link", {"field": "preview", "value": {"link": "https://x.example/a"}})
     answer = app.test_client().post("/webhook", data=body, headers=signed(body)).get_json()
     assert answer["data"] == [{"link": "https://x.example/a", "title": "async"}]
+
+
+@pytest.mark.slow
+def test_inline_async_handlers_answer_concurrently_under_gunicorn(
+    worker_env: dict[str, str],
+) -> None:
+    """The Procfile's gunicorn (gevent workers): many async previews at once, each answered."""
+    port = free_port()
+    env = {**worker_env, "RECEIVER_HANDLERS": "tests.plugins.async_preview"}
+    web = subprocess.Popen(gunicorn_command(port), env=env, cwd=ROOT)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/healthz", web)
+
+        def preview(n: int) -> Any:
+            link = f"https://docs.example.com/{n}"
+            body = envelope("link", {"field": "preview", "value": {"link": link}})
+            answer = requests.post(
+                f"http://127.0.0.1:{port}/webhook", data=body, headers=signed(body), timeout=30
+            )
+            assert answer.status_code == 200, answer.text
+            return answer.json()["data"], link
+
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            answers = list(pool.map(preview, range(32)))
+    finally:
+        stop(web)
+    for data, link in answers:
+        assert data == [{"link": link, "title": "async preview"}]
 
 
 def test_handler_concurrency_must_be_positive() -> None:
