@@ -175,14 +175,37 @@ def _stderr_is_terminal() -> bool:
     default=None,
     help="Handler calls at once in this process (default: worker_concurrency, 32).",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    envvar="RECEIVER_WORKER_METRICS_PORT",
+    help="Serve this worker's Prometheus metrics on this port (/metrics).",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address the metrics port binds (0.0.0.0 to let another machine scrape).",
+)
 @click.option("--parent-pid", type=int, hidden=True)
 def worker(
-    queues: tuple[str, ...], burst: bool, concurrency: int | None, parent_pid: int | None
+    queues: tuple[str, ...],
+    burst: bool,
+    concurrency: int | None,
+    metrics_port: int | None,
+    metrics_host: str,
+    parent_pid: int | None,
 ) -> None:
     """Run an RQ worker with the configured handler modules loaded."""
     from .worker import run_worker
 
-    run_worker(list(queues) or None, burst=burst, parent_pid=parent_pid, concurrency=concurrency)
+    run_worker(
+        list(queues) or None,
+        burst=burst,
+        parent_pid=parent_pid,
+        concurrency=concurrency,
+        metrics=(metrics_host, metrics_port) if metrics_port else None,
+    )
 
 
 @main.command()

@@ -46,7 +46,7 @@ from rq.registry import FailedJobRegistry
 from rq.results import Result
 from rq.serializers import JSONSerializer
 
-from . import lua
+from . import lua, outcomes
 from .events import Event
 from .jobs import ALIVE_PREFIX, Outcome, WorkContext, claim, current_context, outcome_key, record
 from .routing import Handler
@@ -299,6 +299,8 @@ class _Drain:
         self.failures: list[Outcome] = []
         """Failed items whose next attempt is not scheduled yet (kept across a Redis outage)."""
         self.finished: list[bytes] = []
+        self.traced: list[dict[str, Any]] = []
+        """Attempts to append to their deliveries' traces with the next outcomes written."""
         self.seq = itertools.count()
         self.counts = {"packets": 0, "events": 0, "failed": 0}
         self.began = time.monotonic()
@@ -463,6 +465,7 @@ class _Drain:
             work.packet.started = True
             if not mine:
                 self.active.discard(outcome_key(work.outcome))
+                outcomes.duplicate_skipped(work.outcome.event, work.outcome.handler.id)
                 self._packet_done(work.packet)
                 continue
             handler = work.outcome.handler
@@ -487,7 +490,7 @@ class _Drain:
             self.runner.finish(attempt)
             work = self.attempts.pop(attempt, None)
             if work is not None:
-                self._ended(work, attempt.error)
+                self._ended(work, attempt)
             try:
                 attempt = done.get_nowait()
             except Empty:
@@ -498,33 +501,24 @@ class _Drain:
         while self.deadlines and self.deadlines[0][0] <= now:
             _, _, attempt = heapq.heappop(self.deadlines)
             if attempt in self.attempts and self.runner.expire(attempt):
-                work = self.attempts.pop(attempt)
-                log.error(
-                    "background handler %s timed out on event %s after %gs",
-                    work.outcome.handler.id,
-                    work.outcome.event.id,
-                    attempt.timeout,
-                )
-                self._ended(work, attempt.error)
+                self._ended(self.attempts.pop(attempt), attempt)  # logged there, as a timeout
         if not self.attempts:
             self.deadlines.clear()
 
-    def _ended(self, work: _Work, error: str | None) -> None:
+    def _ended(self, work: _Work, attempt: Attempt) -> None:
         outcome = work.outcome
         outcome.ran = True
-        outcome.error = error
+        outcome.error = error = attempt.error
         self.counts["events"] += 1
+        number = int(outcome.item.get("attempts", 0)) + 1
+        seconds = max(0.0, time.monotonic() - attempt.started) if attempt.started else 0.0
+        self.traced.append(
+            outcomes.attempt_ended(outcome.event, outcome.handler.id, number, error, seconds)
+        )
         if error is None:
             self.states.append((outcome, "done"))
         else:
             self.counts["failed"] += 1
-            if not error.startswith("timeout:"):
-                log.error(
-                    "background handler %s failed on event %s:\n%s",
-                    outcome.handler.id,
-                    outcome.event.id,
-                    error,
-                )
             self.failures.append(outcome)
         self._packet_done(work.packet)
 
@@ -543,16 +537,19 @@ class _Drain:
         if not (self.states or self.finished):
             return
         finished = self.finished
+        traced = self.traced
 
         def remove(pipe: Any) -> None:
             for raw in finished:
                 pipe.lrem(self.inflight, 1, raw)
+            outcomes.trace_commands(pipe, traced, self.context.settings.trace_ttl)
 
         record(self.context, self.states, remove)
         for outcome, _ in self.states:
             self.active.discard(outcome_key(outcome))
         self.states = []
         self.finished = []
+        self.traced = []
 
     def _give_back_untouched(self) -> None:
         """Hand-over: packets none of whose items started go back to the front of the queue."""
@@ -613,6 +610,7 @@ def _after_failure(outcome: Outcome, context: WorkContext) -> str:
     if outcome.item.get("final") or made > retries:
         follow["final"] = True
         _file_failed(queue, job_id, follow, outcome.error or "", description)
+        outcomes.failed_for_good(outcome.event, handler.id, made, outcome.error)
         return "failed"
     job = queue.create_job(
         RETRY_FUNCTION,
@@ -626,6 +624,7 @@ def _after_failure(outcome: Outcome, context: WorkContext) -> str:
     )
     delay = backoff(made, settings.retry_backoff)[-1]
     queue.schedule_job(job, datetime.now(UTC) + timedelta(seconds=delay))
+    outcomes.retry_scheduled(outcome.event, handler.id, made, delay)
     return f"retrying:{token}"
 
 

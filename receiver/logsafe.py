@@ -85,15 +85,23 @@ def _messages(error: BaseException | None) -> Iterator[str]:
 
 
 class SafeFormatter(logging.Formatter):
-    """A ``logging.Formatter`` whose output a request cannot split or colour."""
+    """A ``logging.Formatter`` whose output a request cannot split or colour.
+
+    A record's ``details`` (``extra={"details": text}``) is shown under it like
+    a traceback: indented and escaped.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
         # Another handler may have cached its own, unescaped, traceback text on the record.
         cached, record.exc_text = record.exc_text, None
         try:
-            return super().format(record)
+            text = super().format(record)
         finally:
             record.exc_text = cached
+        details = getattr(record, "details", None)
+        if isinstance(details, str) and details:  # e.g. a worker's traceback, as text
+            text += "\n" + _escape_lines(details.rstrip("\n"))
+        return text
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
         return escape(super().formatMessage(record))

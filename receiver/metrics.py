@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from prometheus_client import (
@@ -30,9 +30,11 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .config import Settings
-from .core import Core, Request, Result
 from .spool import Spool, spool_folder
 from .trace import live_connection
+
+if TYPE_CHECKING:  # the core reports to metrics; metrics never import it back
+    from .core import Core, Request, Result
 
 log = logging.getLogger("receiver.metrics")
 

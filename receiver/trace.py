@@ -20,13 +20,15 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
 from . import defaults
-from .core import Core, Request, Result
 from .events import Event
+
+if TYPE_CHECKING:  # the core reports here; this module never imports it back
+    from .core import Core, Request, Result
 
 log = logging.getLogger("receiver.trace")
 

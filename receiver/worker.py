@@ -62,8 +62,17 @@ def run_worker(
     burst: bool = False,
     parent_pid: int | None = None,
     concurrency: int | None = None,
+    metrics: tuple[str, int] | None = None,
 ) -> bool:
     core = build_core(require_redis=True, redis_timeout=WORKER_REDIS_TIMEOUT)
+    if metrics is not None:
+        from prometheus_client import start_http_server
+
+        from .metrics import core_backlog, registry_for
+
+        host, port = metrics
+        start_http_server(port, addr=host, registry=registry_for(core_backlog(core)))
+        log.info("worker metrics at http://%s:%d/metrics", host, port)
     context = core.work_context()
     connection = context.connection
     assert connection is not None

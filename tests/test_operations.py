@@ -312,3 +312,104 @@ def test_recent_deliveries_newest_first(traced: Flask, redis_url: str) -> None:
     flush(traced)
     listed = trace.recent(redis.Redis.from_url(redis_url), limit=10)
     assert [r["delivery_id"] for r in listed] == ids[::-1]
+
+
+# --- the worker's side: attempts traced, logged and counted -----------------------------------
+
+
+def test_a_failed_then_successful_background_handler_is_traced_logged_and_counted(
+    tmp_path: Path,
+) -> None:
+    """A handler that fails once: two attempts in the trace, a retry line, worker metrics."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    config = tmp_path / "receiver.toml"
+    config.write_text(
+        '[receiver]\nretry_backoff = 0.1\nhandlers = ["tests.plugins.recording"]\n'
+        f'data_dir = "{tmp_path / "data"}"\n'
+    )
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("RECEIVER_")},
+        "REDIS_URL": server.url,
+        "RECEIVER_APP_SECRET": SECRET,
+        "RECEIVER_VERIFY_TOKEN": "token",
+        "RECEIVER_CONFIG": str(config),
+        "RECEIVER_LOG_FORMAT": "json",
+        "RECORDING_DB": str(tmp_path / "side-effects.sqlite"),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path]),
+    }
+    metrics_port = free_port()
+    web_port = free_port()
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "wb") as log_file:
+        web = subprocess.Popen(gunicorn_command(web_port), env=env, cwd=ROOT)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "receiver", "worker", "--metrics-port", str(metrics_port)],
+            env=env,
+            cwd=ROOT,
+            stderr=log_file,
+        )
+    try:
+        wait_for_http(f"http://127.0.0.1:{web_port}/healthz", web)
+        body = json.dumps(
+            {
+                "object": "faulty",
+                "entry": [{"id": "1", "changes": [{"field": "flaky", "value": {"fail_times": 1}}]}],
+            }
+        ).encode()
+        answer = requests.post(
+            f"http://127.0.0.1:{web_port}/webhook", data=body, headers=signed(body), timeout=10
+        ).json()
+        delivery_id = answer["delivery_id"]
+        assert answer["queued"] == 1
+        connection = redis.Redis.from_url(server.url)
+
+        def two_attempts() -> dict[str, Any] | None:
+            record = trace.load(connection, delivery_id)
+            return record if record and len(record["background"]) == 2 else None
+
+        record = wait_until(two_attempts, 60, "the second attempt in the trace")
+        first, second = record["background"]
+        assert (first["attempt"], first["outcome"]) == (1, "failed")
+        assert "attempt 1 fails on purpose" in first["error"]
+        assert (second["attempt"], second["outcome"]) == (2, "ok")
+        assert record["events"][0][0] == "faulty.flaky" and record["status"] == 200
+
+        shown = subprocess.run(
+            [sys.executable, "-m", "receiver", "trace", delivery_id],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert shown.returncode == 0, shown.stderr
+        lines = shown.stdout.splitlines()
+        assert any(line.startswith("  attempt 1 ") and " failed " in line for line in lines)
+        assert any(line.startswith("  attempt 2 ") and " ok " in line for line in lines)
+
+        scraped = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(scraped)
+            for s in family.samples
+        }
+        handler = ("handler", "tests.plugins.recording:flaky@faulty.flaky")
+        runs = "receiver_handler_runs_total"
+        background = ("mode", "background")
+        assert samples[(runs, (handler, background, ("outcome", "failed")))] == 1
+        assert samples[(runs, (handler, background, ("outcome", "ok")))] == 1
+        assert samples[("receiver_retries_scheduled_total", (handler,))] == 1
+    finally:
+        stop(worker)
+        stop(web)
+        server.stop()
+    logged = [
+        json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")
+    ]
+    attempts = [line for line in logged if line.get("kind") == "attempt"]
+    assert [(a["attempt"], a["outcome"]) for a in attempts] == [(1, "failed"), (2, "ok")]
+    assert all(a["delivery_id"] == delivery_id for a in attempts)
+    [retry] = [line for line in logged if line.get("kind") == "retry"]
+    assert retry["attempt"] == 2
+    assert not [line for line in logged if line.get("kind") == "final_failure"]
