@@ -101,6 +101,9 @@ def serve(host: str, port: int, worker: bool) -> None:
         click.echo(
             banner(host, port, secret[0] if secret else None, _stderr_is_terminal()), err=True
         )
+        from werkzeug import serving
+
+        serving._log_add_style = False  # its colour codes would only show escaped in our log
         app.run(host=host, port=port, threaded=True)
     finally:
         if child is not None:
