@@ -12,19 +12,21 @@ from flask import Flask
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from . import metrics
+from . import jobs, metrics, ops
 from .capture import CaptureJournal
 from .config import Settings, load_settings
+from .contracts import Backend
 from .core import Core
 from .embedded import EmbeddedRedis, spawn_worker
 from .errors import ConfigError
 from .jobs import WorkContext
+from .metrics import BacklogCollector
 from .plugins import load_plugins
-from .queue import Backend, RQBackend
+from .queue import RQBackend
 from .routing import Router, default_router
 from .runtime import activate
 from .signals import delivery_finished
-from .trace import TraceWriter
+from .trace import TraceWriter, live_connection
 
 log = logging.getLogger("receiver")
 
@@ -35,6 +37,10 @@ class Runtime(Core):
     def work_context(self) -> WorkContext:
         connection = getattr(self.backend, "connection", None)
         return WorkContext(router=self.router, settings=self.settings, connection=connection)
+
+
+def _work_context_from_environment() -> WorkContext:
+    return build_core(require_redis=True).work_context()
 
 
 def build_core(
@@ -67,6 +73,15 @@ def build_core(
             warn_if_not_persistent(connection)
             backend = RQBackend(settings, connection)
     return Runtime(settings, router, backend, capture_journal(settings))
+
+
+def backlog(core: Core) -> BacklogCollector:
+    """The backlog as a web process or a worker sees it: its own Redis, its router's queues."""
+    return BacklogCollector(
+        core.settings,
+        lambda: live_connection(core.backend),
+        lambda connection: ops.depths(connection, ops.queue_names(core.settings, core.router)),
+    )
 
 
 def capture_journal(settings: Settings) -> CaptureJournal | None:
@@ -104,11 +119,12 @@ def create_app(
     core = build_core(config, router=router, backend=backend)
     # Operators' view of what this app answers: metrics, traces and stats.
     delivery_finished.connect(metrics.observe_delivery, sender=core, weak=False)
-    trace_writer = TraceWriter.for_core(core)
+    trace_writer = TraceWriter.for_backend(core.settings.trace_ttl, core.backend)
     delivery_finished.connect(trace_writer, sender=core, weak=False)
     app = Flask("receiver")
     app.extensions["receiver"] = core
     app.extensions["receiver.trace"] = trace_writer
+    app.extensions["receiver.backlog"] = backlog(core)
     admin.install(app, core)  # /admin/, only with admin_password set; behind the callback adapter
     app.wsgi_app = CallbackMiddleware(app.wsgi_app, core)  # type: ignore[method-assign]
     app.register_blueprint(blueprint)
@@ -204,4 +220,6 @@ class _LazyEmbeddedBackend:
         return self._backend
 
 
-__all__ = ["Runtime", "build_core", "connect", "create_app"]
+jobs.context_factory = _work_context_from_environment
+
+__all__ = ["Runtime", "backlog", "build_core", "connect", "create_app"]

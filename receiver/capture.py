@@ -20,13 +20,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import defaults
+from .contracts import Request, Result
 from .logsafe import MASK, is_secret_query_key
-
-if TYPE_CHECKING:
-    from .core import Request, Result
 
 KEPT_HEADERS = (
     "X-Hub-Signature-256",

@@ -12,16 +12,16 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from . import envelope, marking, origin, signature
 from .capture import CaptureJournal
 from .config import Integration, Settings
+from .contracts import Backend, BodySource, HandlerResult, Headers, Request, Result
 from .errors import (
     HandshakeRejected,
     PayloadRejected,
@@ -31,7 +31,6 @@ from .errors import (
     TargetRejected,
 )
 from .events import Event
-from .queue import Backend
 from .routing import Handler, Router
 from .runner import resolve
 from .signals import delivery_finished
@@ -43,101 +42,16 @@ REPLAY_OUTCOMES_HEADER = "X-Receiver-Handlers"
 """On answers to genuine replays of synchronous topics: how the inline handlers fared."""
 INTERNAL_ERROR = b'{"error":"internal_error","message":"the receiver failed; see its log"}'
 
-BodySource = Callable[[int], tuple[bytes, bool]]
-"""Reads a request's body up to a limit: ``(body, too_large)``; raises ``Rejected`` on bad framing.
-
-Adapters hand the core a source rather than bytes, so that what can be refused
-without the body (integration, address, client certificate) is refused unread.
-"""
-
-
-class Headers(Mapping[str, str]):
-    """Case-insensitive, read-only request headers."""
-
-    def __init__(self, items: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> None:
-        pairs = items.items() if isinstance(items, Mapping) else items
-        self._data = {k.lower(): v for k, v in pairs}
-
-    def __getitem__(self, key: str) -> str:
-        return self._data[key.lower()]
-
-    def __iter__(self) -> Any:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self._data.get(key.lower(), default)
-
-
-@dataclass
-class Request:
-    """What the core needs of an HTTP request."""
-
-    method: str
-    body: bytes = b""
-    headers: Mapping[str, str] = field(default_factory=Headers)
-    query: Mapping[str, str] = field(default_factory=dict)
-    integration: str | None = None
-    """``None`` for ``/webhook``: the default integration."""
-    topic: str | None = None
-    """Set for per-topic URLs (``/webhook/group``)."""
-    body_too_large: bool = False
-    """The adapter stopped reading at the limit."""
-    path: str = ""
-    """As received, for captures; derived from integration and topic when empty."""
-    replay_token: str | None = None
-    """The ``X-Receiver-Replay`` header; the core decides whether it is genuine."""
-    replayed: bool = False
-    """Set by the core once a replay token verified (or by in-process replay itself)."""
-    body_source: BodySource | None = None
-    """When set, ``body`` is read from it once the request is admitted."""
-    remote_addr: str | None = None
-    """The peer's address, for ``allowed_networks`` (``None``: unknown, e.g. in-process)."""
-
-    def __post_init__(self) -> None:
-        if not self.path:
-            base = f"/webhooks/{self.integration}" if self.integration else "/webhook"
-            self.path = f"{base}/{self.topic}" if self.topic else base
-
-
-@dataclass
-class HandlerResult:
-    handler: str
-    event_id: str
-    ok: bool
-    error: str | None = None
-    seconds: float = 0.0
-
-
-@dataclass
-class Result:
-    """The answer, plus what happened, for logs, captures, replay reports and tests."""
-
-    status: int
-    body: bytes
-    content_type: str = "application/json"
-    headers: dict[str, str] = field(default_factory=dict)
-    delivery_id: str | None = None
-    integration: str | None = None
-    events: list[Event] = field(default_factory=list)
-    results: list[HandlerResult] = field(default_factory=list)
-    stored: str | None = None
-    """Where background work went: ``redis``, ``spool`` or ``inline``; ``None`` if none."""
-    secret_index: int | None = None
-    verified: str | None = None
-    """``ok``, ``unchecked`` (development mode), ``failed``, or ``None`` when not reached."""
-    error: str | None = None
-    reason: str | None = None
-    """Why a signature failed (``signature.FAILURE_REASONS``): for operators, never the client."""
-    queued: int = 0
-    """Background (event, handler) pairs stored for workers."""
-    received_at: float = 0.0
-    """Epoch seconds when the core took the request."""
-    seconds: float = 0.0
-    """How long the core took to answer."""
-
+__all__ = [  # the shared types stay importable from here, where callers first met them
+    "Backend",
+    "BodySource",
+    "Core",
+    "HandlerResult",
+    "Headers",
+    "Request",
+    "Result",
+    "rejection",
+]
 
 def _json(status: int, data: Any, **extra: Any) -> Result:
     return Result(status=status, body=json.dumps(data, separators=(",", ":")).encode(), **extra)

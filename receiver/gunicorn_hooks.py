@@ -33,7 +33,7 @@ def when_ready(server: Any) -> None:
     url = settings.redis_url
     client = connect(url, settings.redis_timeout) if url else None
     backlog = metrics.BacklogCollector(
-        settings, lambda: client, lambda c: ops.known_queues(settings, c)
+        settings, lambda: client, lambda c: ops.depths(c, ops.known_queues(settings, c))
     )
     start_http_server(int(port), addr=host, registry=metrics.registry_for(backlog))
     log.warning(

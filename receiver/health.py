@@ -33,7 +33,7 @@ def _redis(core: Core) -> dict[str, Any]:
     if not getattr(core.backend, "started", True):
         return {"ok": True, "detail": "embedded Redis, started by the first background work"}
     try:
-        connection = live_connection(core)
+        connection = live_connection(core.backend)
         if connection is None:
             return {"ok": True, "detail": "no Redis in use (background work runs inline)"}
         connection.ping()

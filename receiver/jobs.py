@@ -86,6 +86,9 @@ class Outcome:
 
 
 _context: WorkContext | None = None
+context_factory: Callable[[], WorkContext] | None = None
+"""How a plain ``rq worker`` builds its context from the environment; ``receiver.app``
+sets it when imported (it is the layer that wires), so this module never imports it."""
 
 
 def configure(context: WorkContext) -> None:
@@ -97,9 +100,9 @@ def current_context() -> WorkContext:
     """The configured context; a plain ``rq worker`` builds it from the environment."""
     global _context
     if _context is None:
-        from .app import build_core
-
-        _context = build_core(require_redis=True).work_context()
+        if context_factory is None:
+            raise RuntimeError("receiver.app was not imported; import receiver first")
+        _context = context_factory()
     return _context
 
 

@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis
 from prometheus_client import (
@@ -30,11 +30,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .config import Settings
+from .contracts import QueueDepth, Request, Result
 from .spool import Spool, spool_folder
-from .trace import live_connection
-
-if TYPE_CHECKING:  # the core reports to metrics; metrics never import it back
-    from .core import Core, Request, Result
 
 log = logging.getLogger("receiver.metrics")
 
@@ -102,8 +99,11 @@ FINAL_FAILURES = Counter(
 )
 
 
-def observe_delivery(sender: Core, request: Request, result: Result, **_: Any) -> None:
-    """``delivery_finished`` receiver: count the answer, its events and inline handlers."""
+def observe_delivery(sender: Any, request: Request, result: Result, **_: Any) -> None:
+    """``delivery_finished`` receiver: count the answer, its events and inline handlers.
+
+    ``sender`` is the core that answered (its ``settings`` name the default integration).
+    """
     integration = result.integration or request.integration or sender.settings.default_integration
     status = str(result.status)
     if request.method != "POST":
@@ -136,26 +136,25 @@ def _outcome(ok: bool, error: str | None) -> str:
 class BacklogCollector(Collector):
     """Queue depth, oldest pending age, retries, failed items and spool files, read on scrape.
 
-    ``connection`` gives the Redis to read (``None``: none in use); ``queues``
-    names the queues to report for it.
+    ``connection`` gives the Redis to read (``None``: none in use); ``depths``
+    reads its queues' backlog (the queue side's ``ops.depths``, passed in by
+    whoever wires this collector: metrics sit below the queue side).
     """
 
     def __init__(
         self,
         settings: Settings,
         connection: Callable[[], redis.Redis | None],
-        queues: Callable[[redis.Redis], list[str]],
+        depths: Callable[[redis.Redis], list[QueueDepth]],
     ) -> None:
         self.settings = settings
         self.connection = connection
-        self.queues = queues
+        self.depths = depths
 
     def describe(self) -> Iterable[Metric]:
         return []  # read from Redis at scrape time: nothing to describe up front
 
     def collect(self) -> Iterator[Metric]:
-        from . import ops  # the queue side; only a process that serves metrics needs it
-
         spool = GaugeMetricFamily(
             "receiver_spool_files", "Deliveries acknowledged from this machine's local spool."
         )
@@ -166,7 +165,7 @@ class BacklogCollector(Collector):
             connection = self.connection()
             if connection is None:
                 return
-            depths = ops.depths(connection, self.queues(connection))
+            depths = self.depths(connection)
         except redis.RedisError as exc:
             log.warning("metrics: Redis did not answer (%s)", exc)
             up.add_metric([], 0)
@@ -204,17 +203,6 @@ class BacklogCollector(Collector):
             families["retries"].add_metric([depth.queue], depth.scheduled_retries)
             families["failed"].add_metric([depth.queue], depth.failed)
         yield from families.values()
-
-
-def core_backlog(core: Core) -> BacklogCollector:
-    """The backlog as a web process or a worker sees it: its own Redis, its router's queues."""
-    from . import ops
-
-    return BacklogCollector(
-        core.settings,
-        lambda: live_connection(core),
-        lambda _: ops.queue_names(core.settings, core.router),
-    )
 
 
 def registry_for(backlog: BacklogCollector) -> CollectorRegistry:

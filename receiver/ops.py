@@ -13,6 +13,7 @@ from rq.serializers import JSONSerializer
 
 from . import drain
 from .config import Settings
+from .contracts import QueueDepth
 from .routing import Router
 
 
@@ -25,18 +26,6 @@ class FailedItem:
     handler: str
     attempts: int
     error: str
-
-
-@dataclass
-class QueueDepth:
-    queue: str
-    pending_packets: int
-    drainers: int
-    rq_jobs: int
-    scheduled_retries: int
-    failed: int
-    oldest_pending_at: float | None = None
-    """Epoch seconds the oldest waiting delivery was stored (``None``: none waits)."""
 
 
 def queue_names(settings: Settings, router: Router) -> list[str]:

@@ -13,32 +13,20 @@ import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Sequence
-from typing import Protocol
 
 import redis
 
 from . import drain
 from .config import Settings
+from .contracts import Backend, Work
 from .errors import QueueUnavailable
-from .events import Event
 from .jobs import Outcome, WorkContext, execute, item
-from .routing import Handler
 from .spool import Spool, SpoolDrainer, Spooled, spool_folder
 
 log = logging.getLogger("receiver.queue")
 
-Work = Sequence[tuple[Event, Handler]]
 BREAKER_SECONDS = 1.0
 """After a Redis failure, new deliveries go straight to the spool for this long."""
-
-
-class Backend(Protocol):
-    """Where background work goes once the delivery is verified and parsed."""
-
-    def submit(self, delivery_id: str, work: Work) -> str:
-        """Store the work durably (or run it); say where it went. Raise ``QueueUnavailable``."""
-        ...
 
 
 def packets(delivery_id: str, work: Work, default_queue: str) -> dict[str, list[str]]:
@@ -54,6 +42,9 @@ def packets(delivery_id: str, work: Work, default_queue: str) -> dict[str, list[
         ]
         for queue, items in by_queue.items()
     }
+
+
+__all__ = ["Backend", "InlineBackend", "RQBackend", "Work", "packets"]
 
 
 class RQBackend:

@@ -24,12 +24,13 @@ from typing import Any
 
 import redis
 
+from .contracts import Work
 from .core import Core, HandlerResult, Request, Result
 from .embedded import redis_server_binary
 from .events import Event
 from .jobs import state_key
 from .ops import failed_items, queue_names
-from .queue import RQBackend, Work
+from .queue import RQBackend
 from .routing import Handler
 from .signature import signature_headers
 

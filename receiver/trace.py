@@ -20,15 +20,13 @@ import threading
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis
 
 from . import defaults
+from .contracts import Request, Result
 from .events import Event
-
-if TYPE_CHECKING:  # the core reports here; this module never imports it back
-    from .core import Core, Request, Result
 
 log = logging.getLogger("receiver.trace")
 
@@ -68,11 +66,11 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000, 2)
 
 
-def live_connection(core: Core) -> redis.Redis | None:
-    """The Redis the core's backend uses, if any; never starts the embedded default for it."""
-    if not getattr(core.backend, "started", True):
+def live_connection(backend: object) -> redis.Redis | None:
+    """The Redis a core's backend uses, if any; never starts the embedded default for it."""
+    if not getattr(backend, "started", True):
         return None
-    found = getattr(core.backend, "connection", None)
+    found = getattr(backend, "connection", None)
     return found if isinstance(found, redis.Redis) else None
 
 
@@ -115,8 +113,9 @@ class TraceWriter:
         self._lock = threading.Lock()
 
     @classmethod
-    def for_core(cls, core: Core) -> TraceWriter:
-        return cls(core.settings.trace_ttl, lambda: live_connection(core))
+    def for_backend(cls, ttl: int, backend: object) -> TraceWriter:
+        """Writes to the backend's Redis once it has one (the embedded default starts late)."""
+        return cls(ttl, lambda: live_connection(backend))
 
     def __call__(self, sender: Any, request: Request, result: Result, **_: Any) -> None:
         if result.integration is None:

@@ -46,7 +46,7 @@ def metrics_view() -> Response | tuple[Response, int]:
         response = jsonify(error="unauthorized", message="send Authorization: Bearer <token>")
         response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response, 401
-    body = metrics.exposition(metrics.core_backlog(core))
+    body = metrics.exposition(current_app.extensions["receiver.backlog"])
     return Response(body, content_type=metrics.CONTENT_TYPE)
 
 

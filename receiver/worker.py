@@ -68,10 +68,11 @@ def run_worker(
     if metrics is not None:
         from prometheus_client import start_http_server
 
-        from .metrics import core_backlog, registry_for
+        from .app import backlog
+        from .metrics import registry_for
 
         host, port = metrics
-        start_http_server(port, addr=host, registry=registry_for(core_backlog(core)))
+        start_http_server(port, addr=host, registry=registry_for(backlog(core)))
         log.info("worker metrics at http://%s:%d/metrics", host, port)
     context = core.work_context()
     connection = context.connection

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -25,18 +24,11 @@ from ..embedded import EmbeddedRedis
 from ..switches import Switches
 from ..trace import live_connection
 from .auth import COOKIE, Gate
+from .shared import Admin
 
 RQ_MOUNT = "/admin/rq"
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-
-
-@dataclass
-class Admin:
-    """What the views share, kept in ``app.extensions["receiver.admin"]``."""
-
-    gate: Gate
-    switches: Switches
 
 
 def install(app: Flask, core: Core) -> bool:
@@ -66,7 +58,7 @@ def _live_connection(core: Core) -> Callable[[], redis.Redis | None]:
     cached: list[redis.Redis] = []
 
     def connection() -> redis.Redis | None:
-        found = live_connection(core)
+        found = live_connection(core.backend)
         if found is not None or core.settings.redis_url is not None:
             return found
         if not cached:

@@ -21,6 +21,7 @@ from rq.serializers import JSONSerializer
 from .. import drain, ops, switches, trace
 from ..capture import CaptureJournal, capture_files, read_captures
 from ..config import Integration, Settings
+from ..contracts import QueueDepth
 from ..routing import Router
 
 PALETTE = ("#1b6ac9", "#d9480f", "#2b8a3e", "#862e9c", "#e67700", "#0b7285", "#c2255c")
@@ -274,7 +275,7 @@ def failed(connection: redis.Redis, queues: list[str]) -> list[FailedRow]:
 
 @dataclass
 class QueueRow:
-    depth: ops.QueueDepth
+    depth: QueueDepth
     oldest_age: float | None = field(default=None)
 
 

@@ -31,8 +31,9 @@ from ..core import Core, Headers, Request
 from ..errors import ReceiverError
 from ..logsafe import escape
 from ..signature import signature_headers
-from . import Admin, data
+from . import data
 from .auth import COOKIE, COOKIE_PATH, CSRF_FIELD, safe_next
+from .shared import Admin
 
 log = logging.getLogger("receiver.admin")
 
