@@ -2,6 +2,9 @@
 
 A handler module is a plain module whose import registers handlers with
 ``@receiver.on``; an entry point may also name a callable taking the router.
+Modules register on the router being built: imported here for the first
+time, inside ``routing.loading``; imported before, their recorded
+registrations are replayed onto it.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from importlib.metadata import entry_points
 
 from . import defaults
 from .errors import PluginError
-from .routing import Router
+from .routing import Router, loading, replay
 
 log = logging.getLogger("receiver.plugins")
 
@@ -29,12 +32,14 @@ def load_plugins(
         sys.path.insert(0, cwd)
     loaded: list[str] = []
     for name in names:
-        _import(name, "it is listed in handlers / RECEIVER_HANDLERS")
+        _import(name, "it is listed in handlers / RECEIVER_HANDLERS", router)
         loaded.append(name)
     group = entry_point_group or defaults.ENTRY_POINT_GROUP
     for point in entry_points(group=group):
         try:
-            target = point.load()
+            with loading(router):
+                target = point.load()
+            replay(point.module, router)
         except Exception as exc:
             raise PluginError(
                 f"entry point {point.name!r} ({point.value}) in group {group!r} failed to load: "
@@ -47,9 +52,11 @@ def load_plugins(
     return loaded
 
 
-def _import(name: str, why: str) -> None:
+def _import(name: str, why: str, router: Router) -> None:
     try:
-        importlib.import_module(name)
+        with loading(router):
+            importlib.import_module(name)
+        replay(name, router)
     except Exception as exc:
         raise PluginError(
             f"handler module {name!r} could not be imported ({why}): {type(exc).__name__}: {exc}",

@@ -16,7 +16,8 @@ import logging
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from . import filters as F
@@ -237,5 +238,92 @@ def _combine(parts: list[F.Filter]) -> F.Filter | None:
 default_router = Router()
 """The router ``receiver.on`` registers on; every app uses it unless given another."""
 
-on = default_router.on
-connect = default_router.connect
+
+@dataclass
+class _Registration:
+    """One ``receiver.on`` / ``receiver.connect`` call, kept to replay on another router."""
+
+    name: str
+    func: HandlerFunc
+    filters: tuple[F.Filter | Callable[[Event], Any], ...]
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+_building: ContextVar[Router | None] = ContextVar("receiver_building", default=None)
+_recorded: dict[str, dict[str, _Registration]] = {}
+"""Module name → handler id → the registration its function made through ``receiver.on``
+(a reloaded module's newer one replaces the old)."""
+
+
+@contextmanager
+def loading(router: Router) -> Iterator[Router]:
+    """Handler modules imported inside the block register on ``router``, not the default.
+
+    What Flask's ``Blueprint`` does by recording and replaying, done for plain
+    modules: ``receiver.on`` lands on the router being built.
+    """
+    token = _building.set(router)
+    try:
+        yield router
+    finally:
+        _building.reset(token)
+
+
+def replay(module: str, router: Router) -> int:
+    """Register on ``router`` what ``module`` registered through ``receiver.on`` when it was
+    imported (for an app built after the module was first imported); return how many."""
+    added = 0
+    for handler_id, r in list(_recorded.get(module, {}).items()):
+        if handler_id not in router._handlers:
+            router.connect(r.name, r.func, *r.filters, **r.options)
+            added += 1
+    return added
+
+
+def connect(
+    name: str,
+    func: HandlerFunc,
+    *filters: F.Filter | Callable[[Event], Any],
+    **options: Any,
+) -> Handler:
+    """``Router.connect`` on the router being built (see ``loading``), else the default one."""
+    router = _building.get() or default_router
+    handler = router.connect(name, func, *filters, **options)
+    module = getattr(func, "__module__", None) or ""
+    _recorded.setdefault(module, {})[handler.id] = _Registration(name, func, filters, options)
+    return handler
+
+
+def on(
+    name: str,
+    *filters: F.Filter | Callable[[Event], Any],
+    background: bool = False,
+    queue: str | None = None,
+    retry: int | None = None,
+    timeout: int | None = None,
+    concurrency: int | None = None,
+    **match: Any,
+) -> Callable[[T], T]:
+    """The handler decorator: ``Router.on`` on the router being built, else the default one.
+
+    A module that decorates at import time is enough: imported by an app's
+    start-up (``handlers`` / ``RECEIVER_HANDLERS``), its handlers land on that
+    app's router; imported on its own, on the default router every app uses
+    unless given another. Returns the function unchanged.
+    """
+
+    def decorator(func: T) -> T:
+        connect(
+            name,
+            func,
+            *filters,
+            background=background,
+            queue=queue,
+            retry=retry,
+            timeout=timeout,
+            concurrency=concurrency,
+            **match,
+        )
+        return func
+
+    return decorator

@@ -68,10 +68,7 @@ def test_slow_handler_is_dropped_at_the_deadline(router: Router, redis_url: str)
 
 @pytest.mark.parametrize("pattern_url", ["https://docs.example.com/handbook/on-call-guide"])
 def test_shipped_example_answers_matching_links(redis_url: str, pattern_url: str) -> None:
-    import importlib
-
     import receiver
-    from receiver.routing import default_router
 
     body = json.dumps(
         {
@@ -81,12 +78,9 @@ def test_shipped_example_answers_matching_links(redis_url: str, pattern_url: str
             ],
         }
     ).encode()
-    with default_router.isolated():
-        import handlers.link_preview
-
-        importlib.reload(handlers.link_preview)
-        client = receiver.create_app(base_config(redis_url=redis_url)).test_client()
-        answer = post(client, body)
-        assert answer["data"][0]["link"] == pattern_url
-        assert answer["data"][0]["title"] == "On call guide"
-        assert post(client, REQUEST) == {"data": []}  # not our domain
+    config = base_config(redis_url=redis_url, handlers=["handlers.link_preview"])
+    client = receiver.create_app(config, router=receiver.Router()).test_client()
+    answer = post(client, body)
+    assert answer["data"][0]["link"] == pattern_url
+    assert answer["data"][0]["title"] == "On call guide"
+    assert post(client, REQUEST) == {"data": []}  # not our domain

@@ -12,7 +12,7 @@ import pytest
 from receiver import PluginError, Router, create_app
 from receiver.routing import default_router
 
-from .conftest import base_config
+from .conftest import base_config, envelope, signed
 
 
 @pytest.fixture
@@ -95,6 +95,36 @@ def test_entry_point_group(plugin_dir: Path, redis_url: str) -> None:
     router = Router()
     app = create_app(base_config(redis_url=redis_url), router=router)
     patterns = {h.pattern for h in app.extensions["receiver"].router.handlers()}
-    # the module's decorator registers on the default router; the hook on the app's router
-    assert "group.comments" in patterns
-    assert any(h.pattern == "user.*" for h in default_router.handlers())
+    # the module's decorator and the hook both register on the router being built
+    assert {"group.comments", "user.*"} <= patterns
+    assert not any(h.pattern == "user.*" for h in default_router.handlers())
+
+
+def test_modules_register_on_the_router_being_built(plugin_dir: Path, redis_url: str) -> None:
+    """First import, a module already imported, and the default app: each app gets the handlers."""
+    write(
+        plugin_dir,
+        "plug_c",
+        """
+        from receiver import on
+        seen = []
+        @on("group.posts", verb="add")
+        def c(event):
+            seen.append(event.value["post_id"])
+    """,
+    )
+    config = base_config(redis_url=redis_url, handlers=["plug_c"])
+    first, second = Router(), Router()
+    apps = [create_app(config, router=first), create_app(config, router=second)]
+    assert default_router.handlers() == []  # loading for an app of its own leaves it alone
+    apps.append(create_app(config))
+    import plug_c  # type: ignore[import-not-found]
+
+    for n, app in enumerate(apps):
+        assert [h.id for h in app.extensions["receiver"].router.handlers()] == [
+            "plug_c:c@group.posts"
+        ]
+        body = envelope("group", {"field": "posts", "value": {"verb": "add", "post_id": n}})
+        answer = app.test_client().post("/webhook", data=body, headers=signed(body))
+        assert answer.status_code == 200, answer.get_data(as_text=True)
+    assert plug_c.seen == [0, 1, 2]
