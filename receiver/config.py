@@ -7,20 +7,25 @@ be committed. Everything is read and validated once, at start-up.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from difflib import get_close_matches
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 
 from redis.connection import parse_url
 
 from . import defaults
 from .errors import ConfigError
+
+log = logging.getLogger("receiver.config")
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _TRUE = {"1", "true", "yes", "on"}
@@ -107,42 +112,114 @@ class Settings:
         return self.integrations.get(name or self.default_integration)
 
 
+_SECRET_SPEC_KEYS = ("metrics_token", "admin_password")
+"""Keys that also take ``{ env = "VAR" }`` or ``{ file = "path" }`` in the file."""
+_SECRET_ENV_KEYS = ("secret_key", *_SECRET_SPEC_KEYS)
+"""Keys whose environment variable may also be given as ``<NAME>_FILE``."""
+_NOT_KEYS = ("integrations", "source")
+
+
+def _file_type(hint: Any) -> type:
+    """What the TOML file holds for a field of this type: ``str | None`` → str, tuples → list."""
+    if get_origin(hint) is tuple:
+        return list
+    if get_origin(hint) in (Union, UnionType):
+        return _file_type(next(a for a in get_args(hint) if a is not type(None)))
+    return hint if isinstance(hint, type) else object
+
+
 _RECEIVER_KEYS: dict[str, type] = {
-    "default_integration": str,
-    "dev_mode": bool,
-    "max_body_bytes": int,
-    "max_depth": int,
-    "read_timeout": float,
-    "client_cert_header": str,
-    "trusted_proxies": int,
-    "answer_timeout": float,
-    "handlers": list,
-    "redis_url": str,
-    "data_dir": str,
-    "queue_name": str,
-    "job_timeout": int,
-    "job_retries": int,
-    "retry_backoff": float,
-    "max_drainers": int,
-    "worker_concurrency": int,
-    "redis_timeout": float,
-    "spool_mode": str,
-    "dedupe_window": int,
-    "sync_topics": list,
-    "secret_key": str,
-    "metrics_token": object,  # a string, { env = "VAR" } or { file = "path" }
-    "metrics_bind": str,
-    "admin_password": object,  # a string or hash, { env = "VAR" } or { file = "path" }
-    "trace_ttl": int,
-    "ready_max_spool": int,
-    "capture_dir": str,
-    "capture_max_bytes": int,
-    "capture_max_total_bytes": int,
-    "capture_redact": list,
-    "graph_timeout": float,
-    "graph_retries": int,
-    "graph_backoff": float,
+    f.name: object if f.name in _SECRET_SPEC_KEYS else _file_type(get_type_hints(Settings)[f.name])
+    for f in fields(Settings)
+    if f.name not in _NOT_KEYS
 }
+"""Every ``[receiver]`` key and its type, derived from ``Settings``: declared once."""
+
+
+def env_name(key: str) -> str:
+    """The environment variable for a ``[receiver]`` key (``REDIS_URL`` keeps its usual name)."""
+    return "REDIS_URL" if key == "redis_url" else f"RECEIVER_{key.upper()}"
+
+
+_INTEGRATION_ENV = (
+    "RECEIVER_APP_SECRET",
+    "RECEIVER_APP_SECRET_FALLBACKS",
+    "RECEIVER_VERIFY_TOKEN",
+    "RECEIVER_ACCESS_TOKEN",
+    "RECEIVER_ACCEPT_SHA1",
+    "RECEIVER_CAPTURE",
+    "RECEIVER_APP_ID",
+    "RECEIVER_GRAPH_URL",
+    "RECEIVER_ALLOWED_NETWORKS",
+)
+"""The default integration's variables (``_integration_from_env``)."""
+_OTHER_ENV = (
+    "RECEIVER_CONFIG",
+    "RECEIVER_REDIS_URL",  # the RECEIVER_<KEY> spelling of REDIS_URL
+    "RECEIVER_LOG_FORMAT",  # logsafe
+    "RECEIVER_LOG_LEVEL",  # cli options bound to the environment from here on
+    "RECEIVER_WORKER_METRICS_PORT",
+    "RECEIVER_SIGN_SECRET",
+    "RECEIVER_REPLAY_SECRET",
+)
+KNOWN_ENV = frozenset(
+    [env_name(k) for k in _RECEIVER_KEYS]
+    + [f"{env_name(k)}_FILE" for k in _SECRET_ENV_KEYS]
+    + list(_INTEGRATION_ENV)
+    + [f"{n}_FILE" for n in _INTEGRATION_ENV[:4]]
+    + list(_OTHER_ENV)
+)
+"""Every ``RECEIVER_*`` variable the receiver reads; any other is a typo worth a warning."""
+_warned_env: set[str] = set()
+
+
+def unknown_env(env: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """``RECEIVER_*`` variables nothing reads, each with the known name it is closest to."""
+    out = []
+    for name in sorted(env):
+        if name.startswith("RECEIVER_") and name not in KNOWN_ENV:
+            close = get_close_matches(name, KNOWN_ENV, n=1, cutoff=0.8)
+            out.append((name, close[0] if close else None))
+    return out
+
+
+def _warn_unknown_env(env: Mapping[str, str]) -> None:
+    for name, close in unknown_env(env):
+        if name in _warned_env:
+            continue
+        _warned_env.add(name)
+        hint = f"; did you mean {close}?" if close else ""
+        log.warning("environment variable %s is not a receiver setting, ignored%s", name, hint)
+
+
+def _env_values(env: Mapping[str, str]) -> dict[str, Any]:
+    """Every key set as ``RECEIVER_<KEY>``; empty values count as unset (booleans: false)."""
+    out: dict[str, Any] = {}
+    for key, kind in _RECEIVER_KEYS.items():
+        name = env_name(key)
+        value: Any
+        if key == "handlers":
+            continue  # RECEIVER_HANDLERS adds to the file's list (see _build)
+        if key == "redis_url":
+            value = env.get(name) or env.get("RECEIVER_REDIS_URL") or None
+        elif key in _SECRET_ENV_KEYS:
+            value = _env_secret(env, name)
+        elif kind is bool:
+            value = _env_bool(env, name)
+        elif kind is int:
+            value = _env_int(env, name)
+        elif kind is float:
+            value = _env_float(env, name)
+        elif kind is list:
+            raw = env.get(name, "")
+            value = [v.strip() for v in raw.split(",") if v.strip()] if raw.strip() else None
+        else:
+            value = env.get(name) or None
+        if value is not None:
+            out[key] = value
+    return out
+
+
 _INTEGRATION_KEYS = {
     "app_secrets",
     "app_secret",
@@ -207,37 +284,14 @@ def _build(
         raise ConfigError(f"unknown top-level keys {sorted(data)}; put settings under [receiver]")
     values = _check_receiver_table(top)
 
-    env_overrides: dict[str, Any] = {
-        "dev_mode": _env_bool(env, "RECEIVER_DEV_MODE"),
-        "max_body_bytes": _env_int(env, "RECEIVER_MAX_BODY_BYTES"),
-        "data_dir": env.get("RECEIVER_DATA_DIR") or None,
-        "redis_url": env.get("REDIS_URL") or None,
-        "default_integration": env.get("RECEIVER_DEFAULT_INTEGRATION") or None,
-        "spool_mode": env.get("RECEIVER_SPOOL_MODE") or None,
-        "capture_dir": env.get("RECEIVER_CAPTURE_DIR") or None,
-        "worker_concurrency": _env_int(env, "RECEIVER_WORKER_CONCURRENCY"),
-        "read_timeout": _env_float(env, "RECEIVER_READ_TIMEOUT"),
-        "client_cert_header": env.get("RECEIVER_CLIENT_CERT_HEADER") or None,
-        "trusted_proxies": _env_int(env, "RECEIVER_TRUSTED_PROXIES"),
-        "metrics_bind": env.get("RECEIVER_METRICS_BIND") or None,
-        "trace_ttl": _env_int(env, "RECEIVER_TRACE_TTL"),
-    }
-    values.update({k: v for k, v in env_overrides.items() if v is not None})
+    _warn_unknown_env(env)
+    values.update(_env_values(env))
     extra_handlers = [h.strip() for h in env.get("RECEIVER_HANDLERS", "").split(",") if h.strip()]
     handlers = tuple(dict.fromkeys([*values.pop("handlers", []), *extra_handlers]))
     sync_topics = tuple(values.pop("sync_topics", defaults.SYNC_TOPICS))
     capture_redact = tuple(values.pop("capture_redact", ()))
-    secret_key = _env_secret(env, "RECEIVER_SECRET_KEY")
-    if secret_key is not None:
-        values["secret_key"] = secret_key
-    metrics_token = _env_secret(env, "RECEIVER_METRICS_TOKEN")
-    if metrics_token is not None:
-        values["metrics_token"] = metrics_token
     if "metrics_token" in values:
         values["metrics_token"] = _secret(values["metrics_token"], "[receiver].metrics_token", env)
-    admin_password = _env_secret(env, "RECEIVER_ADMIN_PASSWORD")
-    if admin_password is not None:
-        values["admin_password"] = admin_password
     if "admin_password" in values:
         values["admin_password"] = _secret(
             values["admin_password"], "[receiver].admin_password", env
