@@ -21,8 +21,8 @@ from receiver import Router  # noqa: E402
 from receiver.capture import CaptureJournal  # noqa: E402
 from receiver.config import load_settings  # noqa: E402
 from receiver.core import Core, Headers, Request  # noqa: E402
-from receiver.jobs import WorkContext  # noqa: E402
-from receiver.queue import InlineBackend  # noqa: E402
+from receiver.queue.inline import InlineBackend  # noqa: E402
+from receiver.queue.worker_claims import WorkContext  # noqa: E402
 from receiver.signature import signature_headers  # noqa: E402
 
 BODY = (

@@ -77,7 +77,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.queue_bench import print_drain_table  # noqa: E402
-from receiver import drain  # noqa: E402
+from receiver.queue import keys  # noqa: E402
 from receiver.testing import RedisServer, free_port, gunicorn_command  # noqa: E402
 
 SECRET = "bench-secret"
@@ -416,7 +416,7 @@ def run_wrk(lab: Lab, port: int, duration: int) -> WrkResult:
 def wait_drained(connection: redis.Redis, timeout: float) -> float | None:
     """Seconds until no delivery is pending and no drainer holds a slot; None on timeout."""
     start = time.monotonic()
-    while connection.llen(drain.pending_key(QUEUE)) or connection.zcard(drain.drainers_key(QUEUE)):
+    while connection.llen(keys.pending_key(QUEUE)) or connection.zcard(keys.drainers_key(QUEUE)):
         if time.monotonic() - start > timeout:
             return None
         time.sleep(0.05)

@@ -37,8 +37,9 @@ from rq.serializers import JSONSerializer
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from receiver import Router, build_core, drain  # noqa: E402
+from receiver import Router, build_core  # noqa: E402
 from receiver.core import Headers, Request  # noqa: E402
+from receiver.queue import handoff, keys  # noqa: E402
 from receiver.signature import signature_headers  # noqa: E402
 from receiver.testing import RedisServer  # noqa: E402
 
@@ -104,7 +105,6 @@ def preload(connection: redis.Redis, events: int, per_delivery: int) -> None:
     """Packets as the web side stores them, staged aside so no worker starts on them early."""
     from bench.noop import noop
     from receiver.events import Event
-    from receiver.queue import packets
     from receiver.routing import Handler
 
     handler = Handler(func=noop, pattern="*", background=True)
@@ -123,8 +123,8 @@ def preload(connection: redis.Redis, events: int, per_delivery: int) -> None:
             )
             for n in range(start, min(events, start + per_delivery))
         ]
-        for items in packets(f"d{start}", work, QUEUE).values():
-            connection.rpush(STAGING, *[p.encode() for p in items])
+        for packet in handoff.packets(f"d{start}", work, QUEUE).values():
+            connection.rpush(STAGING, packet.encode())
 
 
 def run_workers(env: dict[str, str], processes: int, command: list[str]) -> float:
@@ -150,11 +150,11 @@ def drain_rate(
             assert time.monotonic() < deadline, "workers did not start"
             time.sleep(0.05)
         start = time.perf_counter()
-        connection.rename(STAGING, drain.pending_key(QUEUE))
+        connection.rename(STAGING, keys.pending_key(QUEUE))
         for _ in range(processes):
-            drainer = drain.push(connection, QUEUE, [], max_drainers=processes)
+            drainer = handoff.push(connection, QUEUE, [], max_drainers=processes)
             if drainer is not None:
-                drain.start_drainer(connection, QUEUE, drainer, 180)
+                handoff.start_drainer(connection, QUEUE, drainer, 180)
         while not drained(connection):
             time.sleep(0.005)
         elapsed = time.perf_counter() - start
@@ -168,10 +168,10 @@ def drain_rate(
 
 def drained(connection: redis.Redis) -> bool:
     """Nothing pending and nothing in flight (an idle drainer lingers with an empty list)."""
-    if connection.llen(drain.pending_key(QUEUE)):
+    if connection.llen(keys.pending_key(QUEUE)):
         return False
-    drainers = connection.zrange(drain.drainers_key(QUEUE), 0, -1)
-    return not any(connection.llen(drain.INFLIGHT + d.decode()) for d in drainers)
+    drainers = connection.zrange(keys.drainers_key(QUEUE), 0, -1)
+    return not any(connection.llen(keys.inflight_key(d.decode())) for d in drainers)
 
 
 def rq_rate(url: str, events: int, env: dict[str, str]) -> float:

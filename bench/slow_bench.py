@@ -42,9 +42,8 @@ from rq.serializers import JSONSerializer
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from receiver import drain  # noqa: E402
 from receiver.events import Event  # noqa: E402
-from receiver.queue import packets  # noqa: E402
+from receiver.queue import handoff, keys  # noqa: E402
 from receiver.routing import Handler, HandlerFunc  # noqa: E402
 from receiver.testing import RedisServer, free_port  # noqa: E402
 
@@ -66,8 +65,8 @@ def stage(connection: redis.Redis, func: HandlerFunc, pattern: str, events: int)
                 delivery_id=f"d{n}",
                 integration="default",
             )
-            for items in packets(f"d{n}", [(event, handler)], QUEUE).values():
-                pipe.rpush(STAGING, *[p.encode() for p in items])
+            for packet in handoff.packets(f"d{n}", [(event, handler)], QUEUE).values():
+                pipe.rpush(STAGING, packet.encode())
         pipe.execute()
 
 
@@ -83,10 +82,10 @@ def rss_mb(pid: int) -> float:
 
 
 def in_flight(connection: redis.Redis) -> bool:
-    if connection.llen(drain.pending_key(QUEUE)):
+    if connection.llen(keys.pending_key(QUEUE)):
         return True
-    drainers = connection.zrange(drain.drainers_key(QUEUE), 0, -1)
-    return any(connection.llen(drain.INFLIGHT + d.decode()) for d in drainers)
+    drainers = connection.zrange(keys.drainers_key(QUEUE), 0, -1)
+    return any(connection.llen(keys.inflight_key(d.decode())) for d in drainers)
 
 
 def check_clean(connection: redis.Redis) -> None:
@@ -120,10 +119,10 @@ def receiver_rate(
             time.sleep(0.05)
         sampler.start()
         start = time.perf_counter()
-        connection.rename(STAGING, drain.pending_key(QUEUE))
-        drainer = drain.push(connection, QUEUE, [], max_drainers=1)
+        connection.rename(STAGING, keys.pending_key(QUEUE))
+        drainer = handoff.push(connection, QUEUE, [], max_drainers=1)
         if drainer is not None:
-            drain.start_drainer(connection, QUEUE, drainer, 180)
+            handoff.start_drainer(connection, QUEUE, drainer, 180)
         while in_flight(connection):
             time.sleep(0.005)
         elapsed = time.perf_counter() - start

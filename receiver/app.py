@@ -12,17 +12,19 @@ from flask import Flask
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from . import jobs, metrics, ops
+from . import metrics
 from .capture import CaptureJournal
 from .config import Settings, load_settings
 from .contracts import Backend
 from .core import Core
 from .embedded import EmbeddedRedis, spawn_worker
 from .errors import ConfigError
-from .jobs import WorkContext
 from .metrics import BacklogCollector
 from .plugins import load_plugins
-from .queue import RQBackend
+from .queue import ops, worker_claims
+from .queue.inline import InlineBackend
+from .queue.web_store import RQBackend
+from .queue.worker_claims import WorkContext
 from .routing import Router, default_router
 from .runtime import activate
 from .signals import delivery_finished
@@ -82,6 +84,12 @@ def backlog(core: Core) -> BacklogCollector:
         lambda: live_connection(core.backend),
         lambda connection: ops.depths(connection, ops.queue_names(core.settings, core.router)),
     )
+
+
+def inline_backend(settings: Settings, router: Router | None = None) -> InlineBackend:
+    """Background handlers run at once, in this process, on ``router`` (default: the default
+    router): what ``routes``, ``check``, in-process replay and the pytest plugin build on."""
+    return InlineBackend(WorkContext(router if router is not None else default_router, settings))
 
 
 def capture_journal(settings: Settings) -> CaptureJournal | None:
@@ -220,6 +228,6 @@ class _LazyEmbeddedBackend:
         return self._backend
 
 
-jobs.context_factory = _work_context_from_environment
+worker_claims.context_factory = _work_context_from_environment
 
-__all__ = ["Runtime", "backlog", "build_core", "connect", "create_app"]
+__all__ = ["Runtime", "backlog", "build_core", "connect", "create_app", "inline_backend"]

@@ -214,13 +214,10 @@ def worker(
 @main.command()
 def routes() -> None:
     """Show which handlers each event name reaches (no secret, token or Redis needed)."""
-    from .app import build_core
-    from .jobs import WorkContext
-    from .queue import InlineBackend
-    from .routing import default_router
+    from .app import build_core, inline_backend
 
     settings = load_settings(require_integrations=False)
-    core = build_core(settings, backend=InlineBackend(WorkContext(default_router, settings)))
+    core = build_core(settings, backend=inline_backend(settings))
     rows = [("EVENT", "HANDLER", "RUNS", "FILTER")]
     for handler in core.router.handlers():
         mode = (
@@ -281,14 +278,11 @@ def sign(
 @main.command()
 def check() -> None:
     """Validate the configuration, import every handler module, and check Redis."""
-    from .app import build_core
+    from .app import build_core, inline_backend
     from .checks import check_redis
-    from .jobs import WorkContext
-    from .queue import InlineBackend
-    from .routing import default_router
 
     settings = load_settings()
-    core = build_core(settings, backend=InlineBackend(WorkContext(default_router, settings)))
+    core = build_core(settings, backend=inline_backend(settings))
     click.echo(f"configuration from: {settings.source}")
     for integration in settings.integrations.values():
         click.echo(
@@ -312,7 +306,7 @@ def _operator_view() -> tuple[Any, list[str]]:
     """
     from .app import build_core, connect
     from .checks import CHECK_TIMEOUT
-    from .ops import queue_names
+    from .queue.ops import queue_names
 
     settings = load_settings()
     if settings.redis_url is not None:
@@ -335,7 +329,7 @@ def failed(ctx: click.Context) -> None:
     """List background items that failed every attempt."""
     if ctx.invoked_subcommand is not None:
         return
-    from .ops import failed_items
+    from .queue.ops import failed_items
 
     connection, queues = _operator_view()
     items, drains = failed_items(connection, queues)
@@ -359,15 +353,12 @@ def failed(ctx: click.Context) -> None:
 @click.option("--all", "everything", is_flag=True, help="Requeue every failed item.")
 def failed_requeue(job_ids: tuple[str, ...], everything: bool) -> None:
     """Run failed items again (after fixing the handler)."""
-    from .ops import requeue
+    from .queue.ops import requeue
 
     if not job_ids and not everything:
         raise click.UsageError("name job ids (see `receiver failed`) or pass --all")
     connection, queues = _operator_view()
-    try:
-        done = requeue(connection, queues, None if everything else list(job_ids))
-    except KeyError as exc:
-        raise click.ClickException(f"no failed item with job id {exc.args[0]}") from None
+    done = requeue(connection, queues, None if everything else list(job_ids))  # ReceiverGroup
     click.echo(f"requeued {len(done)} item(s)")
 
 
@@ -375,7 +366,7 @@ def failed_requeue(job_ids: tuple[str, ...], everything: bool) -> None:
 @click.option("--drain", "drain_now", is_flag=True, help="Move spooled deliveries into Redis now.")
 def spool(drain_now: bool) -> None:
     """Show (and drain) deliveries acknowledged while Redis was unreachable."""
-    from .spool import Spool, spool_folder
+    from .queue.web_spool import Spool, spool_folder
 
     settings = load_settings()
     folder = Spool(spool_folder(settings))
@@ -385,12 +376,12 @@ def spool(drain_now: bool) -> None:
         click.echo(f"oldest: {files[0].name}")
     if drain_now and len(folder):
         from .app import build_core
-        from .queue import RQBackend
+        from .queue.web_store import RQBackend
 
         backend = build_core(settings, require_redis=True).backend
         assert isinstance(backend, RQBackend)
         try:
-            moved = folder.drain(backend.push_spooled)
+            moved = folder.flush(backend.push_spooled)
         except Exception as exc:
             raise click.ClickException(f"Redis did not take the spool yet: {exc}") from None
         click.echo(f"moved {moved} delivery(ies) into Redis")
@@ -399,7 +390,7 @@ def spool(drain_now: bool) -> None:
 @main.command()
 def queues() -> None:
     """Queue depths: pending deliveries, drainers, RQ jobs, scheduled retries, failed."""
-    from .ops import depths
+    from .queue.ops import depths
 
     connection, names = _operator_view()
     rows = [("QUEUE", "PENDING", "OLDEST", "DRAINERS", "RQ JOBS", "RETRIES", "FAILED")]
@@ -679,12 +670,9 @@ def replay(
             )
         secret = target.app_secrets[0]
     if in_process:
-        from .app import build_core
-        from .jobs import WorkContext
-        from .queue import InlineBackend
-        from .routing import default_router
+        from .app import build_core, inline_backend
 
-        core = build_core(settings, backend=InlineBackend(WorkContext(default_router, settings)))
+        core = build_core(settings, backend=inline_backend(settings))
         stream = rp.in_process(chosen, core, secret, integration, sha1)
         mode = "in-process"
     else:

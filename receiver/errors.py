@@ -6,6 +6,7 @@
     ├── QueueUnavailable       neither Redis nor the spool could take background work (→ 503)
     ├── HandlerFailed          a background handler raised (RQ retries, then fails the job)
     ├── ReplayError            a replay source cannot be read
+    ├── UnknownFailedItem      a job id given for requeue is not in the failed registry
     ├── GraphError             a Graph API call failed (status, code, subcode, type, fbtrace_id)
     │   ├── GraphAuthError     token, appsecret_proof or permission refused; renew or grant
     │   ├── GraphThrottled     rate limited past the retries (retry_after: seconds to wait)
@@ -55,6 +56,16 @@ class HandlerFailed(ReceiverError):
 
 class ReplayError(ReceiverError):
     """A replay source cannot be read."""
+
+
+class UnknownFailedItem(ReceiverError):
+    """Job ids given for requeue that are not failed items (already requeued, or a typo)."""
+
+    def __init__(self, job_ids: list[str]) -> None:
+        super().__init__(
+            f"no failed item with job id {', '.join(job_ids)}; `receiver failed` lists them"
+        )
+        self.job_ids = job_ids
 
 
 class GraphError(ReceiverError):

@@ -22,9 +22,10 @@ def child_exit(server: Any, worker: Any) -> None:
 
 
 def when_ready(server: Any) -> None:
-    from . import metrics, ops
+    from . import metrics
     from .app import connect
     from .config import load_settings
+    from .queue import ops
 
     settings = load_settings()
     if not settings.metrics_bind:

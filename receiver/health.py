@@ -15,7 +15,7 @@ from typing import Any
 import redis
 
 from .core import Core
-from .spool import Spool, spool_folder
+from .queue.web_spool import Spool, spool_folder
 from .trace import live_connection
 
 

@@ -31,7 +31,7 @@ from prometheus_client.registry import Collector
 
 from .config import Settings
 from .contracts import QueueDepth, Request, Result
-from .spool import Spool, spool_folder
+from .queue.web_spool import Spool, spool_folder
 
 log = logging.getLogger("receiver.metrics")
 

@@ -23,11 +23,8 @@ import pytest
 from flask import Flask
 
 from . import testing
-from .app import create_app
+from .app import create_app, inline_backend
 from .config import load_settings
-from .jobs import WorkContext
-from .queue import InlineBackend
-from .routing import default_router
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -85,7 +82,7 @@ def receiver_app(
         }
         return create_app(config)
     settings = load_settings(receiver_config, {})
-    return create_app(settings, backend=InlineBackend(WorkContext(default_router, settings)))
+    return create_app(settings, backend=inline_backend(settings))
 
 
 @pytest.fixture

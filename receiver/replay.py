@@ -26,7 +26,7 @@ from .core import REPLAY_OUTCOMES_HEADER, Core, Headers, Request
 from .defaults import DEFAULT_INTEGRATION
 from .envelope import parse
 from .errors import ReceiverError, ReplayError
-from .queue import InlineBackend
+from .queue.inline import InlineBackend
 from .signature import signature_headers
 
 

@@ -28,9 +28,9 @@ from .contracts import Work
 from .core import Core, HandlerResult, Request, Result
 from .embedded import redis_server_binary
 from .events import Event
-from .jobs import state_key
-from .ops import failed_items, queue_names
-from .queue import RQBackend
+from .queue.keys import state_key
+from .queue.ops import failed_items, queue_names
+from .queue.web_store import RQBackend
 from .routing import Handler
 from .signature import signature_headers
 

@@ -29,10 +29,10 @@ from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from . import drain, jobs
 from .app import build_core
 from .config import Settings
-from .ops import queue_names
+from .queue import handoff, worker_claims, worker_drain
+from .queue.ops import queue_names
 from .runner import Runner
 
 log = logging.getLogger("receiver.worker")
@@ -52,7 +52,7 @@ class ReceiverWorker(SimpleWorker):
     """SimpleWorker whose warm shutdown also tells a running drain job to stop early."""
 
     def request_stop(self, signum: Any, frame: Any) -> None:
-        drain.stop_requested.set()
+        worker_drain.stop_requested.set()
         super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
 
 
@@ -79,7 +79,7 @@ def run_worker(
     assert connection is not None
     runner = Runner(concurrency or core.settings.worker_concurrency)
     context.runner = runner
-    jobs.configure(context)
+    worker_claims.configure(context)
     names = queues or queue_names(core.settings, core.router)
     if parent_pid is not None:
         _exit_with_parent(parent_pid)
@@ -102,15 +102,15 @@ def run_worker(
                 serializer=JSONSerializer,
             )
             worker.max_connection_wait_time = RECONNECT_WAIT_MAX
-            drain.keepalive = _keepalive(worker)
-            drain.on_restart = request_restart
+            worker_drain.keepalive = _keepalive(worker)
+            worker_drain.on_restart = request_restart
             did = worker.work(burst=burst, with_scheduler=not burst, logging_level="WARNING")
             worked = worked or did
         except redis.RedisError as exc:
             log.error("worker lost Redis (%s)", exc)
-        if drain.restart_requested.is_set():
+        if worker_drain.restart_requested.is_set():
             _restart(runner)
-        if burst or drain.stop_requested.is_set():
+        if burst or worker_drain.stop_requested.is_set():
             return worked
         # RQ quits on errors outside its dequeue loop (e.g. Redis gone mid-job): start afresh.
         log.warning("RQ worker loop ended unexpectedly; restarting in %.0fs", RESTART_DELAY)
@@ -147,8 +147,8 @@ def maintain_all(connection: redis.Redis, queues: list[str], settings: Settings)
     """Recover dead drainers' packets and make sure pending work has a drainer."""
     for queue in queues:
         try:
-            reaped = drain.reap(connection, queue)
-            drain.kick(connection, queue, settings.max_drainers, settings.job_timeout)
+            reaped = worker_drain.reap(connection, queue)
+            handoff.kick(connection, queue, settings.max_drainers, settings.job_timeout)
         except redis.RedisError as exc:
             log.warning("maintenance of %s skipped: %s", queue, exc)
             continue

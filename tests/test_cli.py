@@ -98,9 +98,9 @@ def test_worker_without_redis_url_refuses_plainly(tmp_path: Path) -> None:
 def test_spool_and_queues_commands(tmp_path: Path, worker_env: dict[str, str]) -> None:
     """What a web process spooled while Redis was down: shown, drained by hand, queued, handled."""
     from receiver.envelope import parse
-    from receiver.queue import packets
+    from receiver.queue.handoff import packets
+    from receiver.queue.web_spool import Spool
     from receiver.routing import Handler
-    from receiver.spool import Spool
     from receiver.testing import RedisServer
 
     from .plugins.recording import calls, record

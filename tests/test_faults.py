@@ -23,8 +23,8 @@ import requests
 from rq import Queue
 from rq.registry import ScheduledJobRegistry
 
-from receiver import drain
-from receiver.jobs import state_key
+from receiver.queue import keys
+from receiver.queue.keys import state_key
 from receiver.testing import RedisServer, free_port
 
 from .conftest import SECRET, TOKEN, signed
@@ -101,8 +101,8 @@ class Deployment:
             connection = self.client()
             queue = Queue("receiver", connection=connection)
             return (
-                connection.llen(drain.pending_key("receiver")) == 0
-                and connection.zcard(drain.drainers_key("receiver")) == 0
+                connection.llen(keys.pending_key("receiver")) == 0
+                and connection.zcard(keys.drainers_key("receiver")) == 0
                 and queue.count == 0
                 and ScheduledJobRegistry(queue=queue).count == 0
             )

@@ -18,8 +18,8 @@ from flask import Flask
 from receiver import ConfigError, Event, Router, create_app
 from receiver.capture import capture_files, read_captures
 from receiver.config import load_settings
+from receiver.contracts import Work
 from receiver.logsafe import SafeFormatter, escape, mask_query_string
-from receiver.queue import Work
 
 from .conftest import SECRET, TOKEN, base_config, payload, signed
 

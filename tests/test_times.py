@@ -20,8 +20,8 @@ from receiver.config import load_settings
 from receiver.core import Core, Headers, Request
 from receiver.envelope import parse, to_utc
 from receiver.errors import PayloadRejected
-from receiver.jobs import WorkContext
-from receiver.queue import InlineBackend
+from receiver.queue.inline import InlineBackend
+from receiver.queue.worker_claims import WorkContext
 from receiver.signature import signature_headers
 
 SECRET = "s"

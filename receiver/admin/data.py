@@ -18,10 +18,12 @@ import redis
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from .. import drain, ops, switches, trace
+from .. import switches, trace
 from ..capture import CaptureJournal, capture_files, read_captures
 from ..config import Integration, Settings
 from ..contracts import QueueDepth
+from ..queue import ops
+from ..queue.worker_drain import job_item
 from ..routing import Router
 
 PALETTE = ("#1b6ac9", "#d9480f", "#2b8a3e", "#862e9c", "#e67700", "#0b7285", "#c2255c")
@@ -259,7 +261,7 @@ def failed(connection: redis.Redis, queues: list[str]) -> list[FailedRow]:
         except Exception:  # gone between the two reads
             continue
         result = job.latest_result()
-        carried = drain.job_item(job) or {}
+        carried = job_item(job) or {}
         event = carried.get("event") if isinstance(carried.get("event"), dict) else {}
         ended = job.ended_at.replace(tzinfo=UTC).isoformat() if job.ended_at else None
         rows.append(

@@ -28,7 +28,7 @@ from werkzeug.wrappers import Response as AnyResponse
 
 from .. import switches, trace
 from ..core import Core, Headers, Request
-from ..errors import ReceiverError
+from ..errors import ReceiverError, UnknownFailedItem
 from ..logsafe import escape
 from ..signature import signature_headers
 from . import data
@@ -341,7 +341,7 @@ def failed() -> AnyResponse:
 
 @blueprint.route("/failed/requeue", methods=["POST"])
 def requeue() -> AnyResponse:
-    from .. import ops
+    from ..queue import ops
 
     connection = _connection()
     core = _core()
@@ -351,12 +351,12 @@ def requeue() -> AnyResponse:
     wanted = None if request.form.get("all") == "1" else request.form.getlist("job_id")
     try:
         done = ops.requeue(connection, names, wanted)
-    except KeyError as exc:
+    except UnknownFailedItem as exc:
         return _page(
             "message.html",
             404,
             title="Not in the failed registry",
-            message=f"{exc.args[0]}: already requeued or removed. Reload the list.",
+            message=f"{', '.join(exc.job_ids)}: already requeued or removed. Reload the list.",
         )
     log.warning("admin requeued %d failed item(s) by %s", len(done), escape(_address()))
     return redirect(url_for("admin.failed", requeued=len(done)), 303)

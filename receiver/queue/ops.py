@@ -1,4 +1,4 @@
-"""What operators look at: failed items, queue depths, the spool. Data only; the CLI formats it."""
+"""Operators' side: failed items, queue depths, requeue. Data only; the CLI formats it."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 
-from . import drain
-from .config import Settings
-from .contracts import QueueDepth
-from .routing import Router
+from ..config import Settings
+from ..contracts import QueueDepth
+from ..errors import UnknownFailedItem
+from ..routing import Router
+from . import keys
+from .worker_drain import job_item
 
 
 @dataclass
@@ -41,24 +43,20 @@ def known_queues(settings: Settings, connection: redis.Redis) -> list[str]:
     return sorted({settings.queue_name} | names)
 
 
-def _queue(name: str, connection: redis.Redis) -> Queue:
-    return Queue(name, connection=connection, serializer=JSONSerializer)
-
-
 def failed_items(connection: redis.Redis, queues: list[str]) -> tuple[list[FailedItem], list[str]]:
     """Failed handler items, and the ids of abandoned drain jobs (their work was recovered)."""
     items: list[FailedItem] = []
     drains: list[str] = []
     for name in queues:
-        registry = FailedJobRegistry(queue=_queue(name, connection))
+        registry = FailedJobRegistry(queue=keys.rq_queue(name, connection))
         for job_id in registry.get_job_ids():
             try:
                 job = Job.fetch(job_id, connection=connection, serializer=JSONSerializer)
             except Exception:
                 continue
-            item = drain.job_item(job)
+            item = job_item(job)
             if item is None:
-                if job.func_name == drain.DRAIN_FUNCTION:
+                if job.func_name in (keys.DRAIN_FUNCTION, *keys.LEGACY_DRAIN_FUNCTIONS):
                     drains.append(job_id)
                 continue
             attempts = int((job.meta or {}).get("attempts", item.get("attempts", 1)))
@@ -87,15 +85,15 @@ def requeue(connection: redis.Redis, queues: list[str], job_ids: list[str] | Non
     wanted = set(job_ids) if job_ids is not None else {f.job_id for f in failed}
     unknown = wanted - {f.job_id for f in failed}
     if unknown:
-        raise KeyError(", ".join(sorted(unknown)))
+        raise UnknownFailedItem(sorted(unknown))
     done = []
     for item in failed:
         if item.job_id in wanted:
-            FailedJobRegistry(queue=_queue(item.queue, connection)).requeue(item.job_id)
+            FailedJobRegistry(queue=keys.rq_queue(item.queue, connection)).requeue(item.job_id)
             done.append(item.job_id)
     if job_ids is None:
         for name in queues:
-            registry = FailedJobRegistry(queue=_queue(name, connection))
+            registry = FailedJobRegistry(queue=keys.rq_queue(name, connection))
             for job_id in drains:
                 registry.remove(job_id, delete_job=True)
     return done
@@ -104,16 +102,16 @@ def requeue(connection: redis.Redis, queues: list[str], job_ids: list[str] | Non
 def depths(connection: redis.Redis, queues: list[str]) -> list[QueueDepth]:
     out = []
     for name in queues:
-        queue = _queue(name, connection)
+        queue = keys.rq_queue(name, connection)
         out.append(
             QueueDepth(
                 queue=name,
-                pending_packets=int(connection.llen(drain.pending_key(name))),
-                drainers=int(connection.zcard(drain.drainers_key(name))),
+                pending_packets=int(connection.llen(keys.pending_key(name))),
+                drainers=int(connection.zcard(keys.drainers_key(name))),
                 rq_jobs=queue.count,
                 scheduled_retries=ScheduledJobRegistry(queue=queue).count,  # type: ignore[no-untyped-call]
                 failed=FailedJobRegistry(queue=queue).count,
-                oldest_pending_at=packet_time(connection.lindex(drain.pending_key(name), 0)),
+                oldest_pending_at=packet_time(connection.lindex(keys.pending_key(name), 0)),
             )
         )
     return out

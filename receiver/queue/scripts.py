@@ -1,4 +1,9 @@
-"""Lua scripts registered once per Redis client (registering hashes the source every time)."""
+"""The queue side's Lua scripts, each with its KEYS and ARGV, and their registration.
+
+Every string a script compares or builds comes in as ARGV from ``keys``;
+a script spells no key prefix or claim state of its own. Scripts are
+registered once per Redis client (registering hashes the source every time).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,100 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 from redis import Redis
+
+CLAIM = """
+-- KEYS: the items' state keys (keys.state_key).
+-- ARGV[1] the claimant's token; ARGV[2] dedupe window, seconds; ARGV[3] keys.ALIVE;
+-- ARGV[4] keys.RUNNING; ARGV[5] keys.RETRYING; ARGV[6] keys.RUNNING_IN_DRAINER;
+-- ARGV[7] keys.FAILED; ARGV[7 + i] the token of the scheduled retry KEYS[i]'s item is
+-- ('' when none). A key may be claimed when absent or failed, already this claimant's,
+-- owned by the item's own retry, or held by a drainer whose heartbeat has expired.
+-- Returns one flag per key: 1 claimed (now running:<token>), 0 not.
+local out = {}
+local running = ARGV[4] .. ARGV[1]
+local retrying = ARGV[5] .. ARGV[1]
+local in_drainer = ARGV[6]
+for i, key in ipairs(KEYS) do
+  local s = redis.call('GET', key)
+  local ok = false
+  local owner = ARGV[7 + i] or ''
+  if not s or s == ARGV[7] or s == running or s == retrying
+     or (owner ~= '' and s == ARGV[5] .. owner) then
+    ok = true
+  elseif string.sub(s, 1, #in_drainer) == in_drainer then
+    ok = redis.call('EXISTS', ARGV[3] .. string.sub(s, #in_drainer + 1)) == 0
+  end
+  if ok then
+    redis.call('SET', key, running, 'EX', ARGV[2])
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out
+"""
+
+PUSH = """
+-- KEYS[1] keys.pending_key(queue); KEYS[2] keys.drainers_key(queue).
+-- ARGV[1] max drainers; ARGV[2] a candidate drainer id; ARGV[3] seconds a new slot lasts
+-- before its job must beat; ARGV[4] packets waiting per live drainer before another
+-- starts; ARGV[5..] the packets to append (none: only ask whether a drainer is wanted).
+-- Returns 1 when the candidate took a slot (the caller enqueues its drain job), else 0.
+if #ARGV > 4 then redis.call('RPUSH', KEYS[1], unpack(ARGV, 5)) end
+local now = tonumber(redis.call('TIME')[1])
+local live = redis.call('ZCOUNT', KEYS[2], now, '+inf')
+if live == 0 or (live < tonumber(ARGV[1])
+                 and redis.call('LLEN', KEYS[1]) > live * tonumber(ARGV[4])) then
+  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[2])
+  return 1
+end
+return 0
+"""
+
+POP = """
+-- KEYS[1] keys.pending_key(queue); KEYS[2] keys.inflight_key(drainer).
+-- ARGV[1] at most this many packets.
+-- Moves packets from the front of the queue to the drainer's in-flight list; returns them.
+local packets = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+if #packets > 0 then
+  redis.call('LTRIM', KEYS[1], #packets, -1)
+  redis.call('RPUSH', KEYS[2], unpack(packets))
+end
+return packets
+"""
+
+FINISH = """
+-- KEYS[1] keys.pending_key(queue); KEYS[2] keys.drainers_key(queue);
+-- KEYS[3] keys.inflight_key(drainer). ARGV[1] the drainer id.
+-- When nothing waits, the drainer gives up its slot and its in-flight list: returns 1;
+-- otherwise 0 (work arrived meanwhile: the caller keeps going or hands over).
+if redis.call('LLEN', KEYS[1]) == 0 then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('DEL', KEYS[3])
+  return 1
+end
+return 0
+"""
+
+REAP = """
+-- KEYS[1] keys.pending_key(queue); KEYS[2] keys.drainers_key(queue).
+-- ARGV[1] keys.INFLIGHT; ARGV[2] keys.ALIVE.
+-- Drainers whose slot lapsed and whose heartbeat expired are dead: their in-flight
+-- packets go back to the front of the queue, in order, and their slots are freed.
+-- Returns how many lapsed slots were looked at.
+local now = tonumber(redis.call('TIME')[1])
+local dead = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. now)
+for _, id in ipairs(dead) do
+  if redis.call('EXISTS', ARGV[2] .. id) == 0 then
+    local key = ARGV[1] .. id
+    local packets = redis.call('LRANGE', key, 0, -1)
+    for i = #packets, 1, -1 do redis.call('LPUSH', KEYS[1], packets[i]) end
+    redis.call('DEL', key)
+    redis.call('ZREM', KEYS[2], id)
+  end
+end
+return #dead
+"""
 
 _registered: WeakKeyDictionary[Redis, dict[str, Any]] = WeakKeyDictionary()
 

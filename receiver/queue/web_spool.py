@@ -1,8 +1,8 @@
-"""The local spool: where acknowledged deliveries wait while Redis cannot take them.
+"""Web side: the local spool, where acknowledged deliveries wait while Redis cannot take them.
 
 One file per delivery, named by arrival time so draining keeps order,
 created 0600, written then fsynced then renamed into place (a half-written
-file is never seen). A drainer claims a file by renaming it, pushes it to
+file is never seen). A flusher claims a file by renaming it, pushes it to
 Redis and removes it; a crash in between means a second push, which the
 per-item dedupe in Redis turns into a no-op.
 """
@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import Settings
+from ..config import Settings
 
 log = logging.getLogger("receiver.spool")
 
 STALE_CLAIM = 60.0
-"""Seconds after which another process may take over a claimed file (its drainer died)."""
+"""Seconds after which another process may take over a claimed file (its flusher died)."""
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,10 @@ class Spool:
     def __init__(self, folder: str | os.PathLike[str]) -> None:
         self.folder = Path(folder)
 
-    def write(self, delivery_id: str, queues: dict[str, list[str]]) -> Path:
-        """Store durably; raise ``OSError`` when the disk cannot."""
+    def write(self, delivery_id: str, packets: dict[str, str]) -> Path:
+        """Store one packet per queue durably; raise ``OSError`` when the disk cannot."""
+        # Lists on disk: the file format predates one packet per queue, and stays readable.
+        queues = {queue: [packet] for queue, packet in packets.items()}
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         name = f"{time.time_ns():020d}-{delivery_id}.json"
         temporary = self.folder / f".{name}.tmp"
@@ -75,7 +77,7 @@ class Spool:
     def __len__(self) -> int:
         return len(self.files()) + len(self._claims())
 
-    def drain(self, push: Callable[[Spooled], None]) -> int:
+    def flush(self, push: Callable[[Spooled], None]) -> int:
         """Push waiting deliveries in order, stopping at the first failure; return the count."""
         self._release_stale_claims()
         moved = 0
@@ -109,7 +111,7 @@ class Spool:
                 pass
 
 
-class SpoolDrainer:
+class SpoolFlusher:
     """A daemon thread per web process that empties the spool once Redis answers again."""
 
     def __init__(self, spool: Spool, push: Callable[[Spooled], None], every: float = 1.0) -> None:
@@ -135,9 +137,9 @@ class SpoolDrainer:
             if not len(self.spool):
                 continue
             try:
-                moved = self.spool.drain(self.push)
+                moved = self.spool.flush(self.push)
             except Exception as exc:
-                log.debug("spool not drained yet: %s", exc)
+                log.debug("spool not flushed yet: %s", exc)
                 continue
             if moved:
                 log.warning("moved %d spooled deliveries into Redis", moved)

@@ -1,8 +1,8 @@
-"""Run (event, handler) items exactly once per success, with their state in Redis.
+"""Worker side: run (event, handler) items exactly once per success, with their state in Redis.
 
 Work travels as JSON items (``{"event": {...}, "handler": id}``). Before an
-item runs it is claimed atomically; its state lives under
-``receiver:state:<integration>:<handler>:<event id>`` for ``dedupe_window``:
+item runs it is claimed atomically (``scripts.CLAIM``); its state lives under
+``keys.state_key(integration, handler, event id)`` for ``dedupe_window``:
 
 - absent, or ``failed``      → may run (a redelivery re-runs a failure: never swallowed);
 - ``running:<token>``        → running; skipped by others, unless the owner is a
@@ -23,43 +23,16 @@ from typing import Any
 
 from redis import Redis, RedisError
 
-from . import lua
-from .config import Settings
-from .events import Event
-from .routing import Handler, Router
-from .runner import Runner, resolve
+from ..config import Settings
+from ..events import Event
+from ..routing import Handler, Router
+from ..runner import Runner, resolve
+from . import keys, scripts
 
 log = logging.getLogger("receiver.jobs")
 
-STATE_PREFIX = "receiver:state:"
-ALIVE_PREFIX = "receiver:alive:"
 STATE_PATIENCE = 300.0
 """Seconds a worker keeps trying to record an outcome while Redis is away."""
-
-# KEYS: state keys. ARGV: token, window seconds, alive-key prefix, then one owner token
-# per key ('' when the item owns no retry): the claim succeeds on 'retrying:<owner>'.
-_CLAIM = """
-local out = {}
-for i, key in ipairs(KEYS) do
-  local s = redis.call('GET', key)
-  local ok = false
-  local owner = ARGV[3 + i] or ''
-  if not s or s == 'failed' or s == 'running:' .. ARGV[1] or s == 'retrying:' .. ARGV[1]
-     or (owner ~= '' and s == 'retrying:' .. owner) then
-    ok = true
-  elseif string.sub(s, 1, 10) == 'running:d:' then
-    ok = redis.call('EXISTS', ARGV[3] .. string.sub(s, 11)) == 0
-  end
-  if ok then
-    redis.call('SET', key, 'running:' .. ARGV[1], 'EX', ARGV[2])
-    out[i] = 1
-  else
-    out[i] = 0
-  end
-end
-return out
-"""
-
 
 @dataclass
 class WorkContext:
@@ -106,15 +79,6 @@ def current_context() -> WorkContext:
     return _context
 
 
-def state_key(event_integration: str, handler_id: str, event_id: str) -> str:
-    return f"{STATE_PREFIX}{event_integration}:{handler_id}:{event_id}"
-
-
-def item(event: Event, handler: Handler) -> dict[str, Any]:
-    """The JSON form of one unit of background work."""
-    return {"event": event.to_dict(), "handler": handler.id}
-
-
 def execute(
     items: list[dict[str, Any]],
     context: WorkContext,
@@ -142,7 +106,7 @@ def execute(
             )
             _set_state(context, outcome, failed_state(outcome))
         else:
-            _set_state(context, outcome, "done")
+            _set_state(context, outcome, keys.DONE)
     return outcomes
 
 
@@ -151,7 +115,7 @@ def _claim(outcomes: list[Outcome], context: WorkContext, token: str) -> list[bo
 
 
 def outcome_key(outcome: Outcome) -> str:
-    return state_key(outcome.event.integration, outcome.handler.id, outcome.event.id)
+    return keys.state_key(outcome.event.integration, outcome.handler.id, outcome.event.id)
 
 
 def claim(context: WorkContext, outcomes: list[Outcome], token: str) -> list[bool]:
@@ -159,19 +123,29 @@ def claim(context: WorkContext, outcomes: list[Outcome], token: str) -> list[boo
 
     An item may carry ``owner``: the token of the scheduled retry it is (see ``drain``).
     """
-    keys = [outcome_key(o) for o in outcomes]
+    state_keys = [outcome_key(o) for o in outcomes]
     # Copies of one item in the same batch (a delivery posted twice) run once.
-    first = {key: index for index, key in reversed(list(enumerate(keys)))}
+    first = {key: index for index, key in reversed(list(enumerate(state_keys)))}
     if context.connection is None:
-        return [first[key] == index for index, key in enumerate(keys)]
-    script = lua.script(context.connection, _CLAIM)
+        return [first[key] == index for index, key in enumerate(state_keys)]
+    script = scripts.script(context.connection, scripts.CLAIM)
     unique = list(first)
     owners = [str(outcomes[first[key]].item.get("owner") or "") for key in unique]
     result = script(
-        keys=unique, args=[token, context.settings.dedupe_window, ALIVE_PREFIX, *owners]
+        keys=unique,
+        args=[
+            token,
+            context.settings.dedupe_window,
+            keys.ALIVE,
+            keys.RUNNING,
+            keys.RETRYING,
+            keys.RUNNING_IN_DRAINER,
+            keys.FAILED,
+            *owners,
+        ],
     )
     won = {key for key, flag in zip(unique, result, strict=True) if flag}
-    return [key in won and first[key] == index for index, key in enumerate(keys)]
+    return [key in won and first[key] == index for index, key in enumerate(state_keys)]
 
 
 def record(

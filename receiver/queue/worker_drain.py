@@ -1,8 +1,8 @@
-"""The worker side of background work: drain jobs pull many deliveries per RQ job.
+"""Worker side: drain jobs pull many deliveries per RQ job.
 
 One RQ job per event costs ~57 Redis commands and caps a worker near 200
 jobs/s, so deliveries are not RQ jobs. The web side appends each delivery
-as one *packet* to ``receiver:pending:<queue>`` and, when fewer than
+as one *packet* to ``keys.pending_key(queue)`` and, when fewer than
 ``max_drainers`` drainers are alive, enqueues one *drain job*. A drain job
 moves packets to its own in-flight list and starts their items (claimed in
 Redis, see ``jobs``) on the process's ``Runner``, up to ``worker_concurrency``
@@ -44,30 +44,30 @@ from rq import Queue, get_current_job
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry
 from rq.results import Result
-from rq.serializers import JSONSerializer
 
-from . import lua, outcomes
-from .events import Event
-from .jobs import ALIVE_PREFIX, Outcome, WorkContext, claim, current_context, outcome_key, record
-from .routing import Handler
-from .runner import Attempt, Runner
+from .. import outcomes
+from ..events import Event
+from ..routing import Handler
+from ..runner import Attempt, Runner
+from . import keys, scripts
+from .handoff import POP_PACKETS, SLOT_GRACE, push, start_drainer
+from .keys import drainers_key, pending_key
+from .worker_claims import (
+    Outcome,
+    WorkContext,
+    claim,
+    current_context,
+    outcome_key,
+    record,
+)
 
-log = logging.getLogger("receiver.drain")
-
-PENDING = "receiver:pending:"
-DRAINERS = "receiver:drainers:"
-INFLIGHT = "receiver:inflight:"
+log = logging.getLogger("receiver.drain")  # the logger's name stays: operators filter on it
 
 HEARTBEAT_TTL = 10
 """Seconds without a heartbeat after which a drainer counts as dead."""
 HEARTBEAT_EVERY = 2.0
-SLOT_GRACE = 60
-"""Seconds a newly enqueued drain job may wait in the queue before its slot lapses."""
 BUDGET = 20.0
 """Seconds one drain job runs before handing over: keeps RQ's job heartbeat honest."""
-POP_PACKETS = 50
-BACKLOG_PER_DRAINER = 2 * POP_PACKETS
-"""Another drainer starts only when this many packets wait per live one."""
 LINGER = 1
 """Seconds an idle drainer waits for the next delivery before it ends: under steady
 traffic one drainer stays up instead of the web side starting one per burst."""
@@ -83,12 +83,8 @@ handler's events behind a slow handler's backlog, few enough to share work with
 other worker processes."""
 RETRY_JOB_TIMEOUT = 60
 """Seconds a retry job may take: it only puts its item back in a packet."""
-DRAIN_JOB_TIMEOUT = 3600
-"""RQ's limit on one drain job, on top of four times ``job_timeout``."""
 FAILURE_TTL = 24 * 3600 * 7
 """How long failed items stay in RQ's failed registry."""
-DRAIN_FUNCTION = "receiver.drain.drain"
-RETRY_FUNCTION = "receiver.drain.retry_item"
 
 stop_requested = threading.Event()
 """Set by the worker on SIGTERM: drainers stop after their current packets."""
@@ -99,101 +95,12 @@ restart_requested = threading.Event()
 on_restart: Callable[[], None] | None = None
 """Set by the worker: how to stop warmly so that it can restart."""
 
-PUSH = """
-if #ARGV > 4 then redis.call('RPUSH', KEYS[1], unpack(ARGV, 5)) end
-local now = tonumber(redis.call('TIME')[1])
-local live = redis.call('ZCOUNT', KEYS[2], now, '+inf')
-if live == 0 or (live < tonumber(ARGV[1])
-                 and redis.call('LLEN', KEYS[1]) > live * tonumber(ARGV[4])) then
-  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[2])
-  return 1
-end
-return 0
-"""
-
-POP = """
-local packets = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
-if #packets > 0 then
-  redis.call('LTRIM', KEYS[1], #packets, -1)
-  redis.call('RPUSH', KEYS[2], unpack(packets))
-end
-return packets
-"""
-
-FINISH = """
-if redis.call('LLEN', KEYS[1]) == 0 then
-  redis.call('ZREM', KEYS[2], ARGV[1])
-  redis.call('DEL', KEYS[3])
-  return 1
-end
-return 0
-"""
-
-REAP = """
-local now = tonumber(redis.call('TIME')[1])
-local dead = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. now)
-for _, id in ipairs(dead) do
-  if redis.call('EXISTS', ARGV[2] .. id) == 0 then
-    local key = ARGV[1] .. id
-    local packets = redis.call('LRANGE', key, 0, -1)
-    for i = #packets, 1, -1 do redis.call('LPUSH', KEYS[1], packets[i]) end
-    redis.call('DEL', key)
-    redis.call('ZREM', KEYS[2], id)
-  end
-end
-return #dead
-"""
-
-
-def pending_key(queue: str) -> str:
-    return PENDING + queue
-
-
-def drainers_key(queue: str) -> str:
-    return DRAINERS + queue
-
-
-def push(connection: Redis, queue: str, packets: list[bytes], max_drainers: int) -> str | None:
-    """Append packets (one round trip); return a new drainer id when one should be started."""
-    candidate = uuid.uuid4().hex
-    script = lua.script(connection, PUSH)
-    wanted = script(
-        keys=[pending_key(queue), drainers_key(queue)],
-        args=[max_drainers, candidate, SLOT_GRACE, BACKLOG_PER_DRAINER, *packets],
-    )
-    return candidate if wanted else None
-
-
-def start_drainer(connection: Redis, queue: str, drainer_id: str, settings_timeout: int) -> None:
-    Queue(queue, connection=connection, serializer=JSONSerializer).enqueue_call(
-        DRAIN_FUNCTION,
-        args=(queue,),
-        job_id=drainer_id,
-        # Our heartbeat, not RQ's timeout, guards drainers; a wind-down may wait out
-        # handlers' own (longer) time limits, so RQ's limit is only a last resort.
-        timeout=DRAIN_JOB_TIMEOUT + 4 * settings_timeout,
-        result_ttl=0,
-        failure_ttl=24 * 3600,
-        description=f"drain {queue}",
-    )
-
-
-def kick(connection: Redis, queue: str, max_drainers: int, job_timeout: int) -> bool:
-    """Start a drainer if work is pending and fewer than ``max_drainers`` are alive."""
-    if not connection.llen(pending_key(queue)):
-        return False
-    drainer = push(connection, queue, [], max_drainers)
-    if drainer is not None:
-        start_drainer(connection, queue, drainer, job_timeout)
-        return True
-    return False
-
 
 def reap(connection: Redis, queue: str) -> int:
     """Give dead drainers' in-flight packets back to the queue, oldest first."""
-    script = lua.script(connection, REAP)
+    script = scripts.script(connection, scripts.REAP)
     return int(
-        script(keys=[pending_key(queue), drainers_key(queue)], args=[INFLIGHT, ALIVE_PREFIX])
+        script(keys=[pending_key(queue), drainers_key(queue)], args=[keys.INFLIGHT, keys.ALIVE])
     )
 
 
@@ -209,7 +116,7 @@ class _Heartbeat:
     def beat(self) -> None:
         expires = time.time() + HEARTBEAT_TTL
         with self.connection.pipeline(transaction=False) as pipe:
-            pipe.set(ALIVE_PREFIX + self.drainer, 1, ex=HEARTBEAT_TTL)
+            pipe.set(keys.alive_key(self.drainer), 1, ex=HEARTBEAT_TTL)
             pipe.zadd(drainers_key(self.queue), {self.drainer: expires})
             pipe.execute()
 
@@ -230,7 +137,7 @@ class _Heartbeat:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.connection.delete(ALIVE_PREFIX + self.drainer)
+        self.connection.delete(keys.alive_key(self.drainer))
 
 
 class _Packet:
@@ -281,13 +188,13 @@ class _Drain:
         self.connection = connection
         self.queue = queue
         self.drainer = drainer
-        self.token = f"d:{drainer}"
+        self.token = keys.drainer_token(drainer)
         self.context = context
         self.runner = runner
-        self.inflight = INFLIGHT + drainer
+        self.inflight = keys.inflight_key(drainer)
         self.done_keys = [pending_key(queue), drainers_key(queue), self.inflight]
-        self.pop_script = lua.script(connection, POP)
-        self.finish_script = lua.script(connection, FINISH)
+        self.pop_script = scripts.script(connection, scripts.POP)
+        self.finish_script = scripts.script(connection, scripts.FINISH)
         self.waiting: dict[str, deque[_Work]] = {}
         self.n_waiting = 0
         self.open: dict[int, _Packet] = {}
@@ -516,7 +423,7 @@ class _Drain:
             outcomes.attempt_ended(outcome.event, outcome.handler.id, number, error, seconds)
         )
         if error is None:
-            self.states.append((outcome, "done"))
+            self.states.append((outcome, keys.DONE))
         else:
             self.counts["failed"] += 1
             self.failures.append(outcome)
@@ -593,27 +500,25 @@ def _after_failure(outcome: Outcome, context: WorkContext) -> str:
     retries = settings.job_retries if handler.retry is None else handler.retry
     connection = context.connection
     if connection is None:
-        return "failed"
+        return keys.FAILED
     made = int(outcome.item.get("attempts", 0)) + 1
     job_id = retry_job_id(outcome.item)
-    token = f"r:{job_id}"
+    token = keys.retry_token(job_id)
     follow = {
         "event": outcome.item["event"],
         "handler": outcome.item["handler"],
         "attempts": made,
         "owner": token,
     }
-    queue = Queue(
-        handler.queue or settings.queue_name, connection=connection, serializer=JSONSerializer
-    )
+    queue = keys.rq_queue(handler.queue or settings.queue_name, connection)
     description = f"{handler.id} on event {outcome.event.id} ({outcome.event.name})"
     if outcome.item.get("final") or made > retries:
         follow["final"] = True
         _file_failed(queue, job_id, follow, outcome.error or "", description)
         outcomes.failed_for_good(outcome.event, handler.id, made, outcome.error)
-        return "failed"
+        return keys.FAILED
     job = queue.create_job(
-        RETRY_FUNCTION,
+        keys.RETRY_FUNCTION,
         args=(follow,),
         job_id=job_id,
         timeout=RETRY_JOB_TIMEOUT,
@@ -625,7 +530,7 @@ def _after_failure(outcome: Outcome, context: WorkContext) -> str:
     delay = backoff(made, settings.retry_backoff)[-1]
     queue.schedule_job(job, datetime.now(UTC) + timedelta(seconds=delay))
     outcomes.retry_scheduled(outcome.event, handler.id, made, delay)
-    return f"retrying:{token}"
+    return keys.retrying(token)
 
 
 def _file_failed(
@@ -633,7 +538,7 @@ def _file_failed(
 ) -> None:
     """A job with status ``failed`` and the traceback in RQ's failed registry."""
     job = queue.create_job(
-        RETRY_FUNCTION,
+        keys.RETRY_FUNCTION,
         args=(item,),
         job_id=job_id,
         timeout=RETRY_JOB_TIMEOUT,
@@ -688,7 +593,7 @@ def backoff(retries: int, base: float) -> list[int]:
 
 def job_item(job: Job) -> dict[str, Any] | None:
     """The item a retry job carries, for the operators' CLI."""
-    if job.func_name != RETRY_FUNCTION or not job.args:
+    if job.func_name not in (keys.RETRY_FUNCTION, *keys.LEGACY_RETRY_FUNCTIONS) or not job.args:
         return None
     value = job.args[0]
     return value if isinstance(value, dict) else None

@@ -1,0 +1,86 @@
+"""Handing work to drainers: packets, appending them, and starting drain jobs.
+
+Both sides do it: the web side for each delivery, the worker side for a due
+retry, a hand-over and its maintenance. So it lives in neither.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections import defaultdict
+from typing import Any
+
+from redis import Redis
+
+from ..contracts import Work
+from ..events import Event
+from ..routing import Handler
+from . import keys, scripts
+from .keys import drainers_key, pending_key
+
+SLOT_GRACE = 60
+"""Seconds a newly enqueued drain job may wait in the queue before its slot lapses."""
+POP_PACKETS = 50
+"""Packets a drainer takes from the queue at once."""
+BACKLOG_PER_DRAINER = 2 * POP_PACKETS
+"""Another drainer starts only when this many packets wait per live one."""
+DRAIN_JOB_TIMEOUT = 3600
+"""RQ's limit on one drain job, on top of four times ``job_timeout``."""
+
+
+def item(event: Event, handler: Handler) -> dict[str, Any]:
+    """The JSON form of one unit of background work."""
+    return {"event": event.to_dict(), "handler": handler.id}
+
+
+def packets(delivery_id: str, work: Work, default_queue: str) -> dict[str, str]:
+    """One packet (JSON text) per queue the delivery's work goes to."""
+    by_queue: dict[str, list[dict[str, object]]] = defaultdict(list)
+    for event, handler in work:
+        by_queue[handler.queue or default_queue].append(item(event, handler))
+    at = round(time.time(), 3)  # for the oldest-pending gauge (ops.packet_time)
+    return {
+        queue: json.dumps(
+            {"delivery_id": delivery_id, "at": at, "items": items}, separators=(",", ":")
+        )
+        for queue, items in by_queue.items()
+    }
+
+
+def push(connection: Redis, queue: str, packets: list[bytes], max_drainers: int) -> str | None:
+    """Append packets (one round trip); return a new drainer id when one should be started."""
+    candidate = uuid.uuid4().hex
+    script = scripts.script(connection, scripts.PUSH)
+    wanted = script(
+        keys=[pending_key(queue), drainers_key(queue)],
+        args=[max_drainers, candidate, SLOT_GRACE, BACKLOG_PER_DRAINER, *packets],
+    )
+    return candidate if wanted else None
+
+
+def start_drainer(connection: Redis, queue: str, drainer_id: str, settings_timeout: int) -> None:
+    """Enqueue the drain job that holds the slot ``push`` gave ``drainer_id``."""
+    keys.rq_queue(queue, connection).enqueue_call(
+        keys.DRAIN_FUNCTION,
+        args=(queue,),
+        job_id=drainer_id,
+        # Our heartbeat, not RQ's timeout, guards drainers; a wind-down may wait out
+        # handlers' own (longer) time limits, so RQ's limit is only a last resort.
+        timeout=DRAIN_JOB_TIMEOUT + 4 * settings_timeout,
+        result_ttl=0,
+        failure_ttl=24 * 3600,
+        description=f"drain {queue}",
+    )
+
+
+def kick(connection: Redis, queue: str, max_drainers: int, job_timeout: int) -> bool:
+    """Start a drainer if work is pending and fewer than ``max_drainers`` are alive."""
+    if not connection.llen(pending_key(queue)):
+        return False
+    drainer = push(connection, queue, [], max_drainers)
+    if drainer is not None:
+        start_drainer(connection, queue, drainer, job_timeout)
+        return True
+    return False
