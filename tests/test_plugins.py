@@ -116,7 +116,8 @@ def test_modules_register_on_the_router_being_built(plugin_dir: Path, redis_url:
     config = base_config(redis_url=redis_url, handlers=["plug_c"])
     first, second = Router(), Router()
     apps = [create_app(config, router=first), create_app(config, router=second)]
-    assert default_router.handlers() == []  # loading for an app of its own leaves it alone
+    # loading for an app of its own leaves the default router alone
+    assert not [h for h in default_router.handlers() if h.func.__module__ == "plug_c"]
     apps.append(create_app(config))
     import plug_c  # type: ignore[import-not-found]
 
