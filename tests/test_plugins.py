@@ -118,7 +118,9 @@ def test_modules_register_on_the_router_being_built(plugin_dir: Path, redis_url:
     apps = [create_app(config, router=first), create_app(config, router=second)]
     # loading for an app of its own leaves the default router alone
     assert not [h for h in default_router.handlers() if h.func.__module__ == "plug_c"]
-    apps.append(create_app(config))
+    default_app = create_app(config)
+    # the default router may hold earlier tests' handlers too: only ours matters here
+    assert "plug_c:c@group.posts" in [h.id for h in default_router.handlers()]
     import plug_c  # type: ignore[import-not-found]
 
     for n, app in enumerate(apps):
@@ -128,4 +130,5 @@ def test_modules_register_on_the_router_being_built(plugin_dir: Path, redis_url:
         body = envelope("group", {"field": "posts", "value": {"verb": "add", "post_id": n}})
         answer = app.test_client().post("/webhook", data=body, headers=signed(body))
         assert answer.status_code == 200, answer.get_data(as_text=True)
-    assert plug_c.seen == [0, 1, 2]
+    assert plug_c.seen == [0, 1]
+    assert default_app.extensions["receiver"].router is default_router
