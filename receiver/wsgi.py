@@ -39,7 +39,7 @@ _UNREADABLE_BODY = frozenset({"body_timeout", "bad_framing"})
 # the client, still sending, gets to read the answer rather than a TCP reset.
 _LINGER_BYTES = 8 * 1024 * 1024
 _LINGER_SECONDS = 1.0
-_PIECE = 16 * 1024
+_PIECE = 4 * 1024
 """Bytes read per call: bounds the CPU one read can spend parsing a client's framing."""
 
 
