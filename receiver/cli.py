@@ -17,7 +17,7 @@ import click
 import redis
 
 from . import logsafe
-from .config import Integration, load_settings
+from .config import Integration, Settings, load_settings
 from .errors import ReceiverError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -202,6 +202,8 @@ def worker(
     """Run an RQ worker with the configured handler modules loaded."""
     from .worker import run_worker
 
+    if burst:  # a burst must do its work now: an unreachable Redis is one error line, exit 1
+        _ping_redis()
     run_worker(
         list(queues) or None,
         burst=burst,
@@ -299,18 +301,26 @@ def check() -> None:
     click.echo("ok")
 
 
+def _ping_redis() -> Settings:
+    """The settings, once the configured Redis answered (before any start-up warning)."""
+    from .app import connect
+    from .checks import CHECK_TIMEOUT
+
+    settings = load_settings()
+    if settings.redis_url is not None:
+        connect(settings.redis_url, CHECK_TIMEOUT).ping()
+    return settings
+
+
 def _operator_view() -> tuple[Any, list[str]]:
     """Settings, plugins and Redis, as ``receiver worker`` would see them.
 
     An unreachable Redis fails here, before the start-up warning a web process would log.
     """
-    from .app import build_core, connect
-    from .checks import CHECK_TIMEOUT
+    from .app import build_core
     from .queue.ops import queue_names
 
-    settings = load_settings()
-    if settings.redis_url is not None:
-        connect(settings.redis_url, CHECK_TIMEOUT).ping()
+    settings = _ping_redis()
     core = build_core(settings, require_redis=True)
     connection = core.work_context().connection
     return connection, queue_names(core.settings, core.router)

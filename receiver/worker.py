@@ -107,6 +107,8 @@ def run_worker(
             did = worker.work(burst=burst, with_scheduler=not burst, logging_level="WARNING")
             worked = worked or did
         except redis.RedisError as exc:
+            if burst:
+                raise  # a burst that could not reach Redis did not do its work: exit 1, one line
             log.error("worker lost Redis (%s)", exc)
         if worker_drain.restart_requested.is_set():
             _restart(runner)

@@ -176,7 +176,8 @@ def test_commands_with_redis_stopped_say_so_in_one_line(
     env = {**worker_env, "REDIS_URL": server.url}
     assert _run(env, "queues").returncode == 0  # up: answers
     server.stop()  # an outage, as an operator meets it
-    for args in (["queues"], ["failed"], ["failed", "requeue", "--all"], ["check"]):
+    burst = ["--log-level", "WARNING", "worker", "--burst"]  # a burst did no work: exit 1
+    for args in (["queues"], ["failed"], ["failed", "requeue", "--all"], ["check"], burst):
         line = _one_error_line(_run(env, *args))
         assert f"Redis at {server.url} is unreachable" in line, args
         assert "Connection refused" in line
