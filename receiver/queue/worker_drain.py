@@ -517,27 +517,16 @@ def _after_failure(outcome: Outcome, context: WorkContext) -> str:
         _file_failed(queue, job_id, follow, outcome.error or "", description)
         outcomes.failed_for_good(outcome.event, handler.id, made, outcome.error)
         return keys.FAILED
-    job = queue.create_job(
-        keys.RETRY_FUNCTION,
-        args=(follow,),
-        job_id=job_id,
-        timeout=RETRY_JOB_TIMEOUT,
-        result_ttl=0,
-        failure_ttl=FAILURE_TTL,
-        description=description,
-        meta={"attempts": made},
-    )
+    job = _retry_job(queue, job_id, follow, description)
     delay = backoff(made, settings.retry_backoff)[-1]
     queue.schedule_job(job, datetime.now(UTC) + timedelta(seconds=delay))
     outcomes.retry_scheduled(outcome.event, handler.id, made, delay)
     return keys.retrying(token)
 
 
-def _file_failed(
-    queue: Queue, job_id: str, item: dict[str, Any], error: str, description: str
-) -> None:
-    """A job with status ``failed`` and the traceback in RQ's failed registry."""
-    job = queue.create_job(
+def _retry_job(queue: Queue, job_id: str, item: dict[str, Any], description: str) -> Job:
+    """The RQ job that carries an item's next attempt (or, filed failed, its last one)."""
+    return queue.create_job(
         keys.RETRY_FUNCTION,
         args=(item,),
         job_id=job_id,
@@ -547,6 +536,13 @@ def _file_failed(
         description=description,
         meta={"attempts": item["attempts"]},
     )
+
+
+def _file_failed(
+    queue: Queue, job_id: str, item: dict[str, Any], error: str, description: str
+) -> None:
+    """A job with status ``failed`` and the traceback in RQ's failed registry."""
+    job = _retry_job(queue, job_id, item, description)
     job.ended_at = datetime.now(UTC)
     with queue.connection.pipeline() as pipe:
         job.set_status(JobStatus.FAILED, pipeline=pipe)
