@@ -111,6 +111,7 @@ class TraceWriter:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._flushing = threading.Lock()  # one flush at a time: a caller's flush waits for ours
 
     @classmethod
     def for_backend(cls, ttl: int, backend: object) -> TraceWriter:
@@ -142,7 +143,15 @@ class TraceWriter:
                 log.exception("trace writer failed; carrying on")
 
     def flush(self) -> int:
-        """Write what is queued; return how many requests were written."""
+        """Write what is queued; return how many requests were written.
+
+        Serialised with the background thread's flush, so when it returns, everything queued
+        before the call is in Redis (or kept for a retry), not half-way in the other thread.
+        """
+        with self._flushing:
+            return self._flush()
+
+    def _flush(self) -> int:
         if not self._pending:
             return 0
         try:

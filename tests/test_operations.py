@@ -10,6 +10,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from receiver import Event, Router, create_app, trace
 from receiver.capture import capture_files, read_captures
+from receiver.contracts import Request, Result
 from receiver.signature import SHA1_HEADER, SHA256_HEADER, diagnose, sign
 from receiver.testing import RedisServer, free_port
 
@@ -122,6 +125,45 @@ def test_a_delivery_leaves_a_trace_findable_by_event(traced: Flask, redis_url: s
     [inline] = record["inline"]
     assert inline["outcome"] == "ok" and inline["event_id"] == event_id
     assert trace.deliveries_of(connection, event_id) == [answer["delivery_id"]]
+
+
+def test_a_flush_waits_for_the_background_writer_already_writing(redis_url: str) -> None:
+    """flush() returns only once what was queued is in Redis, even if the background thread
+    had taken it and was still waiting on Redis (the admin page flushes, then reads)."""
+    connection = redis.Redis.from_url(redis_url)
+    taken, release = threading.Event(), threading.Event()
+
+    class HeldPipeline:
+        def __init__(self) -> None:
+            self.inner = connection.pipeline(transaction=False)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+        def execute(self) -> Any:
+            if threading.current_thread().name == "receiver-trace":
+                taken.set()
+                release.wait(10)
+            return self.inner.execute()
+
+    class HeldConnection:
+        def pipeline(self, transaction: bool = True) -> HeldPipeline:
+            return HeldPipeline()
+
+    writer = trace.TraceWriter(60, lambda: HeldConnection())  # type: ignore[arg-type,return-value]
+    request = Request(method="POST", path="/webhook", body=b"{}")
+    result = Result(status=403, body=b"{}", integration="held", reason="mismatch",
+                    received_at=time.time())
+    writer(None, request, result)
+    assert taken.wait(10), "the background writer never started writing"
+    flushed = threading.Thread(target=writer.flush)
+    flushed.start()
+    flushed.join(0.3)
+    assert flushed.is_alive(), "flush returned while the background write was unfinished"
+    release.set()
+    flushed.join(10)
+    [(_, stats)] = trace.stats(connection, ["held"]).items()
+    assert stats["days"][max(stats["days"])] == {"!signature_failures": 1}
 
 
 def test_stats_count_deliveries_per_topic_and_day(traced: Flask, redis_url: str) -> None:
