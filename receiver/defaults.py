@@ -96,6 +96,9 @@ READY_MAX_SPOOL = 1000
 ADMIN_SESSION_TTL = 8 * 3600
 """Seconds an admin dashboard login lasts before the password is asked again."""
 
+ADMIN_LOGIN_FORM_TTL = 3600
+"""Seconds a login form (its cookie and CSRF token) stays good: reload the page after that."""
+
 ADMIN_LOGIN_FAILURES = 5
 """Failed admin logins allowed per client address within ``ADMIN_LOGIN_WINDOW``; then 429."""
 

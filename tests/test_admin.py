@@ -16,6 +16,7 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.security import generate_password_hash
+from werkzeug.test import TestResponse
 
 from receiver import Event, Router, create_app, trace
 from receiver.admin.data import fingerprint
@@ -56,16 +57,31 @@ def admin_app(router: Router, redis_url: str, tmp_path: Path) -> Flask:
 def browser(admin_app: Flask) -> FlaskClient:
     """A client that has logged in."""
     client = admin_app.test_client()
-    answer = client.post("/admin/login", data={"password": PASSWORD})
+    answer = login(client)
     assert answer.status_code == 303, answer.text
     return client
 
 
-def csrf(client: FlaskClient, path: str = "/admin/") -> str:
-    page = client.get(path).text
+def csrf(client: FlaskClient, path: str = "/admin/", **request: Any) -> str:
+    return csrf_in(client.get(path, **request).text)
+
+
+def is_session(answer: TestResponse) -> bool:
+    """The answer sets a session cookie (not merely the login form's)."""
+    return any(c.startswith("receiver_admin=") for c in answer.headers.getlist("Set-Cookie"))
+
+
+def csrf_in(page: str) -> str:
     found = re.search(r'name="csrf_token" value="([^"]+)"', page)
     assert found, page
     return found.group(1)
+
+
+def login(client: FlaskClient, password: str = PASSWORD, **request: Any) -> TestResponse:
+    """As a browser signs in: load the form (its cookie and token), then send it."""
+    token = csrf(client, "/admin/login", **request)
+    form = {"password": password, "csrf_token": token, **request.pop("data", {})}
+    return client.post("/admin/login", data=form, **request)
 
 
 def deliver(client: FlaskClient, name: str = "group__comments__add.json", secret: str = SECRET,
@@ -98,10 +114,10 @@ def test_a_wrong_password_is_refused_and_logged(
     admin_app: Flask, caplog: pytest.LogCaptureFixture
 ) -> None:
     client = admin_app.test_client()
-    answer = client.post("/admin/login", data={"password": "guess"})
+    answer = login(client, "guess")
     assert answer.status_code == 401
     assert "Wrong password." in answer.text and "guess" not in answer.text
-    assert "set-cookie" not in {k.lower() for k in answer.headers.keys()}
+    assert not is_session(answer)
     assert any("admin login failed" in r.getMessage() for r in caplog.records)
     assert all("guess" not in r.getMessage() for r in caplog.records)
     assert client.get("/admin/").status_code == 303
@@ -111,14 +127,12 @@ def test_the_session_cookie_is_signed_http_only_strict_and_secure_over_https(
     admin_app: Flask,
 ) -> None:
     client = admin_app.test_client()
-    answer = client.post("/admin/login", data={"password": PASSWORD, "next": "/admin/queues"})
+    answer = login(client, data={"next": "/admin/queues"})
     assert answer.status_code == 303 and answer.headers["Location"] == "/admin/queues"
     cookie = answer.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/admin" in cookie
     assert "Secure" not in cookie  # plain http: a Secure cookie would never come back
-    over_tls = client.post(
-        "/admin/login", data={"password": PASSWORD}, base_url="https://receiver.example"
-    )
+    over_tls = login(client, base_url="https://receiver.example")
     assert "Secure" in over_tls.headers["Set-Cookie"]
     # A cookie that was tampered with is no session.
     value = cookie.split(";")[0].split("=", 1)[1]
@@ -127,23 +141,21 @@ def test_the_session_cookie_is_signed_http_only_strict_and_secure_over_https(
                      path="/admin")
     assert fresh.get("/admin/").status_code == 303
     # Login links only lead inside the dashboard.
-    away = client.post("/admin/login", data={"password": PASSWORD, "next": "//evil.example/"})
+    away = login(client, data={"next": "//evil.example/"})
     assert away.headers["Location"] == "/admin/"
 
 
 def test_failed_logins_are_rate_limited(admin_app: Flask, redis_url: str) -> None:
     client = admin_app.test_client()
     for _ in range(5):
-        assert client.post("/admin/login", data={"password": "nope"}).status_code == 401
-    blocked = client.post("/admin/login", data={"password": PASSWORD})
+        assert login(client, "nope").status_code == 401
+    blocked = login(client)
     assert blocked.status_code == 429 and "Too many failed logins" in blocked.text
     # Counted in Redis: another web process refuses this address too.
     other = create_app(admin_config(redis_url, Path("/nonexistent")), router=Router())
-    assert other.test_client().post("/admin/login", data={"password": PASSWORD}).status_code == 429
+    assert login(other.test_client()).status_code == 429
     # Another address may still log in.
-    elsewhere = client.post(
-        "/admin/login", data={"password": PASSWORD}, environ_base={"REMOTE_ADDR": "10.9.8.7"}
-    )
+    elsewhere = login(client, environ_base={"REMOTE_ADDR": "10.9.8.7"})
     assert elsewhere.status_code == 303
 
 
@@ -157,6 +169,44 @@ def test_forms_without_their_csrf_token_are_refused(browser: FlaskClient) -> Non
     assert 'data-testid="state-default">Enabled' in browser.get("/admin/").text
     assert browser.post("/admin/failed/requeue", data={"all": "1"}).status_code == 403
     assert browser.post("/admin/logout").status_code == 403
+
+
+def test_the_login_form_needs_its_own_csrf_token(
+    admin_app: Flask, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another site cannot sign a browser in (login CSRF): the form's token must come back
+    with the cookie set alongside it, within the hour."""
+    cross_site = admin_app.test_client().post("/admin/login", data={"password": PASSWORD})
+    assert cross_site.status_code == 403 and not is_session(cross_site)
+    assert "was stale or was not sent from this page" in cross_site.text
+    assert any("missing or stale login-form token" in r.getMessage() for r in caplog.records)
+    # A token copied from someone else's form is worthless without that form's cookie.
+    token = csrf(admin_app.test_client(), "/admin/login")
+    copied = admin_app.test_client().post(
+        "/admin/login", data={"password": PASSWORD, "csrf_token": token}
+    )
+    assert copied.status_code == 403 and not is_session(copied)
+    # Cookie without its token, or with a forged one.
+    client = admin_app.test_client()
+    csrf(client, "/admin/login")
+    for forged in ({}, {"csrf_token": "0" * 64}):
+        answer = client.post("/admin/login", data={"password": PASSWORD, **forged})
+        assert answer.status_code == 403 and not is_session(answer)
+    # A form older than an hour is stale; the refusal carries a fresh one that works.
+    form_cookie = client.get("/admin/login").headers["Set-Cookie"]
+    assert form_cookie.startswith("receiver_admin_login=")
+    assert "HttpOnly" in form_cookie and "SameSite=Strict" in form_cookie
+    gate = admin_app.extensions["receiver.admin"].gate
+    gate.login_form_max_age = -1
+    stale = login(client)
+    assert stale.status_code == 403
+    gate.login_form_max_age = 3600
+    answer = client.post("/admin/login", data={
+        "password": PASSWORD, "csrf_token": csrf_in(stale.text)
+    })
+    assert answer.status_code == 303 and is_session(answer)
+    # Refused forms were not counted as failed logins (nobody's password was tried).
+    assert login(admin_app.test_client()).status_code == 303
 
 
 def test_switching_an_integration_off_refuses_its_deliveries_in_every_process(
@@ -326,8 +376,8 @@ def test_admin_password_from_env_file_or_as_a_hash(
     app = create_app({**base, "receiver": {"redis_url": redis_url, "admin_password": hashed}},
                      router=router)
     client = app.test_client()
-    assert client.post("/admin/login", data={"password": hashed}).status_code == 401
-    assert client.post("/admin/login", data={"password": PASSWORD}).status_code == 303
+    assert login(client, hashed).status_code == 401
+    assert login(client).status_code == 303
     assert PASSWORD not in repr(load_settings({**base, "receiver": {"admin_password": PASSWORD}}))
 
 

@@ -4,8 +4,10 @@ No Flask here, so the rq-dashboard mount (plain WSGI) checks the same cookie.
 The configured password is kept only as a werkzeug hash (scrypt) and checked
 in constant time; the session is an itsdangerous token, time-limited, that
 names a random session id; each form carries an HMAC of that id (the CSRF
-token). Changing the password signs everyone out: the cookie key derives
-from it (or from ``secret_key`` when one is set).
+token). The login form has one too, tied to a short-lived cookie of its own,
+so no other site can sign a browser in to a session of its choosing.
+Changing the password signs everyone out: the cookie key derives from it
+(or from ``secret_key`` when one is set).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from ..config import Settings
 log = logging.getLogger("receiver.admin")
 
 COOKIE = "receiver_admin"
+LOGIN_COOKIE = "receiver_admin_login"
+"""Set with the login form: a signed random nonce its CSRF token is derived from."""
 COOKIE_PATH = "/admin"
 CSRF_FIELD = "csrf_token"
 SIGNED_OUT_PREFIX = "receiver:admin:signed-out:"
@@ -60,8 +64,10 @@ class Gate:
         key_source = settings.secret_key or configured
         key = hmac.new(key_source.encode(), b"receiver admin session", hashlib.sha256).digest()
         self._serializer = URLSafeTimedSerializer(key, salt="receiver-admin")
+        self._login_serializer = URLSafeTimedSerializer(key, salt="receiver-admin-login")
         self._csrf_key = hmac.new(key, b"csrf", hashlib.sha256).digest()
         self.max_age = defaults.ADMIN_SESSION_TTL
+        self.login_form_max_age = defaults.ADMIN_LOGIN_FORM_TTL
         self.trusted_proxies = settings.trusted_proxies
         self._memory_failures: dict[str, list[float]] = {}
 
@@ -101,6 +107,33 @@ class Gate:
 
     def _csrf(self, sid: str) -> str:
         return hmac.new(self._csrf_key, sid.encode(), hashlib.sha256).hexdigest()
+
+    # --- the login form -----------------------------------------------------------------------
+
+    def login_form(self, cookie: str | None) -> tuple[str, str]:
+        """``(cookie, csrf token)`` for a login form: the browser's own while still good."""
+        nonce = self._login_nonce(cookie)
+        if cookie is None or nonce is None:
+            nonce = secrets.token_urlsafe(16)
+            cookie = str(self._login_serializer.dumps({"login": nonce}))
+        return cookie, self._csrf("login:" + nonce)
+
+    def login_csrf_ok(self, cookie: str | None, given: str | None) -> bool:
+        """The token came with the login cookie it was made for, within its time."""
+        nonce = self._login_nonce(cookie)
+        if nonce is None or not given:
+            return False
+        return hmac.compare_digest(self._csrf("login:" + nonce).encode(), given.encode())
+
+    def _login_nonce(self, cookie: str | None) -> str | None:
+        if not cookie:
+            return None
+        try:
+            data = self._login_serializer.loads(cookie, max_age=self.login_form_max_age)
+        except BadSignature:
+            return None
+        nonce = data.get("login") if isinstance(data, dict) else None
+        return nonce if isinstance(nonce, str) else None
 
     # --- where a request came from ------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """The dashboard's pages and forms. Server-rendered; every change is a POST with a CSRF token.
 
 Every page but the login form needs a session; every POST needs the
-session's CSRF token, or it is refused (403) before anything changes.
+session's CSRF token (the login form: its own form cookie's), or it is
+refused (403) before anything changes.
 Answers are never cached and never framed.
 """
 
@@ -32,7 +33,7 @@ from ..errors import ReceiverError, UnknownFailedItem
 from ..logsafe import escape
 from ..signature import signature_headers
 from . import data
-from .auth import COOKIE, COOKIE_PATH, CSRF_FIELD, safe_next
+from .auth import COOKIE, COOKIE_PATH, CSRF_FIELD, LOGIN_COOKIE, safe_next
 from .shared import Admin
 
 log = logging.getLogger("receiver.admin")
@@ -143,35 +144,54 @@ def login() -> AnyResponse:
     gate = _admin().gate
     next_path = safe_next(request.values.get("next"))
     if request.method == "GET":
-        return _page("login.html", next_path=next_path, error=None)
+        return _login_page(next_path)
     address = _address()
+    if not gate.login_csrf_ok(request.cookies.get(LOGIN_COOKIE), request.form.get(CSRF_FIELD)):
+        log.warning("admin login refused: missing or stale login-form token from %s",
+                    escape(address))
+        return _login_page(
+            next_path,
+            403,
+            "This sign-in form was stale or was not sent from this page. Sign in again here.",
+        )
     connection = _safe_connection()
     wait = gate.blocked_for(connection, address)
     if wait:
         log.warning("admin login refused: too many failed attempts from %s", escape(address))
         minutes = max(1, round(wait / 60))
-        return _page(
-            "login.html",
-            429,
-            next_path=next_path,
-            error=f"Too many failed logins. Try again in about {minutes} minute(s).",
+        return _login_page(
+            next_path, 429, f"Too many failed logins. Try again in about {minutes} minute(s)."
         )
     if not gate.password_ok(request.form.get("password", "")):
         gate.failed(connection, address)
         log.warning("admin login failed: wrong password from %s", escape(address))
-        return _page("login.html", 401, next_path=next_path, error="Wrong password.")
+        return _login_page(next_path, 401, "Wrong password.")
     log.info("admin login from %s", escape(address))
     response = redirect(next_path, 303)
+    _set_cookie(response, COOKIE, gate.new_cookie(), gate.max_age)
+    response.delete_cookie(LOGIN_COOKIE, path=COOKIE_PATH, httponly=True, samesite="Strict")
+    return response
+
+
+def _login_page(next_path: str, status: int = 200, error: str | None = None) -> AnyResponse:
+    """The form with its CSRF token, and the cookie that token belongs to."""
+    gate = _admin().gate
+    cookie, token = gate.login_form(request.cookies.get(LOGIN_COOKIE))
+    response = _page("login.html", status, next_path=next_path, error=error, csrf_token=token)
+    _set_cookie(response, LOGIN_COOKIE, cookie, gate.login_form_max_age)
+    return response
+
+
+def _set_cookie(response: AnyResponse, name: str, value: str, max_age: int) -> None:
     response.set_cookie(
-        COOKIE,
-        gate.new_cookie(),
-        max_age=gate.max_age,
+        name,
+        value,
+        max_age=max_age,
         path=COOKIE_PATH,
         httponly=True,
         samesite="Strict",
-        secure=gate.is_https(request.scheme, Headers(request.headers.items())),
+        secure=_admin().gate.is_https(request.scheme, Headers(request.headers.items())),
     )
-    return response
 
 
 def _safe_connection() -> redis.Redis | None:
