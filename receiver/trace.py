@@ -54,6 +54,18 @@ def event_key(event_id: str) -> str:
     return f"{PREFIX}e:{event_id}"
 
 
+INDEX_EVENTS = """
+-- KEYS: one list per event of a delivery; ARGV[1]: the delivery id, ARGV[2]: ttl seconds
+for _, key in ipairs(KEYS) do
+  redis.call('RPUSH', key, ARGV[1])
+  redis.call('EXPIRE', key, ARGV[2])
+end
+return #KEYS
+"""
+"""One call per delivery, not two commands per event: a 1,000-change delivery's index
+costs the writing process one command to pack instead of 2,000."""
+
+
 def day_key(integration: str, day: date) -> str:
     return f"{STATS_PREFIX}{integration}:{day.isoformat()}"
 
@@ -179,7 +191,7 @@ class TraceWriter:
 
 
 def _write(pipe: Any, batch: list[tuple[Request, Result]], ttl: int) -> None:
-    """A batch's traces and stats: two commands per delivery and per event, the rest summed."""
+    """A batch's traces and stats: two commands per delivery, the rest summed."""
     counts: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
     lasts: dict[str, dict[str, Any]] = defaultdict(dict)
     recent: list[str] = []
@@ -206,9 +218,9 @@ def _write(pipe: Any, batch: list[tuple[Request, Result]], ttl: int) -> None:
         record = json.dumps(delivery_record(request, result), separators=(",", ":"))
         pipe.set(delivery_key(result.delivery_id), record, ex=ttl)
         recent.append(result.delivery_id)
-        for event in result.events:
-            pipe.rpush(event_key(event.id), result.delivery_id)
-            pipe.expire(event_key(event.id), ttl)
+        if result.events:
+            index = [event_key(e.id) for e in result.events]
+            pipe.eval(INDEX_EVENTS, len(index), *index, result.delivery_id, ttl)
     for (_, day), fields in counts.items():
         for field, count in fields.items():
             pipe.hincrby(day, field, count)

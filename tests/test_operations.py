@@ -30,7 +30,7 @@ from receiver.contracts import Request, Result
 from receiver.signature import SHA1_HEADER, SHA256_HEADER, diagnose, sign
 from receiver.testing import RedisServer, free_port
 
-from .conftest import SECRET, base_config, payload, signed
+from .conftest import SECRET, base_config, envelope, payload, signed
 from .processes import ROOT, gunicorn_command, stop, wait_for_http, wait_until
 
 METRICS_TOKEN = "metrics-test-token"
@@ -125,6 +125,27 @@ def test_a_delivery_leaves_a_trace_findable_by_event(traced: Flask, redis_url: s
     [inline] = record["inline"]
     assert inline["outcome"] == "ok" and inline["event_id"] == event_id
     assert trace.deliveries_of(connection, event_id) == [answer["delivery_id"]]
+
+
+def test_every_event_of_a_redelivered_batch_finds_both_deliveries(
+    traced: Flask, redis_url: str
+) -> None:
+    body = envelope("group", *(
+        {"field": "comments", "value": {"verb": "add", "comment_id": str(n), "message": "hi"}}
+        for n in range(3)
+    ))
+    client = traced.test_client()
+    first, again = (client.post("/webhook", data=body, headers=signed(body)).get_json()
+                    for _ in range(2))
+    flush(traced)
+    connection = redis.Redis.from_url(redis_url)
+    record = trace.load(connection, again["delivery_id"])
+    assert record is not None and len(record["events"]) == 3
+    for _, event_id in record["events"]:
+        assert trace.deliveries_of(connection, event_id) == [
+            again["delivery_id"], first["delivery_id"]
+        ]
+        assert 0 < connection.ttl(trace.event_key(event_id)) <= 24 * 3600
 
 
 def test_a_flush_waits_for_the_background_writer_already_writing(redis_url: str) -> None:
