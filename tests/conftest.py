@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from receiver import Event, Router, create_app
+from receiver.signals import delivery_finished
 from receiver.signature import signature_headers
 from receiver.testing import RedisServer
+from receiver.trace import TraceWriter
 
 HERE = Path(__file__).parent
 PAYLOADS = HERE / "payloads"
@@ -40,9 +43,26 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.stop()
 
 
+_trace_writers: weakref.WeakSet[TraceWriter] = weakref.WeakSet()
+
+
+@delivery_finished.receiver_connected.connect
+def _track_trace_writer(signal: object, receiver: object, **_: object) -> None:
+    """Every app's trace writer (``create_app`` connects one), so ``redis_url`` can drain them."""
+    if isinstance(receiver, TraceWriter):
+        _trace_writers.add(receiver)
+
+
 @pytest.fixture
 def redis_url(redis_server: RedisServer) -> str:
-    """A real Redis, flushed before each test that uses it."""
+    """A real Redis, flushed before each test that uses it.
+
+    Earlier tests' trace writers are drained first: their background thread writes
+    every 200 ms, and a record still queued would otherwise land after the flush, in
+    this test's stats and recent deliveries.
+    """
+    for writer in list(_trace_writers):
+        writer.flush()
     redis.Redis.from_url(redis_server.url).flushall()
     return redis_server.url
 
