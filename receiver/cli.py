@@ -88,6 +88,7 @@ def serve(host: str, port: int, worker: bool) -> None:
     from .embedded import EmbeddedRedis, spawn_worker
 
     settings = load_settings()
+    _check_port_free(host, port)
     # SIGTERM (a supervisor, `kill`) cleans up like Ctrl-C: worker and embedded Redis stop too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     embedded = None
@@ -111,6 +112,22 @@ def serve(host: str, port: int, worker: bool) -> None:
             child.wait(timeout=30)
         if embedded is not None and embedded.started_here:
             embedded.stop()
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Refuse a taken port before Redis, a worker and the banner start, not after them."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as werkzeug binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot listen on {host}:{port} ({exc.strerror or exc}); "
+                "stop what uses it, or pick another port with --port N"
+            ) from None
 
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
@@ -258,11 +275,21 @@ def sign(
     from .signature import signature_headers
 
     body = file.read()
+    if secret is not None and not secret.strip():
+        # `--secret "$RECEIVER_APP_SECRET"` pasted into a shell where it is unset:
+        # a signature keyed with "" would only earn a puzzling 403 bad_signature.
+        raise click.ClickException(
+            "--secret is empty (an unset variable?); set RECEIVER_APP_SECRET in this shell "
+            "or pass the app secret itself"
+        )
     if secret is None:
-        found = load_settings().integration(integration)
+        # Signing needs a secret only, not a verify token or a complete integration.
+        found = load_settings(require_integrations=False).integration(integration)
         if found is None or not found.app_secrets:
+            where = "set RECEIVER_APP_SECRET, or " if integration is None else ""
             raise click.ClickException(
-                f"integration {integration or 'default'!r} has no app secret; pass --secret"
+                f"integration {integration or 'default'!r} has no app secret to sign with; "
+                f"{where}pass --secret"
             )
         secret = found.app_secrets[0]
     headers = signature_headers(body, secret, sha1=sha1)

@@ -281,6 +281,14 @@ def _build(
     if not isinstance(raw_integrations, dict):
         raise ConfigError("[integrations] must be a table of tables, e.g. [integrations.hr-bot]")
     top = data.pop("receiver", data)
+    if top is data:
+        # No [receiver] table: top-level keys are settings, so a misspelt table
+        # name ([reciever]) would otherwise read as a setting of that name.
+        for key, value in data.items():
+            if isinstance(value, dict) and key not in _RECEIVER_KEYS:
+                close = get_close_matches(key, ["receiver", "integrations"], n=1, cutoff=0.6)
+                hint = f"did you mean [{close[0]}]?" if close else "settings go under [receiver]"
+                raise ConfigError(f"unknown table [{key}]; {hint}")
     if top is not data and data:
         raise ConfigError(f"unknown top-level keys {sorted(data)}; put settings under [receiver]")
     values = _check_receiver_table(top)
@@ -325,9 +333,11 @@ def _check_receiver_table(table: Any) -> dict[str, Any]:
     for key, value in table.items():
         expected = _RECEIVER_KEYS.get(key)
         if expected is None:
+            close = get_close_matches(key, _RECEIVER_KEYS, n=1, cutoff=0.8)
             raise ConfigError(
                 f"unknown setting [receiver].{key}; "
-                f"known settings: {', '.join(sorted(_RECEIVER_KEYS))}"
+                + (f"did you mean {close[0]}? " if close else "")
+                + f"known settings: {', '.join(sorted(_RECEIVER_KEYS))}"
             )
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
