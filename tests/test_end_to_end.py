@@ -12,7 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 import requests
+from rq import Worker
+from rq.worker import WorkerStatus
 
 from receiver.testing import free_port
 
@@ -30,10 +33,21 @@ def gunicorn(worker_env: dict[str, str]) -> Iterator[str]:
     worker = subprocess.Popen(receiver_command("worker"), env=worker_env, cwd=ROOT)
     try:
         wait_for_http(f"http://127.0.0.1:{port}/healthz", web)
+        # A worker still starting up dies of SIGTERM (-15): wait until it is in its loop.
+        wait_until(lambda: worker_working(worker, worker_env["REDIS_URL"]), what="the worker")
         yield f"http://127.0.0.1:{port}"
     finally:
         stop(web)
         assert stop(worker) == 0  # SIGTERM: warm shutdown, clean exit
+
+
+def worker_working(process: subprocess.Popen[bytes], redis_url: str) -> bool:
+    """The worker is in RQ's loop (idle or busy), with its warm-shutdown SIGTERM handler set."""
+    if process.poll() is not None:
+        raise AssertionError(f"the worker exited with {process.returncode}")
+    with redis.Redis.from_url(redis_url) as connection:
+        states = {w.get_state() for w in Worker.all(connection=connection)}
+    return bool(states & {WorkerStatus.IDLE, WorkerStatus.BUSY})
 
 
 def test_signed_post_runs_background_handler_in_worker(
