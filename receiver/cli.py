@@ -95,7 +95,9 @@ def serve(host: str, port: int, worker: bool) -> None:
     if settings.redis_url is None:
         embedded = EmbeddedRedis(settings.data_dir)
         os.environ["REDIS_URL"] = embedded.ensure_running()
-    child = spawn_worker(os.environ["REDIS_URL"]) if worker else None
+    # The worker logs at this command's level: `receiver --log-level DEBUG serve` covers both.
+    level = {"RECEIVER_LOG_LEVEL": logging.getLevelName(logging.getLogger().level)}
+    child = spawn_worker(os.environ["REDIS_URL"], extra_env=level) if worker else None
     try:
         app = create_app()
         secret = (settings.integration(None) or Integration(name="")).app_secrets[:1]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from .processes import ROOT
@@ -95,3 +97,44 @@ def test_serve_on_a_taken_port_says_so_before_starting_anything(tmp_path: Path) 
     assert f"127.0.0.1:{port}" in line and "--port" in line, line
     assert "listening" not in result.stdout + result.stderr  # no banner promising a server
     assert not (tmp_path / ".receiver").exists()  # no embedded Redis was started
+
+
+def test_serve_log_level_reaches_its_worker(tmp_path: Path) -> None:
+    # Why did handlers.welcome not run the second time? `--log-level DEBUG` on
+    # serve must show the worker's answer too: the redelivery was skipped.
+    from receiver.testing import free_port
+
+    from .processes import stop, wait_until
+
+    workdir = Path(tempfile.mkdtemp(prefix="rn-", dir="/tmp"))  # short: unix socket path limit
+    port = free_port()
+    log = workdir / "serve.log"
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(workdir),
+        "PYTHONPATH": str(ROOT),
+        "RECEIVER_APP_SECRET": "s",
+        "RECEIVER_VERIFY_TOKEN": "v",
+        "RECEIVER_HANDLERS": "handlers.welcome",
+    }
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [RECEIVER, "--log-level", "DEBUG", "serve", "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
+            env=env,
+        )
+    try:
+        wait_until(lambda: "Running on" in log.read_text(), timeout=60, what="the server")
+        hint = f"{RECEIVER} sign --secret s --curl http://127.0.0.1:{port}/webhook {SAMPLE} | sh"
+        for _ in range(2):
+            assert '"queued":1' in _shell(hint, tmp_path).stdout
+        wait_until(
+            lambda: "outcome='duplicate'" in log.read_text(),
+            timeout=60,
+            what="the worker to log the skipped redelivery at DEBUG",
+        )
+    finally:
+        assert stop(server) == 0
+        shutil.rmtree(workdir, ignore_errors=True)
