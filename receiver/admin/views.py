@@ -177,7 +177,7 @@ def _login_page(next_path: str, status: int = 200, error: str | None = None) -> 
     """The form with its CSRF token, and the cookie that token belongs to."""
     gate = _admin().gate
     cookie, token = gate.login_form(request.cookies.get(LOGIN_COOKIE))
-    response = _page("login.html", status, next_path=next_path, error=error, csrf_token=token)
+    response = _page("login.html", status, next_path=next_path, error=error, login_token=token)
     _set_cookie(response, LOGIN_COOKIE, cookie, gate.login_form_max_age)
     return response
 
