@@ -86,10 +86,11 @@ class Core:
             result = self._handle(request)
         except Exception:  # a bug of ours; still answered (and captured) as JSON
             log.exception("unexpected error answering %s %r", request.method, request.path)
+            known = self.settings.integration(request.integration)
             result = Result(
                 status=500,
                 body=INTERNAL_ERROR,
-                integration=request.integration,
+                integration=known.name if known is not None else None,
                 error="internal_error",
             )
         result.received_at = received_at
@@ -130,7 +131,10 @@ class Core:
                 return self._handshake(integration, request.query)
             return self._deliver(integration, request)
         except Rejected as exc:
-            return rejection(exc, integration=request.integration)
+            # Only a configured name is named: anyone may post to /webhooks/<anything>, and
+            # each name would otherwise become stats keys in Redis and metric series.
+            known = self.settings.integration(request.integration)
+            return rejection(exc, integration=known.name if known is not None else None)
 
     def _integration(self, name: str | None) -> Integration:
         integration = self.settings.integration(name)

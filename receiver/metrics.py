@@ -116,7 +116,7 @@ def observe_delivery(sender: Any, request: Request, result: Result, **_: Any) ->
 
     ``sender`` is the core that answered (its ``settings`` name the default integration).
     """
-    integration = result.integration or request.integration or sender.settings.default_integration
+    integration = result.integration or _configured(sender.settings, request.integration)
     status = str(result.status)
     if request.method != "POST":
         _child(HANDSHAKES, integration, status).inc()
@@ -134,6 +134,15 @@ def observe_delivery(sender: Any, request: Request, result: Result, **_: Any) ->
         observe_handler(
             outcome.handler, "inline", _outcome(outcome.ok, outcome.error), outcome.seconds
         )
+
+
+UNKNOWN_INTEGRATION = "(unknown)"
+"""The one label for requests to names not configured: attackers choose those names."""
+
+
+def _configured(settings: Any, name: str | None) -> str:
+    known = settings.integration(name)
+    return known.name if known is not None else UNKNOWN_INTEGRATION
 
 
 def observe_handler(handler: str, mode: str, outcome: str, seconds: float | None) -> None:

@@ -346,6 +346,37 @@ def test_event_names_and_handler_outcomes_count_in_process(router: Router) -> No
     assert seen
 
 
+def test_unknown_integration_names_leave_nothing_behind(router: Router, redis_url: str) -> None:
+    """Anyone may post to /webhooks/<any name>: no stats keys, traces or metric series each."""
+    app = create_app(base_config(redis_url=redis_url, metrics_token="t"), router=router)
+    client = app.test_client()
+
+    def unknown(metric: str) -> float:  # this process's counters: earlier tests add to them
+        text = client.get("/metrics", headers={"Authorization": "Bearer t"}).text
+        assert "made-up" not in text
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == metric and sample.labels.get("integration") == "(unknown)"
+        )
+
+    before = unknown("receiver_deliveries_total"), unknown("receiver_handshakes_total")
+    body = payload("group__comments__add.json")
+    for n in range(20):
+        answer = client.post(f"/webhooks/made-up-{n}", data=body, headers=signed(body))
+        assert answer.status_code == 404 and answer.get_json()["error"] == "unknown_integration"
+        assert client.get(f"/webhooks/made-up-{n}", query_string={"hub.mode": "subscribe"}
+                          ).status_code == 404
+    assert client.post("/webhook", data=body, headers=signed(body)).status_code == 200
+    flush(app)
+    connection = redis.Redis.from_url(redis_url)
+    assert not [k for k in connection.keys("*") if b"made-up" in k]
+    assert [r["integration"] for r in trace.recent(connection)] == ["default"]
+    after = unknown("receiver_deliveries_total"), unknown("receiver_handshakes_total")
+    assert (after[0] - before[0], after[1] - before[1]) == (20, 20)
+
+
 def test_trace_and_stats_commands(
     traced: Flask, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
