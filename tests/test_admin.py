@@ -146,6 +146,21 @@ def test_the_session_cookie_is_signed_http_only_strict_and_secure_over_https(
     assert away.headers["Location"] == "/admin/"
 
 
+def test_a_login_link_with_control_characters_leads_to_the_dashboard(
+    admin_app: Flask,
+) -> None:
+    client = admin_app.test_client()
+    for crafted in ("/admin/\r\nX: y", "/admin/\tx", "/admin/ x", "/admin/\x7f", "/admin/é"):
+        form = client.get("/admin/login", query_string={"next": crafted}).text
+        assert "X: y" not in form
+        answer = login(client, data={"next": crafted})
+        assert answer.status_code == 303, crafted
+        assert answer.headers["Location"] == "/admin/" and "X" not in answer.headers
+    assert login(client, data={"next": "/admin/deliveries?status=ok"}).headers[
+        "Location"
+    ] == "/admin/deliveries?status=ok"
+
+
 def test_failed_logins_are_rate_limited(admin_app: Flask, redis_url: str) -> None:
     client = admin_app.test_client()
     for _ in range(5):

@@ -198,7 +198,12 @@ class Gate:
 
 
 def safe_next(path: str | None) -> str:
-    """Only paths under /admin/ on this host: a login link cannot send anyone elsewhere."""
-    if path and path.startswith("/admin/") and not path.startswith("//") and "\\" not in path:
-        return path
+    """Only plain paths under /admin/ on this host: a login link cannot send anyone elsewhere.
+
+    Printable ASCII without space or backslash, else ``/admin/``: no control character
+    (CR/LF) reaches the ``Location`` header, nothing a browser might read as another host.
+    """
+    if path and path.startswith("/admin/") and all("!" <= c <= "~" for c in path):
+        if "\\" not in path:
+            return path
     return "/admin/"
