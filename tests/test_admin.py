@@ -317,6 +317,11 @@ def test_deliveries_list_filters_and_opens_a_trace(
     assert f"delivery-{newest}" in failed_only and f"delivery-{older}" not in failed_only
     assert f"delivery-{newest}" not in browser.get("/admin/deliveries?integration=hr-bot").text
 
+    assert f"delivery-{newest}" in browser.get("/admin/deliveries?status=200").text
+    for odd in ("²", "٣", "1e3", " 200", "-200"):  # digits to str.isdigit(), not to int()
+        answer = browser.get("/admin/deliveries", query_string={"status": odd})
+        assert answer.status_code == 200 and "delivery-" not in answer.text, odd
+
     trace_page = browser.get(f"/admin/deliveries/{newest}").text
     assert "group.posts" in trace_page and "RuntimeError" in trace_page
     assert "no: live" in trace_page

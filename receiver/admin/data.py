@@ -212,7 +212,8 @@ def _status_matches(record: Mapping[str, Any], wanted: str) -> bool:
     if wanted in STATUS_FILTERS:
         low, high = STATUS_FILTERS[wanted]
         return low <= code < high
-    return wanted.isdigit() and code == int(wanted)
+    # ASCII digits only: "²".isdigit() and "٣".isdecimal() are true, and int("²") raises.
+    return wanted.isascii() and wanted.isdecimal() and code == int(wanted)
 
 
 def find_capture(
