@@ -4,15 +4,18 @@ It sits in front of the Flask app and answers the callback paths itself:
 Flask's request context, routing and response objects cost more CPU per
 request than verifying, parsing and routing a delivery (measured with
 ``bench/http_bench.py``), and the core needs none of them. Every other
-path (``/healthz``, unknown URLs) goes on to Flask.
+path (``/healthz``, the dashboard, unknown URLs) goes on to Flask.
 
 The body is read only once the core has admitted the request, within
 ``read_timeout`` in all: a client that stalls mid-body, or breaks its
-chunked framing, gets a 408 or 400 from here and never a 500.
+chunked framing, gets a 408 or 400 from here and never a 500. Bodies
+sent to the other paths are read here too, under the same deadline and
+``OTHER_BODY_LIMIT``, before Flask parses them from memory.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import socket
 import time
@@ -22,7 +25,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from . import marking
-from .core import INTERNAL_ERROR, Core, Request
+from .core import INTERNAL_ERROR, Core, Request, Result, rejection
 from .deadline import WATCHDOG
 from .errors import PayloadRejected
 
@@ -41,6 +44,8 @@ _LINGER_BYTES = 8 * 1024 * 1024
 _LINGER_SECONDS = 1.0
 _PIECE = 4 * 1024
 """Bytes read per call: bounds the CPU one read can spend parsing a client's framing."""
+OTHER_BODY_LIMIT = 1024 * 1024
+"""Bodies the dashboard and other non-callback paths accept: their forms are small."""
 
 
 class EnvironHeaders(Mapping[str, str]):
@@ -99,7 +104,10 @@ class CallbackMiddleware:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         target = route(environ.get("PATH_INFO", ""))
         if target is None:
-            return self.app(environ, start_response)
+            refused = self._buffer_body(environ)
+            if refused is None:
+                return self.app(environ, start_response)
+            return _answer(environ, start_response, refused, body_unread=True)
         try:
             request = self._request(environ, *target)
             result = self.core.handle(request)
@@ -107,17 +115,30 @@ class CallbackMiddleware:
             log.exception("unexpected error answering %r", environ.get("PATH_INFO"))
             start_response("500 Internal Server Error", [("Content-Type", "application/json")])
             return [INTERNAL_ERROR]
-        headers = [("Content-Type", result.content_type), ("Content-Length", str(len(result.body)))]
-        headers.extend(result.headers.items())
-        status = HTTPStatus(result.status)
-        start_response(f"{status.value} {status.phrase}", headers)
-        body = [] if environ.get("REQUEST_METHOD") == "HEAD" else [result.body]
-        if result.error in _UNREADABLE_BODY:
-            return _HangUpAfter(body, _client_socket(environ))
-        if result.error == "body_too_large" or request.body_source is not None:
-            # Refused with the body unread (too large, or refused before it was read).
-            return _HangUpAfter(body, _client_socket(environ), linger=_unread_size(environ))
-        return body
+        # Refused with the body unread: too large, or refused before it was read.
+        unread = result.error == "body_too_large" or request.body_source is not None
+        return _answer(environ, start_response, result, body_unread=unread)
+
+    def _buffer_body(self, environ: dict[str, Any]) -> Result | None:
+        """Read a non-callback request's body into memory, or the refusal to answer."""
+        if not _announces_body(environ):
+            return None
+        timeout = self.core.settings.read_timeout
+        try:
+            body, too_large = _read_body(environ, OTHER_BODY_LIMIT, timeout)
+        except PayloadRejected as exc:
+            return rejection(exc)
+        if too_large:
+            log.info("body sent to %r over %d bytes; refused", environ.get("PATH_INFO"),
+                     OTHER_BODY_LIMIT)
+            return rejection(PayloadRejected(
+                f"this path takes bodies of at most {OTHER_BODY_LIMIT} bytes",
+                code="body_too_large",
+                status=413,
+            ))
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        return None
 
     def _request(
         self, environ: dict[str, Any], integration: str | None, topic: str | None
@@ -142,6 +163,30 @@ class CallbackMiddleware:
             else None,
             remote_addr=environ.get("REMOTE_ADDR"),
         )
+
+
+def _answer(
+    environ: Mapping[str, Any], start_response: StartResponse, result: Result, *, body_unread: bool
+) -> Iterable[bytes]:
+    headers = [("Content-Type", result.content_type), ("Content-Length", str(len(result.body)))]
+    headers.extend(result.headers.items())
+    status = HTTPStatus(result.status)
+    start_response(f"{status.value} {status.phrase}", headers)
+    body = [] if environ.get("REQUEST_METHOD") == "HEAD" else [result.body]
+    if result.error in _UNREADABLE_BODY:
+        return _HangUpAfter(body, _client_socket(environ))
+    if body_unread:
+        return _HangUpAfter(body, _client_socket(environ), linger=_unread_size(environ))
+    return body
+
+
+def _announces_body(environ: Mapping[str, Any]) -> bool:
+    if "chunked" in str(environ.get("HTTP_TRANSFER_ENCODING", "")).lower():
+        return True
+    try:
+        return int(environ.get("CONTENT_LENGTH") or 0) != 0
+    except ValueError:
+        return True  # let the reader refuse it as bad framing
 
 
 def _read_body(environ: Mapping[str, Any], limit: int, timeout: float) -> tuple[bytes, bool]:
