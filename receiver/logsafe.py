@@ -6,7 +6,8 @@ record, and a terminal escape would rewrite an operator's screen. Call sites
 log request-controlled values with ``%r``; this formatter is the net under
 them: the message is escaped whole, and a traceback's lines are indented so
 that no line of it can pass for the start of a record. Query strings are
-logged (and captured) with every ``*verify_token*`` value masked.
+logged (and captured) with the value of every key that names a credential
+masked (``is_secret_query_key``).
 
 ``RECEIVER_LOG_FORMAT=json`` makes every line a JSON object instead
 (python-json-logger): JSON escapes control characters by itself, and the
@@ -57,15 +58,28 @@ def _escape_lines(text: str) -> str:
     return "\n".join(_TRACE_INDENT + escape(line) for line in text.split("\n"))
 
 
+SECRET_KEY_PARTS = ("token", "secret", "passw", "pwd", "credential", "signature", "apikey")
+"""A query key containing any of these (any case) names a credential: ``hub.verify_token``,
+``access_token``, ``client_secret``, ``appsecret_proof``, ``password``, ``x-apikey``..."""
+SECRET_KEY_WORDS = frozenset({"key", "pass", "sig", "auth", "jwt", "session", "sid"})
+"""...and so does one with any of these as a word of its own (``api_key``, ``key``,
+``auth``; not ``keyword`` or ``author``): words are split at anything but letters and digits."""
+
+
 def is_secret_query_key(key: str) -> bool:
-    """``hub.verify_token`` and any look-alike (``verify_token``, ``hub.verify_token2``)."""
-    return "verify_token" in key.lower()
+    """Whether a query key names a credential, whose value must never be logged or captured.
+
+    Generous on purpose: masking a harmless value costs a line of debugging, logging a
+    token costs the token.
+    """
+    lowered = key.lower()
+    if any(part in lowered for part in SECRET_KEY_PARTS):
+        return True
+    return any(word in SECRET_KEY_WORDS for word in re.split(r"[^a-z0-9]+", lowered))
 
 
 def mask_query_string(query: str) -> str:
     """A raw query string as sent, with the value of every secret key masked."""
-    if "verify_token" not in unquote_plus(query).lower():
-        return query
     # "&" and the older ";" both separate parameters for some parser: mask after either.
     parts = re.split(r"([&;])", query)
     for index in range(0, len(parts), 2):
