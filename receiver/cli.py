@@ -499,7 +499,8 @@ def _trace_text(record: dict[str, Any]) -> str:
             lines.append("  no attempt recorded yet")
         for run in record.get("background", []):
             lines.append(
-                f"  attempt {run['attempt']}  {run['at']}  {run['handler']}  {run['event_id']}  "
+                f"  attempt {run['attempt'] or '-'}  {run['at']}  {run['handler']}  "
+                f"{run['event_id']}  "
                 f"{run['outcome']}"
                 + (f" ({run['error']})" if run.get("error") else "")
                 + f"  {run['duration_ms']} ms"

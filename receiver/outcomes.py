@@ -38,16 +38,7 @@ def attempt_ended(
     """Log and count one finished attempt; return its trace entry."""
     outcome = attempt_outcome(error)
     metrics.observe_handler(handler, "background", outcome, seconds)
-    entry = {
-        "handler": handler,
-        "event_id": event.id,
-        "delivery_id": event.delivery_id,
-        "attempt": attempt,
-        "outcome": outcome,
-        "error": _last_line(error),
-        "at": datetime.now(UTC).isoformat(),
-        "duration_ms": round(seconds * 1000, 2),
-    }
+    entry = trace_entry(event, handler, attempt, outcome, error, seconds)
     if log.isEnabledFor(logging.INFO):
         text = " ".join(f"{k}={v!r}" for k, v in entry.items() if k != "at" and v is not None)
         log.log(
@@ -59,8 +50,11 @@ def attempt_ended(
     return entry
 
 
-def duplicate_skipped(event: Event, handler: str) -> None:
-    """A copy of an item another run already handled (or is handling): not run again."""
+def duplicate_skipped(event: Event, handler: str) -> dict[str, Any]:
+    """A copy of an item another run already handled (or is handling): not run again.
+
+    Returns its trace entry, so the redelivery's trace says why nothing ran.
+    """
     metrics.observe_handler(handler, "background", "duplicate", None)
     log.debug(
         "attempt handler=%r event_id=%r delivery_id=%r outcome='duplicate'",
@@ -69,6 +63,23 @@ def duplicate_skipped(event: Event, handler: str) -> None:
         event.delivery_id,
         extra={"kind": "attempt", "outcome": "duplicate", "handler": handler},
     )
+    return trace_entry(event, handler, 0, "duplicate", None, 0.0)
+
+
+def trace_entry(
+    event: Event, handler: str, attempt: int, outcome: str, error: str | None, seconds: float
+) -> dict[str, Any]:
+    """What ``receiver trace`` shows of one attempt (attempt 0: nothing was run)."""
+    return {
+        "handler": handler,
+        "event_id": event.id,
+        "delivery_id": event.delivery_id,
+        "attempt": attempt,
+        "outcome": outcome,
+        "error": _last_line(error),
+        "at": datetime.now(UTC).isoformat(),
+        "duration_ms": round(seconds * 1000, 2),
+    }
 
 
 def retry_scheduled(event: Event, handler: str, attempt: int, delay: float) -> None:

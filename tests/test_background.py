@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from flask.testing import FlaskClient
 
-from receiver import create_app
+from receiver import create_app, trace
 
 from .conftest import base_config, drain_worker, envelope, payload, signed
 from .plugins.recording import calls
+from .plugins.slow import runs
 
 
 @pytest.fixture
@@ -151,3 +155,56 @@ def test_warns_when_redis_keeps_nothing_on_disk(
         server.stop()
     warned = "keeps nothing on disk" in caplog.text
     assert warned is not appendonly
+
+
+def test_an_item_for_a_handler_the_worker_does_not_load_is_filed_not_blocking(
+    redis_url: str, worker_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A module dropped from the worker's handlers: its items wait in `receiver failed`
+    (requeue once it is loaded again) while every other item, before and after, runs."""
+    monkeypatch.setenv("RECORDING_DB", worker_env["RECORDING_DB"])
+    both = ["tests.plugins.recording", "tests.plugins.slow"]
+    client = create_app(base_config(redis_url=redis_url, handlers=both)).test_client()
+    for n in (1, 2):
+        body = envelope("slow", {"field": "fast", "value": {"n": n}})
+        assert client.post("/webhook", data=body, headers=signed(body)).get_json()["queued"] == 2
+
+    drain(worker_env)  # loads tests.plugins.recording only; must still exit 0
+    db = worker_env["RECORDING_DB"]
+    assert sorted(c[1] for c in calls(db)) == ["slow.fast", "slow.fast"]
+    assert runs(db, "end") == []
+    listed = subprocess.run(
+        [sys.executable, "-m", "receiver", "failed"],
+        env=worker_env, capture_output=True, text=True, check=True,
+    ).stdout
+    rows = [line for line in listed.splitlines() if "tests.plugins.slow:fast" in line]
+    assert len(rows) == 2 and all("is registered here" in row for row in rows)
+    assert "abandoned drain job" not in listed  # no drain job died on them
+
+    loaded = {**worker_env, "RECEIVER_HANDLERS": ",".join(both)}
+    subprocess.run([sys.executable, "-m", "receiver", "failed", "requeue", "--all"],
+                   env=loaded, check=True, capture_output=True)
+    drain(loaded)
+    assert sorted(r[1] for r in runs(db, "end")) == [1, 2]
+    assert len(calls(db)) == 2  # the recording handler did not run again
+
+
+def test_a_redelivery_trace_says_its_background_work_was_a_duplicate(
+    client: FlaskClient, worker_env: dict[str, str], redis_url: str
+) -> None:
+    body = payload("group__comments__add.json")
+    answers = []
+    for _ in range(2):
+        answers.append(client.post("/webhook", data=body, headers=signed(body)).get_json())
+        drain(worker_env)
+    client.application.extensions["receiver.trace"].flush()
+    connection = redis.Redis.from_url(redis_url)
+    first, again = (trace.load(connection, a["delivery_id"]) for a in answers)
+    assert first is not None and again is not None
+    assert [(r["outcome"], r["attempt"]) for r in first["background"]] == [("ok", 1)]
+    assert [(r["outcome"], r["attempt"]) for r in again["background"]] == [("duplicate", 0)]
+    shown = subprocess.run(
+        [sys.executable, "-m", "receiver", "trace", answers[1]["delivery_id"]],
+        env=worker_env, capture_output=True, text=True, check=True,
+    ).stdout
+    assert "no attempt recorded yet" not in shown and "attempt -" in shown and "duplicate" in shown

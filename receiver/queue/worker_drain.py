@@ -46,6 +46,7 @@ from rq.registry import FailedJobRegistry
 from rq.results import Result
 
 from .. import outcomes
+from ..errors import PluginError
 from ..events import Event
 from ..routing import Handler
 from ..runner import Attempt, Runner
@@ -296,13 +297,32 @@ class _Drain:
                 continue
             self.open[id(packet)] = packet
             for item in items:
-                handler = router.handler(item["handler"])
+                try:
+                    handler = router.handler(item["handler"])
+                except PluginError as exc:
+                    self._file_unrunnable(item, str(exc))
+                    self._packet_done(packet)
+                    continue
                 outcome = Outcome(item, handler, Event.from_dict(item["event"]), ran=False)
                 queue = self.waiting.get(handler.id)
                 if queue is None:
                     queue = self.waiting[handler.id] = deque()
                 queue.append(_Work(outcome, packet, next(self.seq)))
                 self.n_waiting += 1
+
+    def _file_unrunnable(self, item: dict[str, Any], error: str) -> None:
+        """An item for a handler this worker does not load (its module was removed from
+        the configuration, or this worker's differs): filed as failed, where ``receiver
+        failed requeue`` finds it once the module is loaded again. Never retried blindly,
+        and never left to fail every drain job behind it."""
+        event = Event.from_dict(item["event"])
+        follow = {**item, "attempts": int(item.get("attempts", 0)), "final": True}
+        queue = keys.rq_queue(self.queue, self.connection)
+        description = f"{item['handler']} on event {event.id} ({event.name}): not loaded"
+        _file_failed(queue, retry_job_id(item), follow, error, description)
+        self.traced.append(outcomes.trace_entry(event, str(item["handler"]), 0, "failed", error, 0))
+        outcomes.failed_for_good(event, str(item["handler"]), follow["attempts"], error)
+        self.counts["failed"] += 1
 
     def _cap(self, handler: Handler) -> int:
         limit = self.runner.concurrency
@@ -372,7 +392,9 @@ class _Drain:
             work.packet.started = True
             if not mine:
                 self.active.discard(outcome_key(work.outcome))
-                outcomes.duplicate_skipped(work.outcome.event, work.outcome.handler.id)
+                self.traced.append(
+                    outcomes.duplicate_skipped(work.outcome.event, work.outcome.handler.id)
+                )
                 self._packet_done(work.packet)
                 continue
             handler = work.outcome.handler
