@@ -11,6 +11,7 @@ Blinker's rules, and where we differ on purpose:
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import logging
 import re
@@ -143,6 +144,11 @@ class Router:
             )
         if not callable(func):
             raise PluginError(f"handler for {name!r} is not callable")
+        if not _takes_one_argument(func):
+            raise PluginError(
+                f"handler {getattr(func, '__qualname__', func)!r} for {name!r} must take the "
+                "event as its one argument: def handler(event): ..."
+            )
         unknown = set(match) - _RESERVED_MATCH
         if unknown:
             raise PluginError(
@@ -224,6 +230,20 @@ class Router:
         finally:
             for handler_id in set(self._handlers) - before:
                 self.disconnect(handler_id)
+
+
+def _takes_one_argument(func: Callable[..., Any]) -> bool:
+    """Whether ``func(event)`` binds; a callable whose signature cannot be read gets the
+    benefit of the doubt (some builtins and C extensions)."""
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):
+        return True
+    try:
+        signature.bind(object())
+    except TypeError:
+        return False
+    return True
 
 
 def _combine(parts: list[F.Filter]) -> F.Filter | None:

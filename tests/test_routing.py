@@ -129,6 +129,22 @@ def test_registration_mistakes(
         router.connect(name, lambda e: None, **options)
 
 
+def test_a_handler_must_take_the_event(router: Router) -> None:
+    """Found at import time, not at the first delivery."""
+    def no_argument() -> None: ...
+
+    def two_arguments(event: Event, other: str) -> None: ...
+
+    for wrong in (no_argument, two_arguments):
+        with pytest.raises(PluginError, match="must take the event as its one argument"):
+            router.on("group.posts")(wrong)
+
+    async def handle(event: Event, *, also: int = 1) -> None: ...
+
+    router.on("group.posts")(handle)
+    router.connect("group.comments", print)  # a builtin: its signature is not always readable
+
+
 def test_reregistering_replaces_not_duplicates(router: Router, client: FlaskClient) -> None:
     calls: list[str] = []
 
