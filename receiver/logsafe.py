@@ -118,6 +118,12 @@ class SafeFormatter(logging.Formatter):
         return text
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        if record.name == "werkzeug" and not record.args and "\n" in str(record.msg):
+            # The development server's own start-up text (request lines always carry
+            # args): its later lines go below it, indented, rather than as a literal \n.
+            first, rest = record.getMessage().split("\n", 1)
+            shown = logging.makeLogRecord({**record.__dict__, "msg": first, "message": first})
+            return escape(super().formatMessage(shown)) + "\n" + _escape_lines(rest)
         return escape(super().formatMessage(record))
 
     def formatException(self, ei: _ExcInfo | tuple[None, None, None]) -> str:  # noqa: N802

@@ -60,6 +60,27 @@ def test_a_message_is_one_line_whatever_its_arguments_hold() -> None:
     assert out == "[WARNING] rejected x\\n[CRITICAL] forged \\x1b[31m\n"
 
 
+def test_the_development_server_start_up_text_keeps_its_lines() -> None:
+    """werkzeug's own banner (no arguments) reads as lines; its request lines stay escaped."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(SafeFormatter("[%(name)s] %(message)s"))
+    record = logging.makeLogRecord(
+        {"name": "werkzeug", "msg": "WARNING: development server.\n * Running on http://x"}
+    )
+    request = logging.makeLogRecord(
+        {"name": "werkzeug", "msg": '"%s" %s', "args": ("GET /x\n[CRITICAL] forged", 404)}
+    )
+    handler.handle(record)
+    handler.handle(request)
+    assert stream.getvalue().split("\n") == [
+        "[werkzeug] WARNING: development server.",
+        "  |  * Running on http://x",
+        '[werkzeug] "GET /x\\n[CRITICAL] forged" 404',
+        "",
+    ]
+
+
 def test_a_traceback_is_indented_and_its_messages_escaped() -> None:
     out = formatted("handler failed", exc=ValueError("boom\n[CRITICAL] forged"))
     first, *rest = out.rstrip("\n").split("\n")
