@@ -15,6 +15,7 @@ import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
+from rq.registry import FailedJobRegistry
 from werkzeug.security import generate_password_hash
 from werkzeug.test import TestResponse
 
@@ -23,8 +24,9 @@ from receiver.admin.data import fingerprint
 from receiver.config import load_settings
 from receiver.errors import ConfigError
 from receiver.switches import Switches, switch
+from receiver.testing import body_of, group_comment
 
-from .conftest import SECRET, TOKEN, base_config, payload, signed
+from .conftest import SECRET, TOKEN, base_config, drain_worker, payload, signed
 from .processes import wait_until
 
 PASSWORD = "correct horse battery"
@@ -366,6 +368,59 @@ def test_rq_dashboard_is_mounted_behind_the_login(browser: FlaskClient) -> None:
         "/admin/rq/requeue/receiver", headers={"Origin": "http://localhost"}
     )
     assert same_site.status_code == 200
+
+
+@pytest.fixture
+def choking_app(redis_url: str, tmp_path: Path) -> Flask:
+    """An admin app whose background handler fails quoting the group comment it was given."""
+    return create_app(admin_config(
+        redis_url, tmp_path, handlers=["tests.plugins.quoting"], job_retries=0
+    ))
+
+
+def fail_a_comment(app: Flask, worker_env: dict[str, str], message: str) -> str:
+    """Deliver a group comment; a real worker runs the choking handler; the failed job's id."""
+    body = body_of(group_comment(message=message))
+    assert app.test_client().post("/webhook", data=body, headers=signed(body)).status_code == 200
+    drain_worker({
+        **worker_env, "RECEIVER_HANDLERS": "tests.plugins.quoting", "RECEIVER_JOB_RETRIES": "0"
+    })
+    connection = redis.Redis.from_url(app.extensions["receiver"].settings.redis_url)
+    [job_id] = [  # other modules' @on handlers imported in this process are connected too
+        job_id for job_id in FailedJobRegistry("receiver", connection=connection).get_job_ids()
+        if b"quoting:choke" in (connection.hget(f"rq:job:{job_id}", "description") or b"")
+    ]
+    return str(job_id)
+
+
+def test_rq_dashboard_changes_nothing_on_a_link(
+    choking_app: Flask, worker_env: dict[str, str]
+) -> None:
+    """A link to one of rq-dashboard's requeue/delete/empty/compact URLs, sent to a signed-in
+    admin (or through the login form's next=), changes nothing: they take a same-site POST."""
+    failed_job = fail_a_comment(choking_app, worker_env, "what is this")
+    connection = redis.Redis.from_url(choking_app.extensions["receiver"].settings.redis_url)
+    registry = FailedJobRegistry("receiver", connection=connection)
+    before = set(registry.get_job_ids())
+    client = choking_app.test_client()
+    signed_in = login(client, data={"next": "/admin/rq/requeue/receiver"})
+    assert signed_in.headers["Location"] == "/admin/rq/requeue/receiver"
+    for method in ("GET", "HEAD"):
+        for url in ("/admin/rq/requeue/receiver", "/admin/rq/requeue/receiver?x=1"):
+            for headers in ({}, {"Origin": "http://localhost"}, {"Referer": "http://localhost/"}):
+                answer = client.open(url, method=method, headers=headers)
+                assert answer.status_code == 405 and answer.headers["Allow"] == "POST"
+    for url in (f"/admin/rq/job/{failed_job}/requeue", f"/admin/rq/job/{failed_job}/delete",
+                "/admin/rq/queue/receiver/failed/empty", "/admin/rq/queue/receiver/compact"):
+        assert client.get(url).status_code == 405, url
+    assert set(registry.get_job_ids()) == before
+    # Reading still works; the same change as a POST from the dashboard's own page does it.
+    assert client.get(f"/admin/rq/0/view/job/{failed_job}").status_code == 200
+    assert client.post("/admin/rq/requeue/receiver").status_code == 403
+    assert set(registry.get_job_ids()) == before
+    done = client.post("/admin/rq/requeue/receiver", headers={"Origin": "http://localhost"})
+    assert done.status_code == 200 and done.get_json()["count"] == len(before)
+    assert registry.get_job_ids() == []
 
 
 def test_queues_page_lists_the_default_queue(browser: FlaskClient) -> None:

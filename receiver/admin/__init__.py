@@ -15,6 +15,7 @@ from typing import Any
 
 import redis
 from flask import Flask
+from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.wrappers import Request as WsgiRequest
 from werkzeug.wrappers import Response as WsgiResponse
@@ -29,6 +30,24 @@ from .shared import Admin
 RQ_MOUNT = "/admin/rq"
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+READ_ONLY = frozenset({
+    "rq_dashboard.queues_overview",
+    "rq_dashboard.workers_overview",
+    "rq_dashboard.jobs_overview",
+    "rq_dashboard.job_view",
+    "rq_dashboard.list_queues",
+    "rq_dashboard.list_jobs",
+    "rq_dashboard.job_info",
+    "rq_dashboard.list_workers",
+    "rq_dashboard.favicon",
+    "rq_dashboard.static",
+    "static",
+})
+"""rq-dashboard 0.9's endpoints that only read. Every other one changes something (requeue a
+job or a whole failed registry, delete, empty, compact; and whatever a later version adds):
+POST only, from this site only, though rq-dashboard answers GET on some (``/requeue/<queue>``).
+"""
 
 
 def install(app: Flask, core: Core) -> bool:
@@ -76,8 +95,9 @@ class RQMount:
 
     Reading needs a session; changing anything (rq-dashboard's own POSTs)
     also needs the request to come from this site (``Origin``/``Referer``),
-    since its forms carry no CSRF token of ours. The session cookie is
-    SameSite=Strict as well.
+    since its forms carry no CSRF token of ours, and a GET to a URL that
+    changes something is refused (405): a link cannot requeue or delete. The
+    session cookie is SameSite=Strict as well.
     """
 
     def __init__(
@@ -95,14 +115,31 @@ class RQMount:
             target = f"/admin/login?next={RQ_MOUNT}/"
             response = WsgiResponse(status=303, headers={"Location": target})
             return response(environ, start_response)
-        if request.method not in ("GET", "HEAD") and not _same_origin(request):
-            response = WsgiResponse(
+        refused = self._refusal(request)
+        if refused is not None:
+            return refused(environ, start_response)
+        return self._dashboard()(environ, start_response)
+
+    def _refusal(self, request: WsgiRequest) -> WsgiResponse | None:
+        """Why a request that would change something may not, or ``None``."""
+        reading = request.method in ("GET", "HEAD")
+        endpoint = _endpoint(self._dashboard(), request.environ)
+        if reading and (endpoint is None or endpoint in READ_ONLY):
+            return None
+        if reading:
+            return WsgiResponse(
+                "refused: this URL changes things; rq-dashboard's own buttons send it as a POST",
+                status=405,
+                headers={"Allow": "POST"},
+                content_type="text/plain",
+            )
+        if not _same_origin(request):
+            return WsgiResponse(
                 "refused: changes must come from this dashboard's own pages",
                 status=403,
                 content_type="text/plain",
             )
-            return response(environ, start_response)
-        return self._dashboard()(environ, start_response)
+        return None
 
     def _redis(self) -> redis.Redis | None:
         """For signed-out sessions; ``None`` while Redis is not there (the cookie still counts)."""
@@ -120,6 +157,15 @@ class RQMount:
                 if self._app is None:
                     self._app = _make_rq_dashboard(self.url)
         return self._app
+
+
+def _endpoint(app: Flask, environ: dict[str, Any]) -> str | None:
+    """The rq-dashboard endpoint a request is for; ``None`` when none answers it (404, 405...)."""
+    try:
+        endpoint, _ = app.url_map.bind_to_environ(environ).match()
+    except HTTPException:
+        return None
+    return str(endpoint)
 
 
 def _same_origin(request: WsgiRequest) -> bool:
