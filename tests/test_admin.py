@@ -423,6 +423,44 @@ def test_rq_dashboard_changes_nothing_on_a_link(
     assert registry.get_job_ids() == []
 
 
+def test_rq_dashboard_answers_404_for_what_it_does_not_find(
+    choking_app: Flask, worker_env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Unknown jobs, queues, registries, pages and Redis instances: a short 404 and one log
+    line, no traceback (rq-dashboard answered 500 and logged one)."""
+    failed_job = fail_a_comment(choking_app, worker_env, "what is this")
+    client = choking_app.test_client()
+    login(client)
+    same_site = {"Origin": "http://localhost"}
+    missing = [
+        ("POST", "/admin/rq/queue/nosuch/compact", "nothing queued in 'nosuch'"),
+        ("POST", "/admin/rq/job/nosuch/requeue", "no such job: nosuch"),
+        ("GET", "/admin/rq/0/view/job/nosuch", "no such job: nosuch"),
+        ("GET", "/admin/rq/0/data/job/nosuch.json", "no such job: nosuch"),
+        ("GET", "/admin/rq/9/", "no Redis instance 9"),
+        ("GET", "/admin/rq/1/data/queues.json", "no Redis instance 1"),
+        ("GET", "/admin/rq/0/view/jobs/receiver/nosuch/8/asc/1", "no registry 'nosuch'"),
+        ("GET", "/admin/rq/0/data/jobs/receiver/nosuch/8/asc/1.json", "no registry 'nosuch'"),
+        ("POST", "/admin/rq/queue/receiver/nosuch/empty", "no registry 'nosuch'"),
+        ("GET", "/admin/rq/0/data/jobs/receiver/failed/0/asc/1.json", "per_page must be"),
+        ("GET", "/admin/rq/0/data/jobs/receiver/failed/8/asc/x.json", "page must be"),
+    ]
+    for method, url, message in missing:
+        caplog.clear()
+        answer = client.open(url, method=method, headers=same_site)
+        assert answer.status_code == 404 and message in answer.text, (url, answer.text)
+        assert answer.mimetype == "text/plain" and len(answer.text) < 200
+        assert len(caplog.records) <= 1 and not any(r.exc_info for r in caplog.records), url
+    # What exists still answers, and requeueing a job twice says why the second did nothing.
+    assert client.get(f"/admin/rq/0/data/job/{failed_job}.json").status_code == 200
+    assert client.get("/admin/rq/0/data/jobs/receiver/failed/8/asc/1.json").status_code == 200
+    requeue = f"/admin/rq/job/{failed_job}/requeue"
+    assert client.post(requeue, headers=same_site).status_code == 200
+    again = client.post(requeue, headers=same_site)
+    assert again.status_code == 409 and "not in the failed registry" in again.text
+    assert client.post("/admin/rq/queue/receiver/compact", headers=same_site).status_code == 200
+
+
 def test_queues_page_lists_the_default_queue(browser: FlaskClient) -> None:
     page = browser.get("/admin/queues").text
     assert 'data-testid="queue-receiver"' in page

@@ -9,12 +9,14 @@ adapter answering them sits in front.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
-from flask import Flask
+from flask import Flask, current_app
+from flask import request as flask_request
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.wrappers import Request as WsgiRequest
@@ -22,10 +24,13 @@ from werkzeug.wrappers import Response as WsgiResponse
 
 from ..core import Core
 from ..embedded import EmbeddedRedis
+from ..logsafe import escape
 from ..switches import Switches
 from ..trace import live_connection
 from .auth import COOKIE, Gate
 from .shared import Admin
+
+log = logging.getLogger("receiver.admin")
 
 RQ_MOUNT = "/admin/rq"
 
@@ -48,6 +53,11 @@ READ_ONLY = frozenset({
 job or a whole failed registry, delete, empty, compact; and whatever a later version adds):
 POST only, from this site only, though rq-dashboard answers GET on some (``/requeue/<queue>``).
 """
+
+REGISTRIES = frozenset(
+    {"queued", "failed", "deferred", "started", "finished", "scheduled", "canceled"}
+)
+"""The registry names rq-dashboard's job lists and its empty button know."""
 
 
 def install(app: Flask, core: Core) -> bool:
@@ -177,6 +187,7 @@ def _same_origin(request: WsgiRequest) -> bool:
 
 def _make_rq_dashboard(url: str) -> Flask:
     import rq_dashboard
+    from rq.exceptions import InvalidJobOperation, NoSuchJobError
     from rq.serializers import JSONSerializer
     from rq_dashboard import web as rq_web
 
@@ -188,7 +199,49 @@ def _make_rq_dashboard(url: str) -> Flask:
     app.config["RQ_DASHBOARD_REDIS_URL"] = url
     app.register_blueprint(rq_dashboard.blueprint)
     rq_web.setup_rq_connection(app)
+    # rq-dashboard answers 500 (with a traceback in the log) to anything it does not find;
+    # these make that a short 404 (409) and one log line. The app's own hooks run before
+    # the blueprint's (which raises on an instance number out of range).
+    app.before_request(_check_arguments)
+    app.register_error_handler(NoSuchJobError, _no_such_job)
+    app.register_error_handler(InvalidJobOperation, _not_failed)
     return app
+
+
+def _refuse(status: int, message: str) -> WsgiResponse:
+    log.info("rq-dashboard %s %s: %s", flask_request.method, escape(flask_request.path), message)
+    return WsgiResponse(message, status=status, content_type="text/plain; charset=utf-8")
+
+
+def _check_arguments() -> WsgiResponse | None:
+    """A 404 for what rq-dashboard would not find: an instance, a registry, a page, a queue."""
+    from rq import Queue
+
+    args = flask_request.view_args or {}
+    instance = args.get("instance_number")
+    if isinstance(instance, int) and instance >= len(current_app.config["RQ_DASHBOARD_REDIS_URL"]):
+        return _refuse(404, f"no Redis instance {instance}: this dashboard shows one, 0")
+    registry = args.get("registry_name")
+    if registry is not None and registry not in REGISTRIES:
+        return _refuse(404, f"no registry {registry!r}: one of {', '.join(sorted(REGISTRIES))}")
+    for key in ("per_page", "page"):
+        value = str(args.get(key, "1"))
+        if not (value.isascii() and value.isdecimal() and int(value) >= 1):
+            return _refuse(404, f"{key} must be a whole number from 1, not {value!r}")
+    if flask_request.endpoint == "rq_dashboard.compact_queue":
+        queue = Queue(args["queue_name"], connection=current_app.redis_conn)  # type: ignore[attr-defined]  # set by rq-dashboard
+        if not queue.connection.exists(queue.key):
+            return _refuse(404, f"nothing queued in {queue.name!r} to compact")
+    return None
+
+
+def _no_such_job(error: Exception) -> WsgiResponse:
+    return _refuse(404, f"no such job: {(flask_request.view_args or {}).get('job_id')}")
+
+
+def _not_failed(error: Exception) -> WsgiResponse:
+    job_id = (flask_request.view_args or {}).get("job_id")
+    return _refuse(409, f"job {job_id} is not in the failed registry (requeued already?)")
 
 
 __all__ = ["Admin", "install"]
