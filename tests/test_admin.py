@@ -6,6 +6,8 @@ The browser walk-through against gunicorn and a worker is ``test_admin_browser.p
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 import time
 from pathlib import Path
@@ -456,6 +458,69 @@ def test_rq_dashboard_answers_404_for_what_it_does_not_find(
     again = client.post(requeue, headers=same_site)
     assert again.status_code == 409 and "not in the failed registry" in again.text
     assert client.post("/admin/rq/queue/receiver/compact", headers=same_site).status_code == 200
+
+
+MARKUP = "<img src=x onerror=alert(document.domain)>"
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+def directives(answer: TestResponse) -> dict[str, str]:
+    pairs = (d.strip().partition(" ") for d in answer.headers["Content-Security-Policy"].split(";"))
+    return {name: value for name, _, value in pairs}
+
+
+def test_rq_dashboard_shows_a_failure_quoting_markup_as_text(
+    choking_app: Flask, worker_env: dict[str, str]
+) -> None:
+    """A background handler fails quoting a comment's ``<img onerror>``: rq-dashboard's job
+    page (which puts its data into HTML unescaped) gets it HTML-escaped, under a CSP that
+    lets only rq-dashboard's own scripts run; every answer under /admin/rq/ carries the
+    dashboard's security headers."""
+    failed_job = fail_a_comment(choking_app, worker_env, MARKUP)
+    client = choking_app.test_client()
+    assert login(client).status_code == 303
+
+    page = client.get(f"/admin/rq/0/view/job/{failed_job}")
+    assert page.status_code == 200
+    policy = directives(page)
+    assert policy["frame-ancestors"] == "'none'" and policy["default-src"] == "'none'"
+    scripts = policy["script-src"].split()
+    assert "'unsafe-inline'" not in scripts and "'unsafe-hashes'" not in scripts
+    [inline] = re.findall(r'<script type="text/javascript">(.*?)</script>', page.text, re.S)
+    digest = base64.b64encode(hashlib.sha256(inline.encode()).digest()).decode()
+    assert scripts == ["'self'", "'unsafe-eval'", f"'sha256-{digest}'"]
+
+    data = client.get(f"/admin/rq/0/data/job/{failed_job}.json")
+    assert "<img" not in data.text
+    escaped = "&lt;img src=x onerror=alert(document.domain)&gt;"
+    assert f"cannot parse comment {escaped}" in data.get_json()["exc_info"]
+    # The failed jobs list escapes its job's exception itself: sent as it is, shown once.
+    listing = client.get("/admin/rq/0/view/jobs/receiver/failed/8/asc/1").text
+    assert "$('<div/>').text(d.exc_info).html()" in listing
+    [row] = client.get("/admin/rq/0/data/jobs/receiver/failed/8/asc/1.json").get_json()["jobs"]
+    assert MARKUP in row["exc_info"]
+
+    assets = re.findall(r'(?:href|src)="(/admin/rq/[^"]+)"', client.get("/admin/rq/").text)
+    answers = [client.get(url) for url in (
+        "/admin/rq/", "/admin/rq/0/view/workers", "/admin/rq/0/data/queues.json",
+        "/admin/rq/0/data/workers.json", f"/admin/rq/0/view/job/{failed_job}", *assets,
+    )]
+    answers += [
+        client.get("/admin/rq/requeue/receiver"),  # 405
+        client.post("/admin/rq/requeue/receiver"),  # 403
+        client.get("/admin/rq/0/view/job/nosuch"),  # 404
+        choking_app.test_client().get("/admin/rq/"),  # 303 to the login
+    ]
+    assert len(answers) >= 14
+    for answer in answers:
+        assert SECURITY_HEADERS.items() <= dict(answer.headers).items(), answer.request.path
+        assert "'unsafe-inline'" not in directives(answer)["script-src"]
+        assert directives(answer)["frame-ancestors"] == "'none'"
 
 
 def test_queues_page_lists_the_default_queue(browser: FlaskClient) -> None:

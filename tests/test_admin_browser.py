@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import requests
 
-from receiver.testing import RedisServer, free_port
+from receiver.testing import RedisServer, free_port, group_comment
 
 from .conftest import SECRET, TOKEN, payload, signed
 from .plugins.recording import calls
@@ -57,7 +57,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: 
 
 
 class Deployment:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, **env: str) -> None:
         self.redis = RedisServer(tmp_path / "redis")
         self.redis.start()
         self.db = str(tmp_path / "side-effects.sqlite")
@@ -82,6 +82,7 @@ class Deployment:
             "RECORDING_DB": self.db,
             "FIXED_FLAG": str(self.fixed),
             "PYTHONPATH": str(ROOT),
+            **env,
         }
         self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         port = free_port()
@@ -263,3 +264,53 @@ def test_an_operator_walks_through_the_dashboard(deployment: Deployment, browser
     page.goto(f"{base}/admin/deliveries")
     assert page.url.startswith(f"{base}/admin/login")
     context.close()
+
+
+def test_markup_quoted_by_a_failure_runs_no_script_in_rq_dashboard(
+    tmp_path: Path, browser: Browser
+) -> None:
+    """A group comment's ``<img onerror>``, quoted by a failing background handler's
+    exception, shows as text in rq-dashboard's failed list and job page, with rq-dashboard
+    working under its CSP (not bypassed here); markup put into the page anyway stays inert."""
+    markup = "<img src=x onerror=alert(document.domain)>"
+    deployment = Deployment(tmp_path, RECEIVER_HANDLERS="tests.plugins.quoting")
+    try:
+        wait_for_http(f"{deployment.url}/healthz", deployment.web)
+        base = deployment.url
+        context = browser.new_context()
+        page = context.new_page()
+        dialogs: list[str] = []
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        refused: list[str] = []
+        page.on(
+            "console",
+            lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None,
+        )
+        page.goto(f"{base}/admin/login?next=/admin/rq/")
+        page.get_by_label("Admin password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_text("Queues").first).to_be_visible()
+
+        comment = json.dumps(group_comment(message=markup)).encode()
+        assert deployment.post(comment) == 200
+        failed = f"{base}/admin/rq/0/view/jobs/receiver/failed/8/asc/1"
+        reload_until(page, failed, "tr[data-role=job]", "the failed job", timeout=60)
+        row = page.locator("tr[data-role=job]").first
+        expect(row.locator("pre.exc_info")).to_contain_text(f"cannot parse comment {markup}")
+        job_id = row.get_attribute("data-job-id")
+
+        page.goto(f"{base}/admin/rq/0/view/job/{job_id}")
+        expect(page.locator("#job-data pre.exc_info")).to_contain_text(
+            f"cannot parse comment {markup}"
+        )
+        expect(page.locator("#requeue-job-btn")).to_be_visible()  # its scripts ran
+        assert page.locator("#job-data img").count() == 0
+        # The CSP alone keeps an inline handler from running, were markup ever inserted.
+        page.evaluate("html => document.body.insertAdjacentHTML('beforeend', html)", markup)
+        wait_until(lambda: refused, 10, "chromium to refuse the inline handler")
+        page.wait_for_timeout(500)
+        assert dialogs == []
+        assert all("inline event handler" in text for text in refused), refused
+        context.close()
+    finally:
+        deployment.close()

@@ -9,7 +9,12 @@ adapter answering them sits in front.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import html
+import json
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -107,7 +112,10 @@ class RQMount:
     also needs the request to come from this site (``Origin``/``Referer``),
     since its forms carry no CSRF token of ours, and a GET to a URL that
     changes something is refused (405): a link cannot requeue or delete. The
-    session cookie is SameSite=Strict as well.
+    session cookie is SameSite=Strict as well. Every answer carries the
+    dashboard's security headers, with a CSP of its own (``RQ_CSP``), and the
+    strings of its JSON data its pages would insert as HTML come escaped
+    (``ESCAPED_DATA``).
     """
 
     def __init__(
@@ -120,15 +128,20 @@ class RQMount:
         self._lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        response = _with_security_headers(self._respond(environ))
+        return response(environ, start_response)
+
+    def _respond(self, environ: dict[str, Any]) -> WsgiResponse:
         request = WsgiRequest(environ)
         if self.gate.session(request.cookies.get(COOKIE), self._redis()) is None:
             target = f"/admin/login?next={RQ_MOUNT}/"
-            response = WsgiResponse(status=303, headers={"Location": target})
-            return response(environ, start_response)
+            return WsgiResponse(status=303, headers={"Location": target})
         refused = self._refusal(request)
         if refused is not None:
-            return refused(environ, start_response)
-        return self._dashboard()(environ, start_response)
+            return refused
+        # Buffered: the CSP of a page names its inline script's hash. (Its largest answer
+        # is a script file of some 90 kB; its data answers are small.)
+        return WsgiResponse.from_app(self._dashboard(), environ, buffered=True)
 
     def _refusal(self, request: WsgiRequest) -> WsgiResponse | None:
         """Why a request that would change something may not, or ``None``."""
@@ -169,6 +182,55 @@ class RQMount:
         return self._app
 
 
+RQ_CSP = (
+    "default-src 'none'; script-src 'self' 'unsafe-eval'{hashes}; "
+    "style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+"""rq-dashboard's pages as they ship, and no script anyone slipped into them.
+
+Scripts: its own files, plus the one inline script its base template ends with (its hash,
+per page: the script carries the page's job id, queue name...). ``'unsafe-eval'``: its
+underscore templates compile with ``new Function``; that runs only text the page's own
+scripts pass it, while markup in its data (``<img onerror=...>``, ``javascript:`` links,
+``<script>`` inserted as HTML) stays inert, inline handlers being refused.
+Styles: its templates set a few ``style=""`` attributes (a hidden button, floats); CSS
+cannot run script. Images: Bootstrap's icons are ``data:`` SVGs.
+"""
+_INLINE_SCRIPT = re.compile(r"<script\b([^>]*)>(.*?)</script\s*>", re.DOTALL | re.IGNORECASE)
+_JS_TYPES = {"", "text/javascript", "application/javascript", "module"}
+
+
+def _with_security_headers(response: WsgiResponse) -> WsgiResponse:
+    """As the dashboard's own pages: never cached or framed, no sniffing, a CSP."""
+    hashes = ""
+    if response.mimetype == "text/html":
+        hashes = "".join(f" 'sha256-{h}'" for h in _inline_script_hashes(response.get_data()))
+    response.headers["Content-Security-Policy"] = RQ_CSP.format(hashes=hashes)
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "same-origin"
+    return response
+
+
+def _inline_script_hashes(page: bytes) -> list[str]:
+    """The hash of the page's inline script when it has exactly one, as rq-dashboard's base
+    template does; none (so no inline script runs) if there were ever more."""
+    scripts = []
+    for found in _INLINE_SCRIPT.finditer(page.decode("utf-8", "replace")):
+        attributes, text = found.group(1), found.group(2)
+        kind = re.search(r"""\btype\s*=\s*["']?([^"'\s>]*)""", attributes, re.IGNORECASE)
+        executable = (kind.group(1).lower() if kind else "") in _JS_TYPES
+        if executable and not re.search(r"\bsrc\s*=", attributes, re.IGNORECASE):
+            scripts.append(text)
+    if len(scripts) != 1:
+        if scripts:
+            log.warning("rq-dashboard page with %d inline scripts: none may run", len(scripts))
+        return []
+    return [base64.b64encode(hashlib.sha256(scripts[0].encode()).digest()).decode()]
+
+
 def _endpoint(app: Flask, environ: dict[str, Any]) -> str | None:
     """The rq-dashboard endpoint a request is for; ``None`` when none answers it (404, 405...)."""
     try:
@@ -205,7 +267,45 @@ def _make_rq_dashboard(url: str) -> Flask:
     app.before_request(_check_arguments)
     app.register_error_handler(NoSuchJobError, _no_such_job)
     app.register_error_handler(InvalidJobOperation, _not_failed)
+    app.after_request(_escape_json)
     return app
+
+
+ESCAPED_DATA = {
+    "rq_dashboard.job_info": frozenset(),
+    "rq_dashboard.list_queues": frozenset(),
+    "rq_dashboard.list_jobs": frozenset({("jobs", "*", "description"), ("jobs", "*", "exc_info")}),
+    "rq_dashboard.list_workers": frozenset({("workers", "*", "current_job", "description")}),
+}
+"""rq-dashboard's JSON answers, with the strings its templates escape themselves.
+
+Its pages put every other string of them into HTML unescaped (underscore's ``<%=``), so
+they are sent HTML-escaped: ``<img onerror=...>`` in an exception quoting a payload shows
+as text even where a CSP is not enforced. The ones listed are escaped by the templates
+(jQuery's ``.text()``, ``<%-``) and sent as they are, or the jobs list would show
+``&lt;module&gt;``. Entities read the same as the characters they stand for in the text
+and attributes these strings go to; the job page's ``Result`` (``JSON.stringify``) shows
+a quote in a string as ``"`` rather than ``\\"``.
+"""
+
+
+def _escape_json(response: WsgiResponse) -> WsgiResponse:
+    kept = ESCAPED_DATA.get(flask_request.endpoint or "")
+    if kept is None or response.mimetype != "application/json" or response.status_code != 200:
+        return response
+    data = json.loads(response.get_data())
+    response.set_data(json.dumps(_escaped(data, (), kept), separators=(",", ":")) + "\n")
+    return response
+
+
+def _escaped(value: Any, path: tuple[str, ...], kept: frozenset[tuple[str, ...]]) -> Any:
+    if isinstance(value, str):
+        return value if path in kept else html.escape(value)
+    if isinstance(value, list):
+        return [_escaped(item, (*path, "*"), kept) for item in value]
+    if isinstance(value, dict):
+        return {html.escape(k): _escaped(v, (*path, k), kept) for k, v in value.items()}
+    return value
 
 
 def _refuse(status: int, message: str) -> WsgiResponse:
