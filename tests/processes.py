@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -49,6 +52,15 @@ def wait_for_http(url: str, process: subprocess.Popen[bytes], timeout: float = 3
     wait_until(ready, timeout, f"{url} to answer")
 
 
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The command failed with one line on stderr, ``Error: ...``, and no traceback."""
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    return lines[0]
+
+
 def stop(process: subprocess.Popen[bytes], signal_number: int | None = None) -> int:
     if process.poll() is None:
         if signal_number is None:
@@ -61,3 +73,50 @@ def stop(process: subprocess.Popen[bytes], signal_number: int | None = None) -> 
             process.kill()
             process.wait()
     return process.returncode
+
+
+@dataclass
+class Served:
+    """A gunicorn started by ``gunicorn_on_own_redis``."""
+
+    url: str
+    log_path: Path
+    redis: testing.RedisServer
+    env: dict[str, str]
+    """Its environment: for a worker or a command beside it."""
+
+    def log_lines(self) -> list[str]:
+        return self.log_path.read_text(errors="replace").splitlines()
+
+
+@contextmanager
+def gunicorn_on_own_redis(
+    folder: Path, env: dict[str, str], workers: int = 2
+) -> Iterator[Served]:
+    """The Procfile's gunicorn on a free port, with a Redis of its own, answering /healthz.
+
+    ``env`` adds to the test process's environment stripped of ``RECEIVER_*`` (it must
+    hold the secrets); gunicorn's output goes to ``folder/gunicorn.log``.
+    """
+    server = testing.RedisServer(folder / "redis")
+    server.start()
+    full = {k: v for k, v in os.environ.items() if not k.startswith("RECEIVER_")}
+    full.pop("PROMETHEUS_MULTIPROC_DIR", None)  # the config makes a fresh one per start
+    full.update(
+        REDIS_URL=server.url,
+        RECEIVER_DATA_DIR=str(folder / "data"),
+        PYTHONPATH=os.pathsep.join([str(ROOT), *sys.path]),
+        **env,
+    )
+    port = testing.free_port()
+    log_path = folder / "gunicorn.log"
+    with open(log_path, "wb") as log_file:
+        web = subprocess.Popen(
+            gunicorn_command(port, workers), env=full, cwd=ROOT, stdout=log_file, stderr=log_file
+        )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/healthz", web)
+        yield Served(f"http://127.0.0.1:{port}", log_path, server, full)
+    finally:
+        stop(web)
+        server.stop()

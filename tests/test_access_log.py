@@ -4,9 +4,6 @@ a password), and nothing else is."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,42 +11,22 @@ import pytest
 import requests
 
 from receiver.logsafe import is_secret_query_key
-from receiver.testing import RedisServer, free_port
 
 from .conftest import SECRET, TOKEN
-from .processes import ROOT, gunicorn_command, stop, wait_for_http, wait_until
+from .processes import gunicorn_on_own_redis, wait_until
 
 METRICS_TOKEN = "metrics-token-do-not-log-me"
 
 
 @pytest.fixture
 def web(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    redis_server = RedisServer(tmp_path / "redis")
-    redis_server.start()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("RECEIVER_")},
-        "REDIS_URL": redis_server.url,
+    with gunicorn_on_own_redis(tmp_path, {
         "RECEIVER_APP_SECRET": SECRET,
         "RECEIVER_VERIFY_TOKEN": TOKEN,
         "RECEIVER_METRICS_TOKEN": METRICS_TOKEN,
         "RECEIVER_ACCESS_LOG": "1",
-        "RECEIVER_DATA_DIR": str(tmp_path / "data"),
-        "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path]),
-    }
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    port = free_port()
-    log_path = tmp_path / "gunicorn.log"
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            gunicorn_command(port, workers=1), env=env, cwd=ROOT, stdout=log_file,
-            stderr=log_file,
-        )
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/healthz", process)
-        yield f"http://127.0.0.1:{port}", log_path
-    finally:
-        stop(process)
-        redis_server.stop()
+    }, workers=1) as served:
+        yield served.url, served.log_path
 
 
 def test_a_metrics_token_sent_in_the_query_string_is_masked_in_the_access_log(

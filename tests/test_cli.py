@@ -12,7 +12,7 @@ from receiver.cli import main
 from receiver.signature import verify
 
 from .conftest import PAYLOADS, SECRET, TOKEN
-from .processes import ROOT, receiver_command
+from .processes import ROOT, one_error_line, receiver_command
 
 SAMPLE = str(PAYLOADS / "group__comments__add.json")
 
@@ -157,15 +157,6 @@ def _run(env: dict[str, str], *args: str, cwd: Path = ROOT) -> subprocess.Comple
     )
 
 
-def _one_error_line(result: subprocess.CompletedProcess[str]) -> str:
-    """The command failed with one line on stderr, ``Error: ...``, and no traceback."""
-    assert result.returncode == 1, (result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr + result.stdout
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    return lines[0]
-
-
 def test_commands_with_redis_stopped_say_so_in_one_line(
     tmp_path: Path, worker_env: dict[str, str]
 ) -> None:
@@ -178,7 +169,7 @@ def test_commands_with_redis_stopped_say_so_in_one_line(
     server.stop()  # an outage, as an operator meets it
     burst = ["--log-level", "WARNING", "worker", "--burst"]  # a burst did no work: exit 1
     for args in (["queues"], ["failed"], ["failed", "requeue", "--all"], ["check"], burst):
-        line = _one_error_line(_run(env, *args))
+        line = one_error_line(_run(env, *args))
         assert f"Redis at {server.url} is unreachable" in line, args
         assert "Connection refused" in line
 
@@ -186,20 +177,20 @@ def test_commands_with_redis_stopped_say_so_in_one_line(
 def test_wrong_url_scheme_is_one_line_for_every_command(worker_env: dict[str, str]) -> None:
     env = {**worker_env, "REDIS_URL": "http://user:hunter2@127.0.0.1:6379/0"}
     for args in (["worker", "--burst"], ["queues"], ["check"], ["spool", "--drain"]):
-        line = _one_error_line(_run(env, *args))
+        line = one_error_line(_run(env, *args))
         assert "scheme 'http://'" in line and "redis://" in line, args
         assert "hunter2" not in line
 
 
 def test_unreadable_redis_url_is_one_line(worker_env: dict[str, str]) -> None:
     for url in ("redis://:hunter2@127.0.0.1:abc/0", "redis+sentinel://:hunter2@h1:x/mymaster"):
-        line = _one_error_line(_run({**worker_env, "REDIS_URL": url}, "queues"))
+        line = one_error_line(_run({**worker_env, "REDIS_URL": url}, "queues"))
         assert "REDIS_URL (or redis_url) cannot be read" in line and "hunter2" not in line
 
 
 def test_redis_password_is_masked_in_the_error(worker_env: dict[str, str]) -> None:
     env = {**worker_env, "REDIS_URL": f"redis://:hunter2@127.0.0.1:{_closed_port()}/0"}
-    line = _one_error_line(_run(env, "queues"))
+    line = one_error_line(_run(env, "queues"))
     assert "hunter2" not in line and ":***@" in line
 
 
@@ -335,7 +326,7 @@ def test_wrong_redis_password_is_one_line_and_masked(
     try:
         url = server.url.replace("redis://", "redis://:wrong-one@")
         for args in (["queues"], ["check"]):
-            line = _one_error_line(_run({**worker_env, "REDIS_URL": url}, *args))
+            line = one_error_line(_run({**worker_env, "REDIS_URL": url}, *args))
             assert "refused the credentials" in line and "wrong-one" not in line, line
     finally:
         server.stop()

@@ -11,11 +11,8 @@ afterwards.
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -26,10 +23,9 @@ from pathlib import Path
 import pytest
 
 from receiver.signature import signature_headers
-from receiver.testing import RedisServer, free_port
 
 from .conftest import SECRET, TOKEN, payload
-from .processes import ROOT, gunicorn_command, stop, wait_until
+from .processes import gunicorn_on_own_redis, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +36,6 @@ LIMIT = 8192  # RECEIVER_MAX_BODY_BYTES for this server: size edges stay cheap
 class Server:
     port: int
     log_path: Path
-    process: subprocess.Popen[bytes]
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -49,8 +44,6 @@ class Server:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     folder = tmp_path_factory.mktemp("hostile")
-    redis_server = RedisServer(folder / "redis")
-    redis_server.start()
     config = folder / "receiver.toml"
     config.write_text(
         "[integrations.fenced]\n"
@@ -58,39 +51,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         f'verify_token = "{TOKEN}"\n'
         'allowed_networks = ["10.0.0.0/8"]\n'
     )
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("RECEIVER_")},
-        "REDIS_URL": redis_server.url,
+    with gunicorn_on_own_redis(folder, {
         "RECEIVER_APP_SECRET": SECRET,
         "RECEIVER_VERIFY_TOKEN": TOKEN,
         "RECEIVER_CONFIG": str(config),
         "RECEIVER_HANDLERS": "handlers.log_events,tests.plugins.hostile",
         "RECEIVER_MAX_BODY_BYTES": str(LIMIT),
         "RECEIVER_ACCESS_LOG": "1",
-        "RECEIVER_DATA_DIR": str(folder / "data"),
-        "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path]),
-    }
-    port = free_port()
-    log_path = folder / "gunicorn.log"
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            gunicorn_command(port), env=env, cwd=ROOT, stdout=log_file, stderr=log_file
-        )
-    try:
-        wait_until(lambda: _healthy(port, process), what="gunicorn to answer")
-        yield Server(port, log_path, process)
-    finally:
-        stop(process)
-        redis_server.stop()
-
-
-def _healthy(port: int, process: subprocess.Popen[bytes]) -> bool:
-    if process.poll() is not None:
-        raise AssertionError(f"gunicorn exited with {process.returncode}")
-    try:
-        return exchange(port, get("/healthz"), timeout=2).status == 200
-    except OSError:
-        return False
+    }) as served:
+        yield Server(int(served.url.rsplit(":", 1)[1]), served.log_path)
 
 
 @dataclass

@@ -9,7 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .processes import ROOT
+from .processes import ROOT, one_error_line
 
 RECEIVER = str(Path(sys.executable).parent / "receiver")
 SAMPLE = str(ROOT / "receiver" / "samples" / "group__membership__add.json")
@@ -23,26 +23,18 @@ def _shell(script: str, cwd: Path, **extra: str) -> subprocess.CompletedProcess[
     )
 
 
-def _one_error_line(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 1, (result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr + result.stdout
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    return lines[0]
-
-
 def test_banner_hint_pasted_where_the_secret_is_unset_says_so(tmp_path: Path) -> None:
     # The banner's hint, as printed when stderr is not a terminal, in a shell
     # where RECEIVER_APP_SECRET was never set: no request signed with "".
     hint = f'{RECEIVER} sign --secret "$RECEIVER_APP_SECRET" --curl http://127.0.0.1:1/ {SAMPLE}'
     result = _shell(hint, tmp_path)
-    line = _one_error_line(result)
+    line = one_error_line(result)
     assert "--secret is empty" in line and "RECEIVER_APP_SECRET" in line, line
     assert result.stdout == ""
 
 
 def test_sign_with_nothing_configured_asks_for_a_secret_only(tmp_path: Path) -> None:
-    line = _one_error_line(_shell(f"{RECEIVER} sign {SAMPLE}", tmp_path))
+    line = one_error_line(_shell(f"{RECEIVER} sign {SAMPLE}", tmp_path))
     assert "--secret" in line and "RECEIVER_APP_SECRET" in line, line
     assert "VERIFY_TOKEN" not in line, line  # signing needs no verify token
     # The secret alone is enough, no verify token:
@@ -65,7 +57,7 @@ def test_misspelt_names_in_the_config_file_get_a_suggestion(tmp_path: Path) -> N
             RECEIVER_APP_SECRET="s",
             RECEIVER_VERIFY_TOKEN="v",
         )
-        assert expected in _one_error_line(result), (text, result.stderr)
+        assert expected in one_error_line(result), (text, result.stderr)
 
 
 def test_a_top_level_file_without_a_receiver_table_still_reads(tmp_path: Path) -> None:
@@ -93,7 +85,7 @@ def test_serve_on_a_taken_port_says_so_before_starting_anything(tmp_path: Path) 
             RECEIVER_APP_SECRET="s",
             RECEIVER_VERIFY_TOKEN="v",
         )
-    line = _one_error_line(result)
+    line = one_error_line(result)
     assert f"127.0.0.1:{port}" in line and "--port" in line, line
     assert "listening" not in result.stdout + result.stderr  # no banner promising a server
     assert not (tmp_path / ".receiver").exists()  # no embedded Redis was started

@@ -7,14 +7,12 @@ of their own and stop that Redis to see readiness flip.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +26,10 @@ from receiver import Event, Router, create_app, trace
 from receiver.capture import capture_files, read_captures
 from receiver.contracts import Request, Result
 from receiver.signature import SHA1_HEADER, SHA256_HEADER, diagnose, sign
-from receiver.testing import RedisServer, free_port
+from receiver.testing import free_port
 
 from .conftest import SECRET, base_config, envelope, payload, signed
-from .processes import ROOT, gunicorn_command, stop, wait_for_http, wait_until
+from .processes import Served, gunicorn_on_own_redis, stop, wait_until
 
 METRICS_TOKEN = "metrics-test-token"
 
@@ -205,42 +203,16 @@ def test_stats_count_deliveries_per_topic_and_day(traced: Flask, redis_url: str)
 # --- real processes: readiness, metrics across workers, JSON logs -----------------------------
 
 
-@dataclass
-class Served:
-    url: str
-    log_path: Path
-    redis: RedisServer
-
-    def log_lines(self) -> list[str]:
-        return self.log_path.read_text().splitlines()
-
-
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("RECEIVER_")},
-        "REDIS_URL": server.url,
+    with gunicorn_on_own_redis(tmp_path, {
         "RECEIVER_APP_SECRET": SECRET,
         "RECEIVER_VERIFY_TOKEN": "token",
         "RECEIVER_HANDLERS": "handlers.log_events",
         "RECEIVER_METRICS_TOKEN": METRICS_TOKEN,
         "RECEIVER_LOG_FORMAT": "json",
-        "RECEIVER_DATA_DIR": str(tmp_path / "data"),
-        "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path]),
-    }
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    port = free_port()
-    log_path = tmp_path / "gunicorn.log"
-    with open(log_path, "wb") as log_file:
-        web = subprocess.Popen(gunicorn_command(port), env=env, cwd=ROOT, stderr=log_file)
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/healthz", web)
-        yield Served(f"http://127.0.0.1:{port}", log_path, server)
-    finally:
-        stop(web)
-        server.stop()
+    }) as served:
+        yield served
 
 
 def scrape(served: Served) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -427,89 +399,71 @@ def test_a_failed_then_successful_background_handler_is_traced_logged_and_counte
     tmp_path: Path,
 ) -> None:
     """A handler that fails once: two attempts in the trace, a retry line, worker metrics."""
-    server = RedisServer(tmp_path / "redis")
-    server.start()
     config = tmp_path / "receiver.toml"
-    config.write_text(
-        '[receiver]\nretry_backoff = 0.1\nhandlers = ["tests.plugins.recording"]\n'
-        f'data_dir = "{tmp_path / "data"}"\n'
-    )
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("RECEIVER_")},
-        "REDIS_URL": server.url,
+    config.write_text('[receiver]\nretry_backoff = 0.1\nhandlers = ["tests.plugins.recording"]\n')
+    settings = {
         "RECEIVER_APP_SECRET": SECRET,
         "RECEIVER_VERIFY_TOKEN": "token",
         "RECEIVER_CONFIG": str(config),
         "RECEIVER_LOG_FORMAT": "json",
         "RECORDING_DB": str(tmp_path / "side-effects.sqlite"),
-        "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path]),
     }
-    metrics_port = free_port()
-    web_port = free_port()
-    log_path = tmp_path / "worker.log"
-    with open(log_path, "wb") as log_file:
-        web = subprocess.Popen(gunicorn_command(web_port), env=env, cwd=ROOT)
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "receiver", "worker", "--metrics-port", str(metrics_port)],
-            env=env,
-            cwd=ROOT,
-            stderr=log_file,
-        )
-    try:
-        wait_for_http(f"http://127.0.0.1:{web_port}/healthz", web)
-        body = json.dumps(
-            {
-                "object": "faulty",
-                "entry": [{"id": "1", "changes": [{"field": "flaky", "value": {"fail_times": 1}}]}],
+    with gunicorn_on_own_redis(tmp_path, settings) as served:
+        env = served.env
+        metrics_port = free_port()
+        log_path = tmp_path / "worker.log"
+        with open(log_path, "wb") as log_file:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "receiver", "worker", "--metrics-port", str(metrics_port)],
+                env=env,
+                stderr=log_file,
+            )
+        try:
+            body = envelope("faulty", {"field": "flaky", "value": {"fail_times": 1}}, id="1")
+            answer = requests.post(
+                f"{served.url}/webhook", data=body, headers=signed(body), timeout=10
+            ).json()
+            delivery_id = answer["delivery_id"]
+            assert answer["queued"] == 1
+            connection = redis.Redis.from_url(served.redis.url)
+
+            def two_attempts() -> dict[str, Any] | None:
+                record = trace.load(connection, delivery_id)
+                return record if record and len(record["background"]) == 2 else None
+
+            record = wait_until(two_attempts, 60, "the second attempt in the trace")
+            first, second = record["background"]
+            assert (first["attempt"], first["outcome"]) == (1, "failed")
+            assert "attempt 1 fails on purpose" in first["error"]
+            assert (second["attempt"], second["outcome"]) == (2, "ok")
+            assert record["events"][0][0] == "faulty.flaky" and record["status"] == 200
+
+            shown = subprocess.run(
+                [sys.executable, "-m", "receiver", "trace", delivery_id],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert shown.returncode == 0, shown.stderr
+            lines = shown.stdout.splitlines()
+            assert any(line.startswith("  attempt 1 ") and " failed " in line for line in lines)
+            assert any(line.startswith("  attempt 2 ") and " ok " in line for line in lines)
+
+            scraped = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+            samples = {
+                (s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(scraped)
+                for s in family.samples
             }
-        ).encode()
-        answer = requests.post(
-            f"http://127.0.0.1:{web_port}/webhook", data=body, headers=signed(body), timeout=10
-        ).json()
-        delivery_id = answer["delivery_id"]
-        assert answer["queued"] == 1
-        connection = redis.Redis.from_url(server.url)
-
-        def two_attempts() -> dict[str, Any] | None:
-            record = trace.load(connection, delivery_id)
-            return record if record and len(record["background"]) == 2 else None
-
-        record = wait_until(two_attempts, 60, "the second attempt in the trace")
-        first, second = record["background"]
-        assert (first["attempt"], first["outcome"]) == (1, "failed")
-        assert "attempt 1 fails on purpose" in first["error"]
-        assert (second["attempt"], second["outcome"]) == (2, "ok")
-        assert record["events"][0][0] == "faulty.flaky" and record["status"] == 200
-
-        shown = subprocess.run(
-            [sys.executable, "-m", "receiver", "trace", delivery_id],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert shown.returncode == 0, shown.stderr
-        lines = shown.stdout.splitlines()
-        assert any(line.startswith("  attempt 1 ") and " failed " in line for line in lines)
-        assert any(line.startswith("  attempt 2 ") and " ok " in line for line in lines)
-
-        scraped = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
-        samples = {
-            (s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(scraped)
-            for s in family.samples
-        }
-        handler = ("handler", "tests.plugins.recording:flaky@faulty.flaky")
-        runs = "receiver_handler_runs_total"
-        background = ("mode", "background")
-        assert samples[(runs, (handler, background, ("outcome", "failed")))] == 1
-        assert samples[(runs, (handler, background, ("outcome", "ok")))] == 1
-        assert samples[("receiver_retries_scheduled_total", (handler,))] == 1
-    finally:
-        stop(worker)
-        stop(web)
-        server.stop()
+            handler = ("handler", "tests.plugins.recording:flaky@faulty.flaky")
+            runs = "receiver_handler_runs_total"
+            background = ("mode", "background")
+            assert samples[(runs, (handler, background, ("outcome", "failed")))] == 1
+            assert samples[(runs, (handler, background, ("outcome", "ok")))] == 1
+            assert samples[("receiver_retries_scheduled_total", (handler,))] == 1
+        finally:
+            stop(worker)
     logged = [
         json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")
     ]

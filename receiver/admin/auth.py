@@ -84,14 +84,8 @@ class Gate:
     ) -> Session | None:
         """The session a cookie names, or ``None``: absent, forged, older than ``max_age``,
         or signed out (checked in Redis when a connection is given)."""
-        if not cookie:
-            return None
-        try:
-            data = self._serializer.loads(cookie, max_age=self.max_age)
-        except BadSignature:
-            return None
-        sid = data.get("sid") if isinstance(data, dict) else None
-        if not isinstance(sid, str):
+        sid = _signed_field(self._serializer, cookie, "sid", self.max_age)
+        if sid is None:
             return None
         if connection is not None and connection.exists(SIGNED_OUT_PREFIX + sid):
             return None
@@ -126,14 +120,7 @@ class Gate:
         return hmac.compare_digest(self._csrf("login:" + nonce).encode(), given.encode())
 
     def _login_nonce(self, cookie: str | None) -> str | None:
-        if not cookie:
-            return None
-        try:
-            data = self._login_serializer.loads(cookie, max_age=self.login_form_max_age)
-        except BadSignature:
-            return None
-        nonce = data.get("login") if isinstance(data, dict) else None
-        return nonce if isinstance(nonce, str) else None
+        return _signed_field(self._login_serializer, cookie, "login", self.login_form_max_age)
 
     # --- where a request came from ------------------------------------------------------------
 
@@ -195,6 +182,20 @@ class Gate:
             if len(recent) >= limit:
                 wait = max(wait, int(window - (now - recent[0])) + 1)
         return wait
+
+
+def _signed_field(
+    serializer: URLSafeTimedSerializer, cookie: str | None, name: str, max_age: int
+) -> str | None:
+    """A string field of a cookie signed by ``serializer`` within ``max_age``, or ``None``."""
+    if not cookie:
+        return None
+    try:
+        data = serializer.loads(cookie, max_age=max_age)
+    except BadSignature:
+        return None
+    value = data.get(name) if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None
 
 
 def safe_next(path: str | None) -> str:
