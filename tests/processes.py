@@ -28,15 +28,22 @@ def gunicorn_command(port: int, workers: int = 2) -> list[str]:
     return testing.gunicorn_command(port, workers, config=ROOT / "config" / "gunicorn.conf.py")
 
 
-def wait_until(check: Callable[[], T], timeout: float = 30.0, what: str = "condition") -> T:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+def wait_until(
+    check: Callable[[], T],
+    timeout: float = 30.0,
+    what: str = "condition",
+    context: Callable[[], str] | None = None,
+) -> T:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds,
+    with ``context()`` (a process's log, say) in the message when given."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            shown = f"\n{context()}" if context is not None else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}{shown}")
         time.sleep(0.1)
 
 

@@ -270,10 +270,15 @@ def test_abandoned_threads_past_the_limit_restart_the_worker(
     with worker(env, "--concurrency", "1", log=log) as process:
         for n in range(3):
             post(client, "slow", "hang", {"n": n})
-        wait_until(lambda: "restarting this worker" in log.read_text(), 60, "the restart")
-        wait_until(lambda: len(runs(db, "start", "slow.hang")) == 3, 60, "every hung event tried")
+        def shown() -> str:  # this test once timed out with nothing to go on
+            return "worker log (end):\n" + log.read_text(errors="replace")[-6000:]
+
+        wait_until(lambda: "restarting this worker" in log.read_text(), 60, "the restart", shown)
+        wait_until(
+            lambda: len(runs(db, "start", "slow.hang")) == 3, 60, "every hung event tried", shown
+        )
         post(client, "slow", "fast", {"n": 9})
-        wait_until(lambda: runs(db, "end", "slow.fast"), 30, "work after the restart")
+        wait_until(lambda: runs(db, "end", "slow.fast"), 30, "work after the restart", shown)
         assert process.poll() is None  # the same process (exec), still serving
         assert {pid for _, _, pid, _ in runs(db, "end", "slow.fast")} == {process.pid}
     assert runs(db, "end", "slow.hang") == []
