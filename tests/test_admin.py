@@ -10,6 +10,7 @@ import base64
 import hashlib
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +178,30 @@ def test_failed_logins_are_rate_limited(admin_app: Flask, redis_url: str) -> Non
     # Another address may still log in.
     elsewhere = login(client, environ_base={"REMOTE_ADDR": "10.9.8.7"})
     assert elsewhere.status_code == 303
+
+
+def test_guesses_sent_at_once_cannot_slip_past_the_limit(admin_app: Flask) -> None:
+    """Each attempt is counted before its password is checked: of 8 wrong passwords sent
+    together, 5 are checked (401) and 3 refused (429), however they interleave."""
+    clients = [admin_app.test_client() for _ in range(8)]
+    tokens = [csrf(client, "/admin/login") for client in clients]
+
+    def guess(n: int) -> int:
+        form = {"password": f"wrong-{n}", "csrf_token": tokens[n]}
+        return clients[n].post("/admin/login", data=form).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = sorted(pool.map(guess, range(8)))
+    assert statuses == [401] * 5 + [429] * 3
+
+
+def test_the_right_password_does_not_use_up_the_limit(admin_app: Flask) -> None:
+    client = admin_app.test_client()
+    for _ in range(4):
+        assert login(client, "nope").status_code == 401
+    assert login(client).status_code == 303  # taken back: still 4 wrong ones counted
+    assert login(admin_app.test_client(), "nope").status_code == 401
+    assert login(admin_app.test_client()).status_code == 429
 
 
 def test_forms_without_their_csrf_token_are_refused(browser: FlaskClient) -> None:

@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,10 +38,17 @@ CSRF_FIELD = "csrf_token"
 SIGNED_OUT_PREFIX = "receiver:admin:signed-out:"
 """Per session id signed out before its cookie expired (kept as long as the cookie lasts)."""
 FAILURES_PREFIX = "receiver:admin:login-failures:"
-"""Per client address (and ``*`` for all of them): failed logins in the current window."""
+"""Per client address (and ``*`` for all of them): login attempts in the current window,
+less the ones that had the right password."""
 EVERYONE = "*"
 EVERYONE_FACTOR = 10
 """Failed logins from all addresses together allowed per window, as a multiple of one's."""
+_TAKE_BACK = """
+-- KEYS: attempt counters; each one still there goes down by one (never created anew)
+for _, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 1 then redis.call('DECR', key) end
+end
+"""
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,7 @@ class Gate:
         self.login_form_max_age = defaults.ADMIN_LOGIN_FORM_TTL
         self.trusted_proxies = settings.trusted_proxies
         self._memory_failures: dict[str, list[float]] = {}
+        self._memory_lock = threading.Lock()
 
     # --- password and session ---------------------------------------------------------------
 
@@ -141,47 +150,53 @@ class Gate:
 
     # --- failed logins ------------------------------------------------------------------------
 
-    def blocked_for(self, connection: redis.Redis | None, address: str) -> int:
-        """Seconds until this address may try again (0: it may try now)."""
+    def attempt(self, connection: redis.Redis | None, address: str) -> int:
+        """Count a login attempt before its password is checked; return the seconds to wait
+        when it is one too many (0: go on and check it).
+
+        Counted first, so guesses sent at once cannot all pass a check made before any of
+        them was counted; ``succeeded`` takes a right password's attempt back.
+        """
         limits = {address: defaults.ADMIN_LOGIN_FAILURES}
         limits[EVERYONE] = defaults.ADMIN_LOGIN_FAILURES * EVERYONE_FACTOR
+        window = defaults.ADMIN_LOGIN_WINDOW
         if connection is None:
-            return self._memory_blocked(limits)
+            return self._memory_attempt(limits, window)
         pipe = connection.pipeline(transaction=False)
         for who in limits:
-            pipe.get(FAILURES_PREFIX + who)
+            pipe.incr(FAILURES_PREFIX + who)
+            pipe.expire(FAILURES_PREFIX + who, window, nx=True)
             pipe.ttl(FAILURES_PREFIX + who)
         answers = pipe.execute()
         wait = 0
         for index, limit in enumerate(limits.values()):
-            count, ttl = answers[2 * index], answers[2 * index + 1]
-            if count is not None and int(count) >= limit:
+            count, ttl = int(answers[3 * index]), answers[3 * index + 2]
+            if count > limit:
                 wait = max(wait, int(ttl) if ttl and int(ttl) > 0 else 1)
         return wait
 
-    def failed(self, connection: redis.Redis | None, address: str) -> None:
-        window = defaults.ADMIN_LOGIN_WINDOW
+    def succeeded(self, connection: redis.Redis | None, address: str) -> None:
+        """The right password: its attempt counts against nobody."""
         if connection is None:
-            now = time.monotonic()
-            for who in (address, EVERYONE):
-                self._memory_failures.setdefault(who, []).append(now)
+            with self._memory_lock:
+                for who in (address, EVERYONE):
+                    if self._memory_failures.get(who):
+                        self._memory_failures[who].pop()
             return
-        pipe = connection.pipeline(transaction=False)
-        for who in (address, EVERYONE):
-            pipe.incr(FAILURES_PREFIX + who)
-            pipe.expire(FAILURES_PREFIX + who, window, nx=True)
-        pipe.execute()
+        connection.eval(_TAKE_BACK, 2, FAILURES_PREFIX + address, FAILURES_PREFIX + EVERYONE)
 
-    def _memory_blocked(self, limits: dict[str, int]) -> int:
+    def _memory_attempt(self, limits: dict[str, int], window: int) -> int:
         now = time.monotonic()
-        window = defaults.ADMIN_LOGIN_WINDOW
         wait = 0
-        for who, limit in limits.items():
-            recent = [t for t in self._memory_failures.get(who, []) if now - t < window]
-            self._memory_failures[who] = recent
-            if len(recent) >= limit:
-                wait = max(wait, int(window - (now - recent[0])) + 1)
+        with self._memory_lock:
+            for who, limit in limits.items():
+                recent = [t for t in self._memory_failures.get(who, []) if now - t < window]
+                recent.append(now)
+                self._memory_failures[who] = recent
+                if len(recent) > limit:
+                    wait = max(wait, int(window - (now - recent[0])) + 1)
         return wait
+
 
 
 def _signed_field(

@@ -155,7 +155,7 @@ def login() -> AnyResponse:
             "This sign-in form was stale or was not sent from this page. Sign in again here.",
         )
     connection = _safe_connection()
-    wait = gate.blocked_for(connection, address)
+    wait = gate.attempt(connection, address)
     if wait:
         log.warning("admin login refused: too many failed attempts from %s", escape(address))
         minutes = max(1, round(wait / 60))
@@ -163,9 +163,9 @@ def login() -> AnyResponse:
             next_path, 429, f"Too many failed logins. Try again in about {minutes} minute(s)."
         )
     if not gate.password_ok(request.form.get("password", "")):
-        gate.failed(connection, address)
         log.warning("admin login failed: wrong password from %s", escape(address))
         return _login_page(next_path, 401, "Wrong password.")
+    gate.succeeded(connection, address)
     log.info("admin login from %s", escape(address))
     response = redirect(next_path, 303)
     _set_cookie(response, COOKIE, gate.new_cookie(), gate.max_age)
