@@ -1,8 +1,10 @@
 """What observability costs per delivery: ``Core.handle`` plus each operator-facing layer.
 
     .venv/bin/python bench/observe_bench.py [--count 3000] [--runs 3] [--multiprocess]
+                                            [--changes N]
 
-Inline no-op handler, a ~500-byte signed delivery, in-process. Adds, in turn,
+Inline no-op handler, a ~500-byte signed delivery (``--changes N``: one of N
+group comments, figures then per event), in-process. Adds, in turn,
 the log line per request (INFO, escaped text, to a file), the metrics
 (``--multiprocess``: prometheus_client's multiprocess mode, as under gunicorn)
 and the trace writer (records queued per request; the batch written to a
@@ -13,6 +15,7 @@ included). Prints the median µs per delivery at each step.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import statistics
@@ -44,11 +47,20 @@ BODY = (
 ).read_bytes()
 
 
-def per_delivery(core: Core, count: int) -> float:
-    headers = Headers(signature_headers(BODY, "s"))
+def batch(changes: int) -> bytes:
+    """One delivery of ``changes`` distinct group comments (distinct event ids)."""
+    comment = json.loads(BODY)["entry"][0]["changes"][0]
+    items = [
+        {**comment, "value": {**comment["value"], "comment_id": f"c{n}"}} for n in range(changes)
+    ]
+    return json.dumps({"object": "group", "entry": [{"id": "1", "changes": items}]}).encode()
+
+
+def per_delivery(core: Core, count: int, body: bytes = BODY) -> float:
+    headers = Headers(signature_headers(body, "s"))
     start = time.perf_counter()
     for _ in range(count):
-        core.handle(Request("POST", BODY, headers))
+        core.handle(Request("POST", body, headers))
     return (time.perf_counter() - start) / count * 1e6
 
 
@@ -57,7 +69,11 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=3000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--multiprocess", action="store_true")
+    parser.add_argument("--changes", type=int, default=1, help="events per delivery")
     args = parser.parse_args()
+    body = BODY if args.changes == 1 else batch(args.changes)
+    unit = "delivery" if args.changes == 1 else "event"
+    count = max(1, args.count // args.changes)
     settings = load_settings(
         {"integrations": {"default": {"app_secrets": ["s"], "verify_token": "t"}}}, {}
     )
@@ -66,9 +82,9 @@ def main() -> None:
     core = Core(settings, router, InlineBackend(WorkContext(router, settings)))
 
     def step(label: str) -> None:
-        per_delivery(core, 200)  # warm up
-        values = [per_delivery(core, args.count) for _ in range(args.runs)]
-        print(f"{label:>32}: {statistics.median(values):6.1f} µs/delivery")
+        per_delivery(core, max(1, 200 // args.changes), body)  # warm up
+        values = [per_delivery(core, count, body) / args.changes for _ in range(args.runs)]
+        print(f"{label:>32}: {statistics.median(values):6.1f} µs/{unit}")
 
     logging.getLogger("receiver").setLevel(logging.WARNING)
     step("core alone")
@@ -87,12 +103,12 @@ def main() -> None:
             writer = TraceWriter(settings.trace_ttl, lambda: connection)
             writer._thread = object()  # type: ignore[assignment]  # flushed by hand below
             delivery_finished.connect(writer, sender=core, weak=False)
-            queued = per_delivery(core, args.count)
+            queued = per_delivery(core, count, body) / args.changes
             start = time.perf_counter()
             writer.flush()
-            written = (time.perf_counter() - start) / args.count * 1e6
-            print(f"{'+ traces queued':>32}: {queued:6.1f} µs/delivery")
-            print(f"{'trace and stats writes':>32}: {written:6.1f} µs/delivery (background)")
+            written = (time.perf_counter() - start) / (count * args.changes) * 1e6
+            print(f"{'+ traces queued':>32}: {queued:6.1f} µs/{unit}")
+            print(f"{'trace and stats writes':>32}: {written:6.1f} µs/{unit} (background)")
         finally:
             server.stop()
             logging.getLogger().removeHandler(handler)

@@ -86,22 +86,19 @@ class Core:
             result = self._handle(request)
         except Exception:  # a bug of ours; still answered (and captured) as JSON
             log.exception("unexpected error answering %s %r", request.method, request.path)
-            known = self.settings.integration(request.integration)
-            result = Result(
-                status=500,
-                body=INTERNAL_ERROR,
-                integration=known.name if known is not None else None,
-                error="internal_error",
-            )
+            result = Result(status=500, body=INTERNAL_ERROR, error="internal_error")
         result.received_at = received_at
         result.seconds = time.perf_counter() - started
-        if self.capture is not None:
-            integration = self.settings.integration(request.integration)
-            if integration is not None and integration.capture:
-                try:
-                    self.capture.record(request, result, datetime.fromtimestamp(received_at, UTC))
-                except OSError as exc:  # a tester's journal never costs a delivery
-                    log.error("capture failed: %s", exc)
+        # Results name only configured integrations: anyone may post to /webhooks/<anything>,
+        # and each name would otherwise become stats keys in Redis and metric series.
+        known = self.settings.integration(request.integration)
+        if result.integration is None and known is not None:
+            result.integration = known.name
+        if self.capture is not None and known is not None and known.capture:
+            try:
+                self.capture.record(request, result, datetime.fromtimestamp(received_at, UTC))
+            except OSError as exc:  # a tester's journal never costs a delivery
+                log.error("capture failed: %s", exc)
         _log_answer(request, result)
         if delivery_finished.receivers:
             delivery_finished.send(self, request=request, result=result)
@@ -131,10 +128,7 @@ class Core:
                 return self._handshake(integration, request.query)
             return self._deliver(integration, request)
         except Rejected as exc:
-            # Only a configured name is named: anyone may post to /webhooks/<anything>, and
-            # each name would otherwise become stats keys in Redis and metric series.
-            known = self.settings.integration(request.integration)
-            return rejection(exc, integration=known.name if known is not None else None)
+            return rejection(exc)  # ``handle`` names the integration, if it is configured
 
     def _integration(self, name: str | None) -> Integration:
         integration = self.settings.integration(name)

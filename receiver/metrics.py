@@ -112,11 +112,8 @@ def _child(metric: Any, *labels: str) -> Any:
 
 
 def observe_delivery(sender: Any, request: Request, result: Result, **_: Any) -> None:
-    """``delivery_finished`` receiver: count the answer, its events and inline handlers.
-
-    ``sender`` is the core that answered (its ``settings`` name the default integration).
-    """
-    integration = result.integration or _configured(sender.settings, request.integration)
+    """``delivery_finished`` receiver: count the answer, its events and inline handlers."""
+    integration = result.integration or UNKNOWN_INTEGRATION  # the core names known ones
     status = str(result.status)
     if request.method != "POST":
         _child(HANDSHAKES, integration, status).inc()
@@ -138,11 +135,6 @@ def observe_delivery(sender: Any, request: Request, result: Result, **_: Any) ->
 
 UNKNOWN_INTEGRATION = "(unknown)"
 """The one label for requests to names not configured: attackers choose those names."""
-
-
-def _configured(settings: Any, name: str | None) -> str:
-    known = settings.integration(name)
-    return known.name if known is not None else UNKNOWN_INTEGRATION
 
 
 def observe_handler(handler: str, mode: str, outcome: str, seconds: float | None) -> None:

@@ -64,6 +64,9 @@ return #KEYS
 """
 """One call per delivery, not two commands per event: a 1,000-change delivery's index
 costs the writing process one command to pack instead of 2,000."""
+INDEX_SCRIPT_FROM = 8
+"""Events in a delivery from which the script is cheaper than RPUSH+EXPIRE pairs (measured
+with ``bench/observe_bench.py --changes N``: for one event, the script costs more)."""
 
 
 def day_key(integration: str, day: date) -> str:
@@ -191,7 +194,7 @@ class TraceWriter:
 
 
 def _write(pipe: Any, batch: list[tuple[Request, Result]], ttl: int) -> None:
-    """A batch's traces and stats: two commands per delivery, the rest summed."""
+    """A batch's traces and stats: a few commands per delivery, the rest summed."""
     counts: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
     lasts: dict[str, dict[str, Any]] = defaultdict(dict)
     recent: list[str] = []
@@ -218,9 +221,13 @@ def _write(pipe: Any, batch: list[tuple[Request, Result]], ttl: int) -> None:
         record = json.dumps(delivery_record(request, result), separators=(",", ":"))
         pipe.set(delivery_key(result.delivery_id), record, ex=ttl)
         recent.append(result.delivery_id)
-        if result.events:
+        if len(result.events) >= INDEX_SCRIPT_FROM:
             index = [event_key(e.id) for e in result.events]
             pipe.eval(INDEX_EVENTS, len(index), *index, result.delivery_id, ttl)
+        else:
+            for event in result.events:
+                pipe.rpush(event_key(event.id), result.delivery_id)
+                pipe.expire(event_key(event.id), ttl)
     for (_, day), fields in counts.items():
         for field, count in fields.items():
             pipe.hincrby(day, field, count)

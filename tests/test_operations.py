@@ -125,12 +125,13 @@ def test_a_delivery_leaves_a_trace_findable_by_event(traced: Flask, redis_url: s
     assert trace.deliveries_of(connection, event_id) == [answer["delivery_id"]]
 
 
+@pytest.mark.parametrize("changes", [3, trace.INDEX_SCRIPT_FROM])  # both ways of indexing
 def test_every_event_of_a_redelivered_batch_finds_both_deliveries(
-    traced: Flask, redis_url: str
+    traced: Flask, redis_url: str, changes: int
 ) -> None:
     body = envelope("group", *(
         {"field": "comments", "value": {"verb": "add", "comment_id": str(n), "message": "hi"}}
-        for n in range(3)
+        for n in range(changes)
     ))
     client = traced.test_client()
     first, again = (client.post("/webhook", data=body, headers=signed(body)).get_json()
@@ -138,7 +139,7 @@ def test_every_event_of_a_redelivered_batch_finds_both_deliveries(
     flush(traced)
     connection = redis.Redis.from_url(redis_url)
     record = trace.load(connection, again["delivery_id"])
-    assert record is not None and len(record["events"]) == 3
+    assert record is not None and len(record["events"]) == changes
     for _, event_id in record["events"]:
         assert trace.deliveries_of(connection, event_id) == [
             again["delivery_id"], first["delivery_id"]
