@@ -11,6 +11,11 @@ threads abandoned past their time limit pile up beyond the concurrency, the
 drain job hands its unstarted work back, the worker stops warmly and then
 replaces itself with a fresh copy of the same command (``exec``: same pid,
 so a supervisor or a parent watching it sees no exit; no thread survives).
+
+Retries wait in RQ's scheduled registry until RQ's scheduler process moves
+them to their queue. RQ's own scheduler exits on its first Redis error and RQ
+starts another only every ten minutes; ours waits an outage out, and the
+maintenance thread starts it again should it die anyway.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Any
 import redis
 from rq import Queue, SimpleWorker
 from rq.job import Job
+from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 
 from .app import build_core
@@ -48,12 +54,68 @@ RQ_HEARTBEAT_TTL = 90
 """Seconds RQ's worker and job keys live between the drainer's keep-alive beats."""
 
 
+class PatientScheduler(RQScheduler):
+    """RQ's scheduler (its own process), but one that waits Redis out instead of exiting."""
+
+    def work(self) -> None:
+        while not self._stop_requested:
+            try:
+                super().work()  # type: ignore[no-untyped-call]
+                return
+            except redis.RedisError as exc:
+                log.warning("scheduler waiting for Redis: %s", exc)
+                time.sleep(self.interval)
+
+
 class ReceiverWorker(SimpleWorker):
-    """SimpleWorker whose warm shutdown also tells a running drain job to stop early."""
+    """SimpleWorker whose warm shutdown also tells a running drain job to stop early,
+    and whose scheduler of retries keeps running."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._scheduler_guard = threading.Lock()
+        self._scheduler_stopped = False
 
     def request_stop(self, signum: Any, frame: Any) -> None:
         worker_drain.stop_requested.set()
         super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
+
+    def _start_scheduler(
+        self,
+        burst: bool = False,
+        logging_level: str | None = "INFO",
+        date_format: str = "",
+        log_format: str = "",
+    ) -> None:
+        """RQ's, with a ``PatientScheduler`` (the scheduler runs only outside bursts)."""
+        self.scheduler = PatientScheduler(
+            self.queues,
+            connection=self.connection,
+            logging_level=logging_level or "WARNING",
+            serializer=self.serializer,
+        )
+        self.scheduler.acquire_locks(auto_start=True)  # type: ignore[no-untyped-call]
+
+    def keep_scheduler_running(self) -> None:
+        """Start the scheduler again if it died, or take over from another worker's
+        once that one's lock lapsed (RQ itself checks every ten minutes)."""
+        with self._scheduler_guard:
+            scheduler = self.scheduler
+            if scheduler is None or self._scheduler_stopped:
+                return
+            process = scheduler._process
+            if process is not None and process.is_alive():
+                return
+            restarted = scheduler.acquire_locks(auto_start=True)  # type: ignore[no-untyped-call]
+            if restarted and process is not None:
+                log.warning("scheduler had stopped (exit code %s); started again", process.exitcode)
+            elif restarted:
+                log.info("took over scheduling retries on %s", ", ".join(sorted(restarted)))
+
+    def stop_scheduler(self) -> None:
+        with self._scheduler_guard:
+            self._scheduler_stopped = True
+        super().stop_scheduler()  # type: ignore[no-untyped-call]
 
 
 def run_worker(
@@ -84,8 +146,9 @@ def run_worker(
     if parent_pid is not None:
         _exit_with_parent(parent_pid)
     maintain_all(connection, names, core.settings)
+    current: list[ReceiverWorker] = []
     if not burst:
-        _start_maintenance(connection, names, core.settings)
+        _start_maintenance(connection, names, core.settings, current)
     count = len(core.router.handlers())
     log.info(
         "worker listening on %s with %d handler(s), %d call(s) at once",
@@ -102,6 +165,7 @@ def run_worker(
                 serializer=JSONSerializer,
             )
             worker.max_connection_wait_time = RECONNECT_WAIT_MAX
+            current[:] = [worker]
             worker_drain.keepalive = _keepalive(worker)
             worker_drain.on_restart = request_restart
             did = worker.work(burst=burst, with_scheduler=not burst, logging_level="WARNING")
@@ -158,11 +222,18 @@ def maintain_all(connection: redis.Redis, queues: list[str], settings: Settings)
             log.warning("recovered the in-flight work of %d dead drainer(s) on %s", reaped, queue)
 
 
-def _start_maintenance(connection: redis.Redis, queues: list[str], settings: Settings) -> None:
+def _start_maintenance(
+    connection: redis.Redis, queues: list[str], settings: Settings, current: list[ReceiverWorker]
+) -> None:
     def loop() -> None:
         while True:
             time.sleep(MAINTENANCE_EVERY)
             maintain_all(connection, queues, settings)
+            for worker in current:
+                try:
+                    worker.keep_scheduler_running()
+                except redis.RedisError as exc:
+                    log.warning("scheduler check skipped: %s", exc)
 
     threading.Thread(target=loop, name="receiver-maintenance", daemon=True).start()
 

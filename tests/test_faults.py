@@ -300,6 +300,60 @@ def test_retries_with_backoff_then_failed_registry_and_requeue(deployment: Deplo
     assert "no failed items" in deployment.cli("failed")
 
 
+def test_retries_still_run_after_redis_was_away(deployment: Deployment) -> None:
+    """Retries wait in RQ's scheduled registry; its scheduler must outlive an outage.
+
+    RQ's scheduler process exits on its first Redis error and RQ only restarts it
+    every ten minutes: a retry scheduled after an outage waited that long.
+    """
+    deployment.start_web()
+    deployment.start_worker()
+    client = deployment.client()
+    wait_until(lambda: client.keys("rq:scheduler-lock:*"), 60, "RQ's scheduler to start")
+    deployment.redis.stop()
+    time.sleep(3)  # the scheduler beats every second: it meets the outage
+    deployment.redis.start()
+
+    assert deployment.post(change("faulty", "flaky", n=1, fail_times=1)) == 200
+    wait_until(lambda: numbers(deployment.db) == [1], 60, "the retry after the outage")
+    wait_until(deployment.settled, 60, "queues to settle")
+
+
+def test_a_killed_scheduler_is_started_again(deployment: Deployment) -> None:
+    deployment.start_web()
+    deployment.start_worker()
+    client = deployment.client()
+
+    def scheduler_pid() -> int | None:
+        for key in client.keys("rq:scheduler:*"):
+            pid = client.hget(key, "pid")
+            if pid and int(pid) and os.path.exists(f"/proc/{int(pid)}"):
+                return int(pid)
+        return None
+
+    killed = wait_until(scheduler_pid, 60, "RQ's scheduler to start")
+    os.kill(killed, signal.SIGKILL)
+    wait_until(lambda: scheduler_pid() not in (None, killed), 60, "a new scheduler process")
+
+    assert deployment.post(change("faulty", "flaky", n=1, fail_times=1)) == 200
+    wait_until(lambda: numbers(deployment.db) == [1], 60, "the retry")
+
+
+def test_another_worker_takes_over_scheduling_from_a_killed_one(deployment: Deployment) -> None:
+    """Only one worker's scheduler holds the lock; once it lapses (61 s) another takes it."""
+    deployment.start_web()
+    first = deployment.start_worker()
+    client = deployment.client()
+    wait_until(lambda: client.keys("rq:scheduler-lock:*"), 60, "the first worker's scheduler")
+    deployment.start_worker()
+    wait_until(lambda: client.scard("rq:workers") == 2, 60, "the second worker")
+    os.killpg(first.pid, signal.SIGKILL)  # the worker and its scheduler process
+    first.wait()
+
+    assert deployment.post(change("faulty", "flaky", n=1, fail_times=1)) == 200
+    wait_until(lambda: numbers(deployment.db) == [1], 120, "the retry, scheduled elsewhere")
+
+
 def test_spool_drains_into_a_redis_that_lost_its_data(deployment: Deployment) -> None:
     deployment.start_web()
     deployment.redis.stop()

@@ -127,7 +127,9 @@ class _Heartbeat:
                 self.beat()
                 if keepalive is not None:
                     keepalive(self.job)
-            except Exception:  # a missed beat is survivable; the next one may succeed
+            except redis.RedisError as exc:  # a missed beat is survivable; the next may succeed
+                log.warning("drainer %s missed a heartbeat: %s", self.drainer, exc)
+            except Exception:
                 log.warning("drainer %s missed a heartbeat", self.drainer, exc_info=True)
 
     def __enter__(self) -> _Heartbeat:
