@@ -39,10 +39,11 @@ def attempt_ended(
     outcome = attempt_outcome(error)
     metrics.observe_handler(handler, "background", outcome, seconds)
     entry = trace_entry(event, handler, attempt, outcome, error, seconds)
-    if log.isEnabledFor(logging.INFO):
+    level = logging.INFO if outcome == "ok" else logging.WARNING
+    if log.isEnabledFor(level):
         text = " ".join(f"{k}={v!r}" for k, v in entry.items() if k != "at" and v is not None)
         log.log(
-            logging.INFO if outcome == "ok" else logging.WARNING,
+            level,
             "attempt %s",
             text,
             extra={"kind": "attempt", **entry},

@@ -7,6 +7,7 @@ of their own and stop that Redis to see readiness flip.
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -22,7 +23,7 @@ import requests
 from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 
-from receiver import Event, Router, create_app, trace
+from receiver import Event, Router, create_app, outcomes, trace
 from receiver.capture import capture_files, read_captures
 from receiver.contracts import Request, Result
 from receiver.signature import SHA1_HEADER, SHA256_HEADER, diagnose, sign
@@ -394,6 +395,20 @@ def test_recent_deliveries_newest_first(traced: Flask, redis_url: str) -> None:
 
 
 # --- the worker's side: attempts traced, logged and counted -----------------------------------
+
+
+def test_a_failed_attempt_is_logged_at_the_warning_level_too(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Operators running at WARNING saw "retry ..." without the error that caused it."""
+    caplog.set_level(logging.WARNING, logger="receiver.worker")
+    event = Event("group", "posts", {}, "e1", "d1", "hr-bot")
+    outcomes.attempt_ended(event, "mod:ok", 1, None, 0.01)
+    outcomes.attempt_ended(event, "mod:flaky", 1, "Traceback...\nValueError: boom", 0.01)
+    [record] = caplog.records
+    assert record.levelno == logging.WARNING
+    assert "handler='mod:flaky'" in record.getMessage()
+    assert "ValueError: boom" in record.getMessage()
 
 
 def test_a_failed_then_successful_background_handler_is_traced_logged_and_counted(
