@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -446,10 +447,36 @@ class Recorder:
 # --- a real Redis for tests ---
 
 
+PORTS_FROM = 10000
+"""Lowest port ``free_port`` hands out."""
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nobody listens on, below the kernel's ephemeral range.
+
+    A port the kernel hands out (bind to 0) can be taken again, between this call
+    and the server's bind, as the local end of any outgoing connection; a
+    restarted server (an outage test) can lose its port the same way. Ports
+    below the ephemeral range are never given to outgoing connections.
+    """
+    low = _ephemeral_ports_from()
+    pick = random.SystemRandom()  # not the ``random`` module: tests may seed it
+    for _ in range(200):
+        port = pick.randrange(PORTS_FROM, low) if low > PORTS_FROM else 0
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise OSError(f"no free loopback port between {PORTS_FROM} and {low}")
+
+
+def _ephemeral_ports_from() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default (macOS's range starts higher)
 
 
 class RedisServer:

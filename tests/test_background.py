@@ -157,6 +157,24 @@ def test_warns_when_redis_keeps_nothing_on_disk(
     assert warned is not appendonly
 
 
+def test_test_servers_get_ports_no_outgoing_connection_can_take(tmp_path: Path) -> None:
+    """A restarted test Redis keeps its port: it must not be one the kernel lends clients."""
+    from receiver.testing import RedisServer, _ephemeral_ports_from, free_port
+
+    ports = {free_port() for _ in range(50)}
+    assert all(10000 <= port < _ephemeral_ports_from() for port in ports)
+    assert len(ports) > 40  # random, not the same few ports every time
+
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        server.stop()
+        server.start()  # the outage tests' restart, on the same port
+        assert redis.Redis.from_url(server.url).ping()
+    finally:
+        server.stop()
+
+
 def test_an_item_for_a_handler_the_worker_does_not_load_is_filed_not_blocking(
     redis_url: str, worker_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
