@@ -95,6 +95,11 @@ class Deployment:
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.redis.url)
 
+    def wait_for_scheduler(self) -> None:
+        """Until a worker's scheduler of retries holds its lock."""
+        client = self.client()
+        wait_until(lambda: client.keys("rq:scheduler-lock:*"), 60, "a worker's scheduler to start")
+
     def settled(self) -> bool:
         """No packet pending, no drainer, no RQ job queued or scheduled."""
         try:
@@ -308,8 +313,7 @@ def test_retries_still_run_after_redis_was_away(deployment: Deployment) -> None:
     """
     deployment.start_web()
     deployment.start_worker()
-    client = deployment.client()
-    wait_until(lambda: client.keys("rq:scheduler-lock:*"), 60, "RQ's scheduler to start")
+    deployment.wait_for_scheduler()
     deployment.redis.stop()
     time.sleep(3)  # the scheduler beats every second: it meets the outage
     deployment.redis.start()
@@ -343,9 +347,9 @@ def test_another_worker_takes_over_scheduling_from_a_killed_one(deployment: Depl
     """Only one worker's scheduler holds the lock; once it lapses (61 s) another takes it."""
     deployment.start_web()
     first = deployment.start_worker()
-    client = deployment.client()
-    wait_until(lambda: client.keys("rq:scheduler-lock:*"), 60, "the first worker's scheduler")
+    deployment.wait_for_scheduler()  # the first worker's: it holds the lock
     deployment.start_worker()
+    client = deployment.client()
     wait_until(lambda: client.scard("rq:workers") == 2, 60, "the second worker")
     os.killpg(first.pid, signal.SIGKILL)  # the worker and its scheduler process
     first.wait()
