@@ -28,7 +28,7 @@ from receiver.queue.keys import state_key
 from receiver.testing import RedisServer, free_port
 
 from .conftest import SECRET, TOKEN, signed
-from .plugins.recording import calls, rows
+from .plugins.recording import calls, rows, successful
 from .processes import ROOT, gunicorn_command, receiver_command, stop, wait_for_http, wait_until
 
 pytestmark = pytest.mark.slow
@@ -145,7 +145,7 @@ def change(topic: str, field: str, **value: Any) -> dict[str, Any]:
 
 
 def numbers(db: str) -> list[int]:
-    return sorted(json.loads(data)["value"]["n"] for (data,) in rows(db, "SELECT data FROM calls"))
+    return sorted(json.loads(data)["value"]["n"] for (data,) in successful(db, "data"))
 
 
 def test_burst_with_redis_outage_loses_nothing(deployment: Deployment) -> None:
@@ -206,7 +206,7 @@ def test_sigkilled_worker_job_completes_elsewhere(deployment: Deployment) -> Non
     wait_until(lambda: calls(deployment.db), 90, "another worker to finish the job")
     wait_until(deployment.settled, 60, "queues to settle")
     assert numbers(deployment.db) == [1]
-    [(_, survivor_pid)] = rows(deployment.db, "SELECT event_id, pid FROM calls")
+    [(_, survivor_pid)] = successful(deployment.db, "event_id, pid")
     assert survivor_pid != pid
 
 
@@ -249,7 +249,7 @@ def test_sigkilled_worker_with_32_slow_handlers_in_flight(deployment: Deployment
     wait_until(lambda: len(calls(deployment.db)) >= 40, 120, "the other worker to finish")
     wait_until(deployment.settled, 60, "queues to settle")
     assert numbers(deployment.db) == list(range(40))  # every event once
-    by_event = {e: p for e, p in rows(deployment.db, "SELECT event_id, pid FROM calls")}
+    by_event = {e: p for e, p in successful(deployment.db, "event_id, pid")}
     assert {by_event[e] for e in quick_ids} == {victim.pid}  # not run again
     survivor = second if victim is first else first
     assert {p for e, p in by_event.items() if e not in quick_ids} == {survivor.pid}
