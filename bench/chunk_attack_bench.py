@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from receiver.testing import RedisServer, free_port, gunicorn_command  # noqa: E402
+from receiver.testing import RedisServer, free_port, gunicorn_command, without_settings  # noqa: E402
 
 
 def exchange(port: int, data: bytes, timeout: float) -> None:
@@ -56,7 +56,7 @@ def main() -> None:
         server.start()
         port = free_port()
         env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("RECEIVER_")},
+            **without_settings(os.environ),
             "REDIS_URL": server.url,
             "RECEIVER_APP_SECRET": "bench-secret",
             "RECEIVER_VERIFY_TOKEN": "bench-token",

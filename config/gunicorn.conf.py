@@ -68,6 +68,8 @@ logger_class = "receiver.gunicorn_logging.Logger"
 logsafe.install(loglevel, "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
 
 
+# Configuration and the Redis server's version checked once, before workers boot.
+on_starting = gunicorn_hooks.on_starting
 # Metrics: a dead worker's files are folded in; with metrics_bind the master serves them.
 child_exit = gunicorn_hooks.child_exit
 when_ready = gunicorn_hooks.when_ready

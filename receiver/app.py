@@ -28,6 +28,7 @@ from .queue.worker_claims import WorkContext
 from .routing import Router, default_router
 from .runtime import activate
 from .signals import delivery_finished
+from .supported import require_supported
 from .trace import TraceWriter, live_connection
 
 log = logging.getLogger("receiver")
@@ -72,7 +73,10 @@ def build_core(
         else:
             url = settings.redis_url or EmbeddedRedis(settings.data_dir).ensure_running()
             connection = connect(url, redis_timeout or settings.redis_timeout)
-            warn_if_not_persistent(connection)
+            check_server(
+                connection,
+                "the Redis in REDIS_URL" if settings.redis_url else "the embedded server",
+            )
             backend = RQBackend(settings, connection)
     return Runtime(settings, router, backend, capture_journal(settings))
 
@@ -174,17 +178,21 @@ def _sentinel_master(url: str, options: dict[str, Any]) -> redis.Redis:
         raise ConfigError(
             "a Sentinel URL names the master's service: redis+sentinel://host:26379/mymaster/0"
         )
-    sentinel = Sentinel(hosts, socket_timeout=options["socket_timeout"])  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(hosts, socket_timeout=options["socket_timeout"])  # type: ignore[no-untyped-call, unused-ignore]
     db = int(path[1]) if len(path) > 1 else 0
-    master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+    master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call, unused-ignore]
         path[0], db=db, password=password, **options
     )
     return master
 
 
-def warn_if_not_persistent(connection: redis.Redis) -> None:
-    """Acknowledged work survives only what Redis keeps: say so when it keeps nothing."""
+def check_server(connection: redis.Redis, where: str = "the Redis in REDIS_URL") -> None:
+    """Refuse a server outside the supported range; warn when it keeps nothing on disk.
+
+    An unreachable Redis is only a warning: a web process spools until it is back.
+    """
     try:
+        require_supported(connection.info("server"), where)
         info = connection.info("persistence")
         save = connection.config_get("save").get("save", "")
     except redis.ResponseError:

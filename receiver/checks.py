@@ -13,8 +13,9 @@ import redis
 
 from .app import connect
 from .config import Settings
-from .embedded import EmbeddedRedis, redis_server_binary
+from .embedded import EmbeddedRedis, server_binary
 from .errors import ConfigError
+from .supported import RANGE, require_supported
 
 CHECK_TIMEOUT = 3.0
 """Seconds ``check`` waits for Redis: longer than the web's fail-fast bound, short for a human."""
@@ -39,19 +40,45 @@ def check_redis(settings: Settings, timeout: float = CHECK_TIMEOUT) -> list[str]
         return _embedded(settings)
     url = masked(settings.redis_url)
     connection = connect(settings.redis_url, timeout)
-    connection.ping()
-    return [f"redis: {url} answers", *_persistence(connection, url)]
+    version = require_supported(connection.info("server"), f"Redis at {url}")
+    return [f"redis: {url} answers: {version} (supported: {RANGE})", *_persistence(connection, url)]
 
 
 def _embedded(settings: Settings) -> list[str]:
-    binary = redis_server_binary()  # ConfigError naming the fix when missing or not executable
+    """The binary's version is asked of the binary itself: ``check`` starts no server."""
+    binary = server_binary()  # ConfigError naming the fix when missing or not executable
+    version = require_supported(_binary_info(binary), f"the embedded server binary {binary}")
     server = EmbeddedRedis(settings.data_dir)
-    state = "running" if server.running() else "started on first use"
-    return [
+    lines = []
+    if server.running():
+        running = require_supported(
+            server.client().info("server"), f"the server in {server.folder}"
+        )
+        state = f"running {running}"
+    else:
+        state = "started on first use"
+    lines.append(
         f"redis: embedded (REDIS_URL unset), data in {server.folder}, {state}; "
-        "fine for one machine, set REDIS_URL for a deployment",
-        f"redis-server binary: {binary}",
-    ]
+        "fine for one machine, set REDIS_URL for a deployment"
+    )
+    lines.append(f"server binary: {binary}: {version} (supported: {RANGE})")
+    return lines
+
+
+def _binary_info(binary: str) -> dict[str, str]:
+    """``INFO server``'s version fields, read from ``BINARY --version``.
+
+    Redis prints ``Redis server v=7.0.15 …``, Valkey ``Valkey server v=9.1.2 …``.
+    """
+    import subprocess
+
+    words = subprocess.run(
+        [binary, "--version"], capture_output=True, text=True, timeout=10, check=False
+    ).stdout.split()
+    release = next((w[2:] for w in words if w.startswith("v=")), "0")
+    if words and words[0].lower() == "valkey":
+        return {"server_name": "valkey", "valkey_version": release}
+    return {"redis_version": release}
 
 
 def _persistence(connection: redis.Redis, url: str) -> list[str]:

@@ -85,16 +85,20 @@ def main(log_level: str) -> None:
 def serve(host: str, port: int, worker: bool) -> None:
     """Development server (embedded Redis and a worker unless REDIS_URL is set)."""
     from .app import create_app
-    from .embedded import EmbeddedRedis, spawn_worker
+    from .embedded import EmbeddedRedis, EmbeddedWatchdog, spawn_worker
 
     settings = load_settings()
     _check_port_free(host, port)
     # SIGTERM (a supervisor, `kill`) cleans up like Ctrl-C: worker and embedded Redis stop too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     embedded = None
+    watchdog = None
     if settings.redis_url is None:
         embedded = EmbeddedRedis(settings.data_dir)
-        os.environ["REDIS_URL"] = embedded.ensure_running()
+        embedded.claim()
+        os.environ["REDIS_URL"] = embedded.ensure_running(announce=True)
+        watchdog = EmbeddedWatchdog(embedded)
+        watchdog.start()
     # The worker logs at this command's level: `receiver --log-level DEBUG serve` covers both.
     level = {"RECEIVER_LOG_LEVEL": logging.getLevelName(logging.getLogger().level)}
     child = spawn_worker(os.environ["REDIS_URL"], extra_env=level) if worker else None
@@ -109,11 +113,15 @@ def serve(host: str, port: int, worker: bool) -> None:
         serving._log_add_style = False  # its colour codes would only show escaped in our log
         app.run(host=host, port=port, threaded=True)
     finally:
+        if watchdog is not None:
+            watchdog.stop()
         if child is not None:
             child.terminate()
             child.wait(timeout=30)
-        if embedded is not None and embedded.started_here:
-            embedded.stop()
+        if embedded is not None:
+            if embedded.started_here:
+                embedded.stop()
+            embedded.release()
 
 
 def _check_port_free(host: str, port: int) -> None:

@@ -1,4 +1,8 @@
-"""gunicorn server hooks the Procfile's config installs: metrics across worker processes.
+"""gunicorn server hooks the Procfile's config installs: start-up checks, metrics across workers.
+
+Before any worker boots, the master checks the configuration and the Redis
+server's version: a mistake is one ``Error:`` line and exit 1, not a
+traceback from every worker process.
 
 The master never serves deliveries; with ``metrics_bind`` set it serves
 ``/metrics`` on that private address (no token: keep it off the public
@@ -10,11 +14,26 @@ one exits, prometheus_client is told so its live gauges stop counting it.
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 from prometheus_client import multiprocess, start_http_server
 
 log = logging.getLogger("receiver.metrics")
+
+
+def on_starting(server: Any) -> None:
+    from .app import check_server, connect
+    from .config import load_settings
+    from .errors import ConfigError
+
+    try:
+        settings = load_settings()
+        if settings.redis_url:
+            check_server(connect(settings.redis_url, settings.redis_timeout))
+    except ConfigError as exc:
+        sys.stderr.write(f"Error: {' '.join(str(exc).split())}\n")
+        sys.exit(1)
 
 
 def child_exit(server: Any, worker: Any) -> None:

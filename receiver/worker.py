@@ -52,6 +52,9 @@ RESTART_DELAY = 1.0
 """Seconds between checks for dead drainers and pending work nobody drains."""
 RQ_HEARTBEAT_TTL = 90
 """Seconds RQ's worker and job keys live between the drainer's keep-alive beats."""
+PUBSUB_POLL = 1.0
+"""Seconds RQ's command listener blocks per read. RQ asks for 60, and redis-py joins that
+thread without a timeout on shutdown, so an idle worker took up to a minute to exit."""
 
 
 class PatientScheduler(RQScheduler):
@@ -79,6 +82,14 @@ class ReceiverWorker(SimpleWorker):
     def request_stop(self, signum: Any, frame: Any) -> None:
         worker_drain.stop_requested.set()
         super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
+
+    def subscribe(self) -> None:
+        """RQ's command listener (``rq`` suspend/stop commands), polling every ``PUBSUB_POLL`` s."""
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]
+            sleep_time=PUBSUB_POLL, daemon=True, exception_handler=self._pubsub_exception_handler
+        )
 
     def _start_scheduler(
         self,

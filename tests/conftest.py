@@ -15,6 +15,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from receiver import Event, Router, create_app
+from receiver.embedded import SERVER_VARIABLE, server_binary
 from receiver.signals import delivery_finished
 from receiver.signature import signature_headers
 from receiver.testing import RedisServer
@@ -28,11 +29,26 @@ TOKEN = "test-verify-token"
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No test sees the developer's or another test's settings, nor writes into the checkout."""
+    """No test sees the developer's or another test's settings, nor writes into the checkout.
+
+    ``RECEIVER_REDIS_SERVER`` stays: it picks the server the whole run tests against.
+    """
     for name in list(os.environ):
-        if name.startswith("RECEIVER_") or name == "REDIS_URL":
+        if (name.startswith("RECEIVER_") and name != SERVER_VARIABLE) or name == "REDIS_URL":
             monkeypatch.delenv(name)
     monkeypatch.setenv("RECEIVER_DATA_DIR", str(tmp_path / "data"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that reach the suite's server are marked ``redis``, so ``-m redis`` runs them
+    again on another server; modules that start servers of their own mark themselves."""
+    for item in items:
+        if "redis_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.redis)
+
+
+def pytest_report_header() -> str:
+    return f"redis server: {server_binary()} ({SERVER_VARIABLE} picks another)"
 
 
 @pytest.fixture(scope="session")

@@ -107,7 +107,7 @@ def gunicorn_on_own_redis(
     """
     server = testing.RedisServer(folder / "redis")
     server.start()
-    full = {k: v for k, v in os.environ.items() if not k.startswith("RECEIVER_")}
+    full = testing.without_settings(os.environ)
     full.pop("PROMETHEUS_MULTIPROC_DIR", None)  # the config makes a fresh one per start
     full.update(
         REDIS_URL=server.url,

@@ -15,6 +15,8 @@ from receiver.logsafe import is_secret_query_key
 from .conftest import SECRET, TOKEN
 from .processes import gunicorn_on_own_redis, wait_until
 
+pytestmark = pytest.mark.redis  # starts servers of its own
+
 METRICS_TOKEN = "metrics-token-do-not-log-me"
 
 

@@ -25,13 +25,13 @@ from typing import Any
 import pytest
 import requests
 
-from receiver.testing import RedisServer, free_port, group_comment
+from receiver.testing import RedisServer, free_port, group_comment, without_settings
 
 from .conftest import SECRET, TOKEN, payload, signed
 from .plugins.recording import calls
 from .processes import ROOT, gunicorn_command, receiver_command, stop, wait_for_http, wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.redis]  # starts servers of its own
 
 PASSWORD = "browser-test-admin-password"
 ARTIFACTS = ROOT / ".artifacts" / "admin"
@@ -71,7 +71,7 @@ class Deployment:
             'admin_password = { env = "ADMIN_PASSWORD_FOR_TEST" }\n'
         )
         self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("RECEIVER_")},
+            **without_settings(os.environ),
             "REDIS_URL": self.redis.url,
             "RECEIVER_APP_SECRET": SECRET,
             "RECEIVER_VERIFY_TOKEN": TOKEN,

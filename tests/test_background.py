@@ -17,6 +17,8 @@ from .conftest import base_config, drain_worker, envelope, payload, signed
 from .plugins.recording import calls
 from .plugins.slow import runs
 
+pytestmark = pytest.mark.redis  # starts servers of its own
+
 
 @pytest.fixture
 def client(recording_client: FlaskClient) -> FlaskClient:

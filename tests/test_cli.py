@@ -14,6 +14,8 @@ from receiver.signature import verify
 from .conftest import PAYLOADS, SECRET, TOKEN
 from .processes import ROOT, one_error_line, receiver_command
 
+pytestmark = pytest.mark.redis  # starts servers of its own
+
 SAMPLE = str(PAYLOADS / "group__comments__add.json")
 
 
@@ -255,27 +257,29 @@ def test_check_with_the_embedded_default_names_the_binary(env: None, tmp_path: P
     result = CliRunner().invoke(main, ["check"])
     assert result.exit_code == 0, result.output
     assert "redis: embedded (REDIS_URL unset)" in result.output
-    binary = next(
-        line.split(": ", 1)[1]
+    binary, version = next(
+        line.split(": ")[1:3]
         for line in result.output.splitlines()
-        if line.startswith("redis-server binary: ")
+        if line.startswith("server binary: ")
     )
     assert Path(binary).is_file()
+    assert version.startswith(("Valkey ", "Redis ")), version
 
 
-def test_embedded_warning_is_printed_once_per_command(
+def test_embedded_warning_comes_from_the_command_that_starts_the_server(
     tmp_path: Path, worker_env: dict[str, str]
 ) -> None:
+    """Once is enough: commands run beside a running server (``serve``'s) stay quiet."""
     from receiver.embedded import EmbeddedRedis
 
     data = tmp_path / "d"
     env = {k: v for k, v in worker_env.items() if k != "REDIS_URL"}
     env["RECEIVER_DATA_DIR"] = str(data)
     try:
-        for args in (["queues"], ["worker", "--burst"]):
+        for args, warnings in ((["queues"], 1), (["worker", "--burst"], 0), (["stats"], 0)):
             result = _run(env, *args)
             assert result.returncode == 0, result.stderr
-            assert result.stderr.count("embedded Redis at") == 1, (args, result.stderr)
+            assert result.stderr.count("embedded server (") == warnings, (args, result.stderr)
     finally:
         EmbeddedRedis(data).stop()
 
@@ -290,7 +294,7 @@ def test_embedded_warning_once_however_often_a_process_reaches_for_it(
         with caplog.at_level("WARNING", logger="receiver.embedded"):
             urls = {EmbeddedRedis(data).ensure_running() for _ in range(3)}
         assert len(urls) == 1
-        warnings = [r for r in caplog.records if "embedded Redis at" in r.getMessage()]
+        warnings = [r for r in caplog.records if "embedded server (" in r.getMessage()]
         assert len(warnings) == 1
     finally:
         EmbeddedRedis(data).stop()

@@ -14,6 +14,8 @@ import pytest
 from receiver import config
 from receiver.config import Settings, load_settings
 
+pytestmark = pytest.mark.redis  # starts servers of its own
+
 DOCUMENTED = Path(__file__).resolve().parent.parent / "config" / "receiver.toml"
 DEFAULTS = Settings(integrations={})
 

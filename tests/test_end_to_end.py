@@ -17,13 +17,13 @@ import requests
 from rq import Worker
 from rq.worker import WorkerStatus
 
-from receiver.testing import free_port
+from receiver.testing import free_port, without_settings
 
 from .conftest import SECRET, TOKEN, payload, signed
 from .plugins.recording import calls
 from .processes import ROOT, gunicorn_command, receiver_command, stop, wait_for_http, wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.redis]  # starts servers of its own
 
 
 @pytest.fixture
@@ -122,7 +122,7 @@ def test_serve_on_the_embedded_default(tmp_path: Path, worker_env: dict[str, str
 
 
 def test_serve_refuses_to_start_without_secret(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECEIVER_")}
+    env = without_settings(os.environ)
     result = subprocess.run(
         receiver_command("serve"), env=env, cwd=tmp_path, capture_output=True, timeout=60
     )

@@ -25,13 +25,13 @@ from rq.registry import ScheduledJobRegistry
 
 from receiver.queue import keys
 from receiver.queue.keys import state_key
-from receiver.testing import RedisServer, free_port
+from receiver.testing import RedisServer, free_port, without_settings
 
 from .conftest import SECRET, TOKEN, signed
 from .plugins.recording import calls, rows, successful
 from .processes import ROOT, gunicorn_command, receiver_command, stop, wait_for_http, wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.redis]  # starts servers of its own
 
 
 class Deployment:
@@ -48,7 +48,7 @@ class Deployment:
             f'handlers = ["tests.plugins.recording"]\ndata_dir = "{tmp_path / "data"}"\n'
         )
         self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("RECEIVER_")},
+            **without_settings(os.environ),
             "REDIS_URL": self.redis.url,
             "RECEIVER_APP_SECRET": SECRET,
             "RECEIVER_VERIFY_TOKEN": TOKEN,

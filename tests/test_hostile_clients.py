@@ -27,7 +27,7 @@ from receiver.signature import signature_headers
 from .conftest import SECRET, TOKEN, payload
 from .processes import gunicorn_on_own_redis, wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.redis]  # starts servers of its own
 
 LIMIT = 8192  # RECEIVER_MAX_BODY_BYTES for this server: size edges stay cheap
 

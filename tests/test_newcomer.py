@@ -9,7 +9,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pytest
+
 from .processes import ROOT, one_error_line
+
+pytestmark = pytest.mark.redis  # starts servers of its own
 
 RECEIVER = str(Path(sys.executable).parent / "receiver")
 SAMPLE = str(ROOT / "receiver" / "samples" / "group__membership__add.json")

@@ -32,6 +32,8 @@ from receiver.testing import free_port
 from .conftest import SECRET, base_config, envelope, payload, signed
 from .processes import Served, gunicorn_on_own_redis, stop, wait_until
 
+pytestmark = pytest.mark.redis  # starts servers of its own
+
 METRICS_TOKEN = "metrics-test-token"
 
 

@@ -12,11 +12,15 @@ import tempfile
 import threading
 from pathlib import Path
 
+import pytest
+
 from receiver.cli import banner
 from receiver.embedded import EmbeddedRedis
 from receiver.testing import free_port
 
 from .processes import ROOT, stop, wait_until
+
+pytestmark = pytest.mark.redis  # starts servers of its own
 
 SECRET = "s3 cr$t'`x"  # quotes, a dollar and a backtick: the hint must survive a shell
 
