@@ -499,10 +499,11 @@ class RedisServer:
         *,
         appendonly: bool = True,
         extra_args: Sequence[str] = (),
+        binary: str | None = None,
     ) -> None:
         self.folder = Path(folder)
         self.port = free_port()
-        self.binary = server_binary()
+        self.binary = binary or server_binary()
         self.appendonly = appendonly
         self.extra_args = list(extra_args)
         """More ``redis-server`` options, e.g. ``["--rename-command", "CONFIG", ""]``."""
