@@ -124,6 +124,41 @@ def serve(host: str, port: int, worker: bool) -> None:
             embedded.release()
 
 
+@main.group(invoke_without_command=True)
+@click.pass_context
+def embedded(ctx: click.Context) -> None:
+    """The embedded server (REDIS_URL unset): where it is, whether it runs, who owns it."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from .embedded import EmbeddedRedis
+
+    server = EmbeddedRedis(load_settings().data_dir)
+    owner = server.owner()
+    state = "running" if server.running() else "stopped"
+    click.echo(f"{server.url}  {state}  data in {server.folder}")
+    if owner is not None:
+        click.echo(f"owned by `receiver serve`, pid {owner}")
+
+
+@embedded.command("stop")
+def embedded_stop() -> None:
+    """Stop the embedded server (its data is kept), unless a running `serve` owns it."""
+    from .embedded import EmbeddedRedis
+
+    server = EmbeddedRedis(load_settings().data_dir)
+    owner = server.owner()
+    if owner is not None:
+        raise click.ClickException(
+            f"`receiver serve` (pid {owner}) owns the embedded server in {server.folder}: "
+            "stop that process instead (Ctrl-C); it stops the server it started"
+        )
+    if not server.running():
+        click.echo(f"not running ({server.folder})")
+        return
+    server.stop()
+    click.echo(f"stopped; data kept in {server.folder}")
+
+
 def _check_port_free(host: str, port: int) -> None:
     """Refuse a taken port before Redis, a worker and the banner start, not after them."""
     import socket
@@ -660,6 +695,11 @@ def captures_show(capture_id: str) -> None:
     show_default=True,
     help="With --preserve-timing: 2 replays twice as fast.",
 )
+@click.option(
+    "--include-replays",
+    is_flag=True,
+    help="Also send captures that were themselves replays (left out by default).",
+)
 @click.option("--dry-run", is_flag=True, help="List what would be sent; send nothing.")
 @click.option(
     "--report", "report_path", type=click.Path(dir_okay=False), help="Write results as JSON."
@@ -686,6 +726,7 @@ def replay(
     concurrency: int,
     preserve_timing: bool,
     speed: float,
+    include_replays: bool,
     dry_run: bool,
     report_path: str | None,
     compare_path: str | None,
@@ -704,6 +745,13 @@ def replay(
     for d in [d for d in chosen if not d.replayable]:
         click.echo(f"skipped {d.source}: its signature did not verify when received", err=True)
     chosen = [d for d in chosen if d.replayable]
+    copies = [d for d in chosen if d.replayed]
+    if copies and not include_replays:
+        click.echo(
+            f"left out {len(copies)} captured replay(s) (--include-replays sends them too)",
+            err=True,
+        )
+        chosen = [d for d in chosen if not d.replayed]
     if dry_run:
         for d in chosen:
             click.echo(f"{d.source}  {d.topic}.{','.join(d.fields)}  {len(d.body)} bytes")

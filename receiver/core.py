@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import time
+import traceback
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -59,6 +60,16 @@ def _json(status: int, data: Any, **extra: Any) -> Result:
 
 def rejection(exc: Rejected, **extra: Any) -> Result:
     return _json(exc.status, exc.as_dict(), error=exc.code, **extra)
+
+
+ERROR_LINE_MAX = 300
+"""Characters of a handler's error kept in its result and trace (the log has the traceback)."""
+
+
+def error_line(exc: BaseException) -> str:
+    """``Type: message`` on one line, as a background failure's trace shows its last line."""
+    text = " ".join(traceback.format_exception_only(exc)[-1].split())
+    return text if len(text) <= ERROR_LINE_MAX else text[: ERROR_LINE_MAX - 1] + "…"
 
 
 class Core:
@@ -310,7 +321,7 @@ class Core:
         except Exception as exc:
             log.exception("handler %s failed on event %s", handler.id, event.id)
             seconds = time.perf_counter() - started
-            return HandlerResult(handler.id, event.id, False, type(exc).__name__, seconds), None
+            return HandlerResult(handler.id, event.id, False, error_line(exc), seconds), None
         return HandlerResult(handler.id, event.id, True, None, time.perf_counter() - started), value
 
     def _answer(self, work: list[tuple[Event, Handler]]) -> tuple[Any, list[HandlerResult]]:

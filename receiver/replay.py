@@ -44,6 +44,9 @@ class Delivery:
     fields: list[str] = field(default_factory=list)
     replayable: bool = True
     """False for a capture whose signature failed when received: listed, never re-signed."""
+    replayed: bool = False
+    """A capture of a replay (sent back to a capturing receiver): left out unless asked for,
+    so replaying a folder twice does not replay the first replay's copies too."""
 
 
 @dataclass
@@ -107,6 +110,7 @@ def _from_journal(file: Path, deliveries: list[Delivery], skipped: list[str]) ->
                 topic=topic or record.get("topic"),
                 fields=fields,
                 replayable=not unverified,
+                replayed=bool(record.get("replayed")),
             )
         )
 

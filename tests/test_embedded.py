@@ -170,3 +170,36 @@ def test_serve_starts_its_server_again_when_it_dies(workdir: Path) -> None:
         )
     finally:
         assert stop(serve.process, signal.SIGINT) == 0, serve.text()
+
+
+def test_embedded_command_shows_and_stops_the_server_unless_serve_owns_it(workdir: Path) -> None:
+    env = {
+        **without_settings(os.environ),
+        "RECEIVER_APP_SECRET": SECRET,
+        "RECEIVER_VERIFY_TOKEN": TOKEN,
+        "RECEIVER_DATA_DIR": str(workdir / ".receiver"),
+    }
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "receiver", "embedded", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    server = EmbeddedRedis(workdir / ".receiver")
+    server.ensure_running()
+    assert "  running  " in run().stdout
+    server.claim()  # as `serve` does
+    try:
+        refused = run("stop")
+        assert refused.returncode == 1 and f"pid {os.getpid()}" in refused.stderr
+        assert server.running()
+    finally:
+        server.release()
+    stopped = run("stop")
+    assert stopped.returncode == 0 and "stopped; data kept" in stopped.stdout, stopped.stderr
+    assert not server.running()
+    assert "  stopped  " in run().stdout

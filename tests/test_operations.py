@@ -383,6 +383,30 @@ def test_trace_and_stats_commands(
     assert "group" in figures.output.splitlines()[1]
 
 
+def test_trace_shows_an_inline_failure_with_its_message(
+    router: Router, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from receiver.cli import main
+
+    def refuse(event: Event) -> None:
+        raise ValueError(f"comments on {event.entry_id} are closed\nsecond line")
+
+    router.connect("group.comments", refuse)
+    app = create_app(base_config(redis_url=redis_url), router=router)
+    body = payload("group__comments__add.json")
+    answer = app.test_client().post("/webhook", data=body, headers=signed(body)).get_json()
+    flush(app)
+    monkeypatch.setenv("RECEIVER_APP_SECRET", SECRET)
+    monkeypatch.setenv("RECEIVER_VERIFY_TOKEN", "token")
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    shown = CliRunner().invoke(main, ["trace", answer["delivery_id"]])
+    assert shown.exit_code == 0, shown.output
+    [line] = [ln for ln in shown.output.splitlines() if "refuse" in ln]
+    assert "failed (ValueError: comments on" in line and "are closed second line)" in line
+
+
 def test_recent_deliveries_newest_first(traced: Flask, redis_url: str) -> None:
     client = traced.test_client()
     ids = []

@@ -64,7 +64,7 @@ def test_background_runs_inline(receiver_client, receiver_recorder, tmp_path, mo
 def test_failures_are_recorded(receiver_client, receiver_recorder):
     assert receiver_client.deliver(testing.security_event(event="BROKEN")).status_code == 200
     [call] = receiver_recorder.calls("alarm")
-    assert not call.ok and call.error == "RuntimeError"
+    assert not call.ok and call.error == "RuntimeError: alarm failed"
 
 def test_unsigned_is_refused(receiver_app):
     assert receiver_app.test_client().post("/webhook", json=testing.group_post()).status_code == 401

@@ -152,6 +152,17 @@ def test_capture_list_replay_to_second_receiver_and_in_process(
     ]
     assert len(second_records) == 8 and all(r["replayed"] for r in second_records)
 
+    # Replayed back to the capturing receiver: its copies are marked (so are the in-process
+    # replay's above, run with the same capture folder), and the next replay of the folder
+    # leaves them out unless asked.
+    back = run(env, "replay", captures, "--status", "200", "--to", f"{first}/webhook")
+    assert back.returncode == 0 and "sent 8" in back.stdout, back.stdout + back.stderr
+    again = run(env, "replay", captures, "--status", "200", "--dry-run")
+    assert "8 delivery(ies) would be sent" in again.stdout, again.stdout
+    assert "left out 16 captured replay(s)" in again.stderr
+    everything = run(env, "replay", captures, "--status", "200", "--dry-run", "--include-replays")
+    assert "24 delivery(ies) would be sent" in everything.stdout, everything.stdout
+
 
 def test_replay_exits_non_zero_when_something_failed(
     tmp_path: Path, worker_env: dict[str, str]
