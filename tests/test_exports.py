@@ -12,3 +12,28 @@ def test_exported_members() -> None:
 def test_contract_names() -> None:
     for name in ("create_app", "on", "Event"):
         assert name in receiver.__all__
+
+
+def test_a_handler_module_imports_no_heavy_library() -> None:
+    """``from receiver import on`` is what every handler module runs: milliseconds, not the
+    web and queue stacks (measured with ``python -X importtime``)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from receiver import Event, filters, on\n"
+        "heavy = ('rq', 'redis', 'prometheus_client', 'gevent', 'httpx', 'flask')\n"
+        "print(','.join(m for m in heavy if m in sys.modules))\n"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    ).stdout.strip()
+    assert loaded == ""
+
+
+def test_lazy_names_resolve_to_the_real_objects() -> None:
+    from receiver.app import create_app
+    from receiver.core import Core
+
+    assert receiver.create_app is create_app and receiver.Core is Core
