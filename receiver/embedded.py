@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import IO
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from .errors import ConfigError
 from .supported import ServerVersion, require_supported
@@ -89,7 +91,11 @@ class EmbeddedRedis:
         return f"unix://{self.socket}"
 
     def client(self, timeout: float = 1.0) -> redis.Redis:
-        return redis.Redis(unix_socket_path=str(self.socket), socket_timeout=timeout)
+        """A client that does not retry: redis-py's default retries a SHUTDOWN whose
+        connection closed (as it must) with backoff, which held ``serve``'s exit 4 s."""
+        return redis.Redis(
+            unix_socket_path=str(self.socket), socket_timeout=timeout, retry=Retry(NoBackoff(), 0)
+        )
 
     def running(self) -> bool:
         if not self.socket.exists():
