@@ -461,13 +461,14 @@ def trace_command(delivery_id: str | None, event_id: str | None, as_json: bool) 
     if (delivery_id is None) == (event_id is None):
         raise click.UsageError("give a DELIVERY_ID, or --event EVENT_ID")
     connection, _ = _operator_view()
+    known = load_settings().integrations
     ids = [delivery_id] if delivery_id else trace.deliveries_of(connection, str(event_id))
     if not ids:
         raise click.ClickException(
             f"no delivery of event {event_id} is traced (traces last trace_ttl, 24 h by default)"
         )
     for found in ids:
-        record = trace.load(connection, found)
+        record = trace.load(connection, found, known)
         if record is None:
             raise click.ClickException(
                 f"no trace of delivery {found} (unknown, or older than trace_ttl)"
@@ -528,6 +529,15 @@ def stats(days: int, as_json: bool) -> None:
             + f"; last handshake {last.get('handshake_at', 'never')}"
             + (f" (status {last['handshake_status']})" if "handshake_status" in last else "")
         )
+        if "refused_at" in last:
+            hour = trace.refusals(connection, name)
+            click.echo(
+                f"  last refusal {last['refused_at']} (status {last['refused_status']} "
+                f"{last['refused_error']}"
+                + (f"/{last['refused_reason']}" if last.get("refused_reason") else "")
+                + f"); {sum(hour.values())} refused in the last hour"
+                + (f": {', '.join(f'{k} {v}' for k, v in sorted(hour.items()))}" if hour else "")
+            )
         topics = sorted({t for counts in data["days"].values() for t in counts})
         rows = [("DAY", *topics, "TOTAL")]
         for day, counts in data["days"].items():
