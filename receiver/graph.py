@@ -31,6 +31,7 @@ import httpx
 from . import defaults, runtime
 from .config import Integration, Settings
 from .errors import ConfigError, GraphError, GraphThrottled, GraphUnavailable
+from .logsafe import MASK, mask_urls
 from .ratelimit import (
     RetryPolicy,
     error_fields,
@@ -122,13 +123,13 @@ class GraphConfig:
         }
 
     def describe(self, method: str, path: str, params: Mapping[str, Any] | None = None) -> str:
-        """The request as text with the token masked: for ``--dry-run`` and error messages."""
+        """The request as text with the token and proof masked: for ``--dry-run``."""
         proof = self.proof()
         query = {**dict(params or {}), **({"appsecret_proof": proof} if proof else {})}
         request = httpx.Request(method, self.base_url.rstrip("/") + self.path(path), params=query)
         token = self.access_token
-        shown = f"{token.split('|', 1)[0]}|***" if "|" in token else "***"
-        return f"{method} {request.url}\nAuthorization: Bearer {shown}"
+        shown = f"{token.split('|', 1)[0]}|{MASK}" if "|" in token else MASK
+        return f"{method} {mask_urls(str(request.url))}\nAuthorization: Bearer {shown}"
 
 
 class _Usage:
