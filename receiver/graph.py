@@ -22,17 +22,18 @@ import os
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import httpx
 
 from . import defaults, runtime
 from .config import Integration, Settings
-from .errors import ConfigError, GraphError, GraphThrottled, GraphUnavailable
+from .errors import ConfigError, GraphThrottled, GraphUnavailable
 from .logsafe import MASK, mask_urls
 from .ratelimit import (
+    GraphErrorFields,
     RetryPolicy,
     error_fields,
     is_retryable,
@@ -113,6 +114,29 @@ class GraphConfig:
             return f"/{path}"
         return f"/{self.api_version}/{path}"
 
+    def scrub(self, text: str) -> str:
+        """``text`` without the token, its proof or the app secret, as sent or URL-encoded.
+
+        Graph never echoes them, but a proxy or a misconfigured host might, in an error's
+        message or ``fbtrace_id``: every log line, trace and error quoting Graph's answer
+        goes through here (``scrub_fields``).
+        """
+        for secret in (self.access_token, self.proof(), self.app_secret):
+            if not secret:
+                continue
+            for shape in {secret, quote(secret, safe="")}:
+                text = text.replace(shape, MASK)
+        return text
+
+    def scrub_fields(self, fields: GraphErrorFields) -> GraphErrorFields:
+        """Graph's error fields, each text in them scrubbed."""
+        return replace(
+            fields,
+            message=self.scrub(fields.message),
+            type=None if fields.type is None else self.scrub(fields.type),
+            fbtrace_id=None if fields.fbtrace_id is None else self.scrub(fields.fbtrace_id),
+        )
+
     def client_options(self) -> dict[str, Any]:
         proof = self.proof()
         return {
@@ -173,7 +197,7 @@ class _Attempts:
         """``None``: success. A float: retry after that many seconds. Raises when final."""
         if response.is_success:
             return None
-        fields = error_fields(response.status_code, response.content)
+        fields = self.config.scrub_fields(error_fields(response.status_code, response.content))
         after = retry_after(response.headers)
         policy = self.config.policy
         if is_retryable(response.status_code, fields) and self.attempt <= policy.retries:
@@ -192,17 +216,17 @@ class _Attempts:
                 )
                 return delay
             after = delay
-        raise _scrub(
-            to_error(
-                response.status_code,
-                fields,
-                method=self.method,
-                path=self.path,
-                retry_after=after,
-                attempts=self.attempt,
-            ),
-            self.config.access_token,
+        error = to_error(
+            response.status_code,
+            fields,
+            method=self.method,
+            path=self.path,
+            retry_after=after,
+            attempts=self.attempt,
         )
+        error.message = self.config.scrub(error.message)  # the path a handler built, too
+        error.args = (error.message,)
+        raise error
 
     def after_failure(self, exc: httpx.TransportError) -> float:
         """Connection failures are retried like a 5xx; the last one raises ``GraphUnavailable``."""
@@ -225,14 +249,6 @@ class _Attempts:
             method=self.method,
             path=self.path,
         ) from None
-
-
-def _scrub(error: GraphError, token: str) -> GraphError:
-    """Graph never echoes the token, but a proxy might: keep it out of messages anyway."""
-    if token and token in error.message:
-        error.message = error.message.replace(token, "***")
-        error.args = (error.message,)
-    return error
 
 
 def _decode(response: httpx.Response) -> Any:

@@ -193,6 +193,33 @@ def test_an_expired_token_is_an_auth_error_and_not_retried(
     assert len(fake.calls) == 1
 
 
+def test_a_graph_error_echoing_the_token_is_scrubbed_in_every_line_and_field(
+    fake: FakeGraph, client: GraphClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A proxy (or a broken Graph) echoing the token or proof: the retry lines carry neither."""
+    proof = appsecret_proof(TOKEN, SECRET)
+    fake.answer(
+        "GET",
+        "/v23.0/me",
+        graph_error(
+            2,
+            f"upstream said: Bearer {TOKEN} proof={proof}",
+            status=503,
+            fbtrace_id=f"trace-{TOKEN}-{proof}",
+        ),
+    )
+    caplog.set_level(logging.WARNING, logger="receiver.graph")
+    with pytest.raises(GraphUnavailable) as caught:
+        client.get("/me")
+    retries = [r for r in caplog.records if "retry" in r.getMessage()]
+    assert len(retries) == client.config.policy.retries
+    error = caught.value
+    shown = [caplog.text, str(error), error.message, str(error.fbtrace_id)]
+    for text in shown:
+        assert TOKEN not in text and proof not in text and SECRET not in text
+    assert error.fbtrace_id == "trace-***-***" and "upstream said: Bearer ***" in error.message
+
+
 def test_a_retry_after_longer_than_max_wait_raises_instead_of_holding_the_worker(
     fake: FakeGraph, sleeps: Sleeps
 ) -> None:
