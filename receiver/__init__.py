@@ -6,6 +6,7 @@ from .core import Core, Request, Result
 from .errors import (
     ConfigError,
     GraphAuthError,
+    GraphBadId,
     GraphError,
     GraphRequestError,
     GraphThrottled,
@@ -29,6 +30,7 @@ __all__ = [
     "Core",
     "Event",
     "GraphAuthError",
+    "GraphBadId",
     "GraphError",
     "GraphRequestError",
     "GraphThrottled",

@@ -19,18 +19,19 @@ import asyncio
 import atexit
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import httpx
 
 from . import defaults, runtime
 from .config import Integration, Settings
-from .errors import ConfigError, GraphThrottled, GraphUnavailable
+from .errors import ConfigError, GraphBadId, GraphThrottled, GraphUnavailable
 from .logsafe import MASK, mask_urls
 from .ratelimit import (
     GraphErrorFields,
@@ -46,6 +47,8 @@ from .signature import appsecret_proof
 log = logging.getLogger("receiver.graph")
 
 _NOT_FORWARDED = frozenset({"access_token", "appsecret_proof"})
+GRAPH_ID = re.compile(r"[0-9]+(?:_[0-9]+)*")
+"""A Graph object id: digits, and for posts and comments ``<group>_<post>[_<comment>]``."""
 R = TypeVar("R")
 
 
@@ -102,11 +105,23 @@ class GraphConfig:
         return appsecret_proof(self.access_token, self.app_secret) if self.app_secret else None
 
     def path(self, path: str) -> str:
-        """``/v23.0/<path>``; a path that already names a version keeps it."""
+        """``/v23.0/<path>``; a path that already names a version keeps it.
+
+        Dot segments and fragments are refused: an id from a payload pasted into a path
+        (``f"/{event.entry_id}/feed"``) must not climb out of it or cut it short.
+        """
         if "://" in path or path.startswith("//"):
             raise ValueError(
                 f"{path!r} is a URL; pass a Graph path such as '/me' or '/<group-id>/feed' "
                 "(the client sends it to its configured Graph host only)"
+            )
+        segments = path.split("?", 1)[0].split("/")
+        if "#" in path or any(unquote(s) in (".", "..") for s in segments):
+            raise GraphBadId(
+                f"{path!r} is not a Graph path (dot segments or a fragment); check the ids "
+                "pasted into it, or use graph_id() on them",
+                value=path,
+                path=path,
             )
         path = path.lstrip("/")
         first = path.split("/", 1)[0]
@@ -251,6 +266,21 @@ class _Attempts:
         ) from None
 
 
+def graph_id(value: object, what: str = "id") -> str:
+    """``value`` if it is a Graph object id (digits and underscores), else ``GraphBadId``.
+
+    For ids from payloads before they go into a path: ``../../x``, ``1#x`` or ``1?x``
+    would otherwise send the call (with the token) to a path nobody meant.
+    """
+    text = str(value)
+    if not GRAPH_ID.fullmatch(text):
+        raise GraphBadId(
+            f"{what} {text[:80]!r} is not a Graph id (digits and underscores); not sent",
+            value=text,
+        )
+    return text
+
+
 def _decode(response: httpx.Response) -> Any:
     return response.json() if response.content else None
 
@@ -308,11 +338,12 @@ class _Helpers(Generic[R]):
 
     def comment(self, object_id: str, message: str, **fields: Any) -> R:
         """Comment on a post, or reply to a comment (``object_id`` is the comment's id)."""
-        return self.post(f"/{object_id}/comments", {"message": message, **fields})
+        path = f"/{graph_id(object_id, 'object_id')}/comments"
+        return self.post(path, {"message": message, **fields})
 
     def post_to_group(self, group_id: str, message: str, **fields: Any) -> R:
         """A new post in a group's feed (``link=``, ``formatting="MARKDOWN"``, ...)."""
-        return self.post(f"/{group_id}/feed", {"message": message, **fields})
+        return self.post(f"/{graph_id(group_id, 'group_id')}/feed", {"message": message, **fields})
 
     def send_message(
         self,
@@ -336,7 +367,7 @@ class _Helpers(Generic[R]):
 
     def member(self, member_id: str, fields: tuple[str, ...] = ("id", "name")) -> R:
         """A member's profile; ask for ``email``, ``title``... only with the permission."""
-        return self.get(f"/{member_id}", {"fields": ",".join(fields)})
+        return self.get(f"/{graph_id(member_id, 'member_id')}", {"fields": ",".join(fields)})
 
 
 class GraphClient(_Helpers[Any]):
