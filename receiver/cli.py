@@ -355,7 +355,17 @@ def _operator_view() -> tuple[Any, list[str]]:
     return connection, queue_names(core.settings, core.router)
 
 
+def _say(text: str) -> None:
+    """Echo text that may quote payload data (topics, fields, ids, handler errors).
+
+    A signed payload is Meta's, its text any user's: each line is escaped (``logsafe.escape``),
+    so an ESC or BEL in a field name reaches the terminal as ``\\x1b``, never as a command.
+    """
+    click.echo("\n".join(logsafe.escape(line) for line in text.split("\n")))
+
+
 def _table(rows: Sequence[tuple[str, ...]]) -> None:
+    rows = [tuple(logsafe.escape(cell) for cell in row) for row in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
@@ -473,7 +483,7 @@ def trace_command(delivery_id: str | None, event_id: str | None, as_json: bool) 
             raise click.ClickException(
                 f"no trace of delivery {found} (unknown, or older than trace_ttl)"
             )
-        click.echo(json.dumps(record, indent=2) if as_json else _trace_text(record))
+        _say(json.dumps(record, indent=2) if as_json else _trace_text(record))
 
 
 def _trace_text(record: dict[str, Any]) -> str:
@@ -519,11 +529,11 @@ def stats(days: int, as_json: bool) -> None:
     connection, _ = _operator_view()
     figures = trace.stats(connection, sorted(load_settings().integrations), days)
     if as_json:
-        click.echo(json.dumps(figures, indent=2))
+        _say(json.dumps(figures, indent=2))
         return
     for name, data in figures.items():
         last = data["last"]
-        click.echo(
+        _say(
             f"{name}: last delivery {last.get('at', 'never')}"
             + (f" (status {last['status']})" if "status" in last else "")
             + f"; last handshake {last.get('handshake_at', 'never')}"
@@ -531,7 +541,7 @@ def stats(days: int, as_json: bool) -> None:
         )
         if "refused_at" in last:
             hour = trace.refusals(connection, name)
-            click.echo(
+            _say(
                 f"  last refusal {last['refused_at']} (status {last['refused_status']} "
                 f"{last['refused_error']}"
                 + (f"/{last['refused_reason']}" if last.get("refused_reason") else "")
@@ -637,7 +647,7 @@ def captures_show(capture_id: str) -> None:
 
     for _, record in read_captures(capture_files(capture_folder(load_settings()))):
         if str(record.get("id")) == capture_id:
-            click.echo(json.dumps(record, indent=2, ensure_ascii=False))
+            _say(json.dumps(record, indent=2, ensure_ascii=False))
             return
     raise click.ClickException(f"no captured delivery {capture_id!r}")
 
@@ -708,7 +718,7 @@ def replay(
     chosen = [d for d in chosen if d.replayable]
     if dry_run:
         for d in chosen:
-            click.echo(f"{d.source}  {d.topic}.{','.join(d.fields)}  {len(d.body)} bytes")
+            _say(f"{d.source}  {d.topic}.{','.join(d.fields)}  {len(d.body)} bytes")
         click.echo(f"{len(chosen)} delivery(ies) would be sent")
         return
     settings = load_settings()
@@ -761,7 +771,7 @@ def replay(
     if compare_path:
         differences = rp.compare(json.loads(Path(compare_path).read_text()), current)
         for line in differences:
-            click.echo(f"DIFF {line}")
+            _say(f"DIFF {line}")
         click.echo(
             "same events and handler outcomes as the earlier report"
             if not differences
