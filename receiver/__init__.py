@@ -13,6 +13,7 @@ from . import filters
 from .errors import (
     ConfigError,
     GraphAuthError,
+    GraphBadId,
     GraphError,
     GraphRequestError,
     GraphThrottled,
@@ -62,6 +63,7 @@ __all__ = [
     "Core",
     "Event",
     "GraphAuthError",
+    "GraphBadId",
     "GraphError",
     "GraphRequestError",
     "GraphThrottled",

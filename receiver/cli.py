@@ -398,7 +398,17 @@ def _operator_view() -> tuple[Any, list[str]]:
     return connection, queue_names(core.settings, core.router)
 
 
+def _say(text: str) -> None:
+    """Echo text that may quote payload data (topics, fields, ids, handler errors).
+
+    A signed payload is Meta's, its text any user's: each line is escaped (``logsafe.escape``),
+    so an ESC or BEL in a field name reaches the terminal as ``\\x1b``, never as a command.
+    """
+    click.echo("\n".join(logsafe.escape(line) for line in text.split("\n")))
+
+
 def _table(rows: Sequence[tuple[str, ...]]) -> None:
+    rows = [tuple(logsafe.escape(cell) for cell in row) for row in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
@@ -504,18 +514,19 @@ def trace_command(delivery_id: str | None, event_id: str | None, as_json: bool) 
     if (delivery_id is None) == (event_id is None):
         raise click.UsageError("give a DELIVERY_ID, or --event EVENT_ID")
     connection, _ = _operator_view()
+    known = load_settings().integrations
     ids = [delivery_id] if delivery_id else trace.deliveries_of(connection, str(event_id))
     if not ids:
         raise click.ClickException(
             f"no delivery of event {event_id} is traced (traces last trace_ttl, 24 h by default)"
         )
     for found in ids:
-        record = trace.load(connection, found)
+        record = trace.load(connection, found, known)
         if record is None:
             raise click.ClickException(
                 f"no trace of delivery {found} (unknown, or older than trace_ttl)"
             )
-        click.echo(json.dumps(record, indent=2) if as_json else _trace_text(record))
+        _say(json.dumps(record, indent=2) if as_json else _trace_text(record))
 
 
 def _trace_text(record: dict[str, Any]) -> str:
@@ -561,16 +572,25 @@ def stats(days: int, as_json: bool) -> None:
     connection, _ = _operator_view()
     figures = trace.stats(connection, sorted(load_settings().integrations), days)
     if as_json:
-        click.echo(json.dumps(figures, indent=2))
+        _say(json.dumps(figures, indent=2))
         return
     for name, data in figures.items():
         last = data["last"]
-        click.echo(
+        _say(
             f"{name}: last delivery {last.get('at', 'never')}"
             + (f" (status {last['status']})" if "status" in last else "")
             + f"; last handshake {last.get('handshake_at', 'never')}"
             + (f" (status {last['handshake_status']})" if "handshake_status" in last else "")
         )
+        if "refused_at" in last:
+            hour = trace.refusals(connection, name)
+            _say(
+                f"  last refusal {last['refused_at']} (status {last['refused_status']} "
+                f"{last['refused_error']}"
+                + (f"/{last['refused_reason']}" if last.get("refused_reason") else "")
+                + f"); {sum(hour.values())} refused in the last hour"
+                + (f": {', '.join(f'{k} {v}' for k, v in sorted(hour.items()))}" if hour else "")
+            )
         topics = sorted({t for counts in data["days"].values() for t in counts})
         rows = [("DAY", *topics, "TOTAL")]
         for day, counts in data["days"].items():
@@ -670,7 +690,7 @@ def captures_show(capture_id: str) -> None:
 
     for _, record in read_captures(capture_files(capture_folder(load_settings()))):
         if str(record.get("id")) == capture_id:
-            click.echo(json.dumps(record, indent=2, ensure_ascii=False))
+            _say(json.dumps(record, indent=2, ensure_ascii=False))
             return
     raise click.ClickException(f"no captured delivery {capture_id!r}")
 
@@ -754,7 +774,7 @@ def replay(
         chosen = [d for d in chosen if not d.replayed]
     if dry_run:
         for d in chosen:
-            click.echo(f"{d.source}  {d.topic}.{','.join(d.fields)}  {len(d.body)} bytes")
+            _say(f"{d.source}  {d.topic}.{','.join(d.fields)}  {len(d.body)} bytes")
         click.echo(f"{len(chosen)} delivery(ies) would be sent")
         return
     settings = load_settings()
@@ -807,7 +827,7 @@ def replay(
     if compare_path:
         differences = rp.compare(json.loads(Path(compare_path).read_text()), current)
         for line in differences:
-            click.echo(f"DIFF {line}")
+            _say(f"DIFF {line}")
         click.echo(
             "same events and handler outcomes as the earlier report"
             if not differences

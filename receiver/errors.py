@@ -12,6 +12,7 @@
     │   ├── GraphThrottled     rate limited past the retries (retry_after: seconds to wait)
     │   ├── GraphUnavailable   5xx or no connection, still failing after the retries
     │   └── GraphRequestError  any other 4xx: the call itself is wrong and will not succeed
+    │       └── GraphBadId     an id (from a payload) that is no Graph id; nothing was sent
     └── Rejected               a request the receiver answers with a 4xx
         ├── HandshakeRejected  GET verification failed
         ├── SignatureRejected  missing, malformed or wrong HMAC signature
@@ -117,6 +118,17 @@ class GraphUnavailable(GraphError):
 
 class GraphRequestError(GraphError):
     """Graph refused the call as made (a 4xx that retrying will not change)."""
+
+
+class GraphBadId(GraphRequestError):
+    """An id meant for a Graph path is not one (``value``); the call was not sent.
+
+    Ids come from payloads: ``../x``, ``1#x`` or ``1?x`` would steer the call to another path.
+    """
+
+    def __init__(self, message: str, *, value: str, **fields: Any) -> None:
+        super().__init__(message, **fields)
+        self.value = value
 
 
 class Rejected(ReceiverError):

@@ -19,19 +19,22 @@ import asyncio
 import atexit
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import httpx
 
 from . import defaults, runtime
 from .config import Integration, Settings
-from .errors import ConfigError, GraphError, GraphThrottled, GraphUnavailable
+from .errors import ConfigError, GraphBadId, GraphThrottled, GraphUnavailable
+from .logsafe import MASK, mask_urls
 from .ratelimit import (
+    GraphErrorFields,
     RetryPolicy,
     error_fields,
     is_retryable,
@@ -44,6 +47,8 @@ from .signature import appsecret_proof
 log = logging.getLogger("receiver.graph")
 
 _NOT_FORWARDED = frozenset({"access_token", "appsecret_proof"})
+GRAPH_ID = re.compile(r"[0-9]+(?:_[0-9]+)*")
+"""A Graph object id: digits, and for posts and comments ``<group>_<post>[_<comment>]``."""
 R = TypeVar("R")
 
 
@@ -100,17 +105,52 @@ class GraphConfig:
         return appsecret_proof(self.access_token, self.app_secret) if self.app_secret else None
 
     def path(self, path: str) -> str:
-        """``/v23.0/<path>``; a path that already names a version keeps it."""
+        """``/v23.0/<path>``; a path that already names a version keeps it.
+
+        Dot segments and fragments are refused: an id from a payload pasted into a path
+        (``f"/{event.entry_id}/feed"``) must not climb out of it or cut it short.
+        """
         if "://" in path or path.startswith("//"):
             raise ValueError(
                 f"{path!r} is a URL; pass a Graph path such as '/me' or '/<group-id>/feed' "
                 "(the client sends it to its configured Graph host only)"
+            )
+        segments = path.split("?", 1)[0].split("/")
+        if "#" in path or any(unquote(s) in (".", "..") for s in segments):
+            raise GraphBadId(
+                f"{path!r} is not a Graph path (dot segments or a fragment); check the ids "
+                "pasted into it, or use graph_id() on them",
+                value=path,
+                path=path,
             )
         path = path.lstrip("/")
         first = path.split("/", 1)[0]
         if first.startswith("v") and first[1:].replace(".", "").isdigit():
             return f"/{path}"
         return f"/{self.api_version}/{path}"
+
+    def scrub(self, text: str) -> str:
+        """``text`` without the token, its proof or the app secret, as sent or URL-encoded.
+
+        Graph never echoes them, but a proxy or a misconfigured host might, in an error's
+        message or ``fbtrace_id``: every log line, trace and error quoting Graph's answer
+        goes through here (``scrub_fields``).
+        """
+        for secret in (self.access_token, self.proof(), self.app_secret):
+            if not secret:
+                continue
+            for shape in {secret, quote(secret, safe="")}:
+                text = text.replace(shape, MASK)
+        return text
+
+    def scrub_fields(self, fields: GraphErrorFields) -> GraphErrorFields:
+        """Graph's error fields, each text in them scrubbed."""
+        return replace(
+            fields,
+            message=self.scrub(fields.message),
+            type=None if fields.type is None else self.scrub(fields.type),
+            fbtrace_id=None if fields.fbtrace_id is None else self.scrub(fields.fbtrace_id),
+        )
 
     def client_options(self) -> dict[str, Any]:
         proof = self.proof()
@@ -122,13 +162,13 @@ class GraphConfig:
         }
 
     def describe(self, method: str, path: str, params: Mapping[str, Any] | None = None) -> str:
-        """The request as text with the token masked: for ``--dry-run`` and error messages."""
+        """The request as text with the token and proof masked: for ``--dry-run``."""
         proof = self.proof()
         query = {**dict(params or {}), **({"appsecret_proof": proof} if proof else {})}
         request = httpx.Request(method, self.base_url.rstrip("/") + self.path(path), params=query)
         token = self.access_token
-        shown = f"{token.split('|', 1)[0]}|***" if "|" in token else "***"
-        return f"{method} {request.url}\nAuthorization: Bearer {shown}"
+        shown = f"{token.split('|', 1)[0]}|{MASK}" if "|" in token else MASK
+        return f"{method} {mask_urls(str(request.url))}\nAuthorization: Bearer {shown}"
 
 
 class _Usage:
@@ -172,7 +212,7 @@ class _Attempts:
         """``None``: success. A float: retry after that many seconds. Raises when final."""
         if response.is_success:
             return None
-        fields = error_fields(response.status_code, response.content)
+        fields = self.config.scrub_fields(error_fields(response.status_code, response.content))
         after = retry_after(response.headers)
         policy = self.config.policy
         if is_retryable(response.status_code, fields) and self.attempt <= policy.retries:
@@ -191,17 +231,17 @@ class _Attempts:
                 )
                 return delay
             after = delay
-        raise _scrub(
-            to_error(
-                response.status_code,
-                fields,
-                method=self.method,
-                path=self.path,
-                retry_after=after,
-                attempts=self.attempt,
-            ),
-            self.config.access_token,
+        error = to_error(
+            response.status_code,
+            fields,
+            method=self.method,
+            path=self.path,
+            retry_after=after,
+            attempts=self.attempt,
         )
+        error.message = self.config.scrub(error.message)  # the path a handler built, too
+        error.args = (error.message,)
+        raise error
 
     def after_failure(self, exc: httpx.TransportError) -> float:
         """Connection failures are retried like a 5xx; the last one raises ``GraphUnavailable``."""
@@ -226,12 +266,19 @@ class _Attempts:
         ) from None
 
 
-def _scrub(error: GraphError, token: str) -> GraphError:
-    """Graph never echoes the token, but a proxy might: keep it out of messages anyway."""
-    if token and token in error.message:
-        error.message = error.message.replace(token, "***")
-        error.args = (error.message,)
-    return error
+def graph_id(value: object, what: str = "id") -> str:
+    """``value`` if it is a Graph object id (digits and underscores), else ``GraphBadId``.
+
+    For ids from payloads before they go into a path: ``../../x``, ``1#x`` or ``1?x``
+    would otherwise send the call (with the token) to a path nobody meant.
+    """
+    text = str(value)
+    if not GRAPH_ID.fullmatch(text):
+        raise GraphBadId(
+            f"{what} {text[:80]!r} is not a Graph id (digits and underscores); not sent",
+            value=text,
+        )
+    return text
 
 
 def _decode(response: httpx.Response) -> Any:
@@ -291,11 +338,12 @@ class _Helpers(Generic[R]):
 
     def comment(self, object_id: str, message: str, **fields: Any) -> R:
         """Comment on a post, or reply to a comment (``object_id`` is the comment's id)."""
-        return self.post(f"/{object_id}/comments", {"message": message, **fields})
+        path = f"/{graph_id(object_id, 'object_id')}/comments"
+        return self.post(path, {"message": message, **fields})
 
     def post_to_group(self, group_id: str, message: str, **fields: Any) -> R:
         """A new post in a group's feed (``link=``, ``formatting="MARKDOWN"``, ...)."""
-        return self.post(f"/{group_id}/feed", {"message": message, **fields})
+        return self.post(f"/{graph_id(group_id, 'group_id')}/feed", {"message": message, **fields})
 
     def send_message(
         self,
@@ -319,7 +367,7 @@ class _Helpers(Generic[R]):
 
     def member(self, member_id: str, fields: tuple[str, ...] = ("id", "name")) -> R:
         """A member's profile; ask for ``email``, ``title``... only with the permission."""
-        return self.get(f"/{member_id}", {"fields": ",".join(fields)})
+        return self.get(f"/{graph_id(member_id, 'member_id')}", {"fields": ",".join(fields)})
 
 
 class GraphClient(_Helpers[Any]):

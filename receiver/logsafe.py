@@ -7,7 +7,9 @@ log request-controlled values with ``%r``; this formatter is the net under
 them: the message is escaped whole, and a traceback's lines are indented so
 that no line of it can pass for the start of a record. Query strings are
 logged (and captured) with the value of every key that names a credential
-masked (``is_secret_query_key``).
+masked: one rule (``is_secret_query_key``), applied to every URL in every
+line (``mask_urls``: the development server's request lines, httpx's, an
+error quoting a URL) and to gunicorn's access log and the capture journal.
 
 ``RECEIVER_LOG_FORMAT=json`` makes every line a JSON object instead
 (python-json-logger): JSON escapes control characters by itself, and the
@@ -22,7 +24,7 @@ import os
 import re
 from collections.abc import Iterator
 from types import TracebackType
-from typing import TypeAlias
+from typing import Any, TypeAlias
 from urllib.parse import unquote_plus
 
 from pythonjsonlogger.json import JsonFormatter
@@ -58,10 +60,14 @@ def _escape_lines(text: str) -> str:
     return "\n".join(_TRACE_INDENT + escape(line) for line in text.split("\n"))
 
 
-SECRET_KEY_PARTS = ("token", "secret", "passw", "pwd", "credential", "signature", "apikey")
+SECRET_KEY_PARTS = (
+    "token", "secret", "passw", "pwd", "credential", "signature", "apikey", "authoriz",
+    "authent", "bearer", "session", "cookie", "private", "jwt",
+)  # fmt: skip
 """A query key containing any of these (any case) names a credential: ``hub.verify_token``,
-``access_token``, ``client_secret``, ``appsecret_proof``, ``password``, ``x-apikey``..."""
-SECRET_KEY_WORDS = frozenset({"key", "pass", "sig", "auth", "jwt", "session", "sid"})
+``access_token``, ``client_secret``, ``appsecret_proof``, ``password``, ``x-apikey``,
+``Authorization``, ``bearer``, ``sessionid``, ``private_key``..."""
+SECRET_KEY_WORDS = frozenset({"key", "pass", "sig", "auth", "sid"})
 """...and so does one with any of these as a word of its own (``api_key``, ``key``,
 ``auth``; not ``keyword`` or ``author``): words are split at anything but letters and digits."""
 
@@ -83,10 +89,21 @@ def mask_query_string(query: str) -> str:
     # "&" and the older ";" both separate parameters for some parser: mask after either.
     parts = re.split(r"([&;])", query)
     for index in range(0, len(parts), 2):
-        key = parts[index].partition("=")[0]
-        if is_secret_query_key(unquote_plus(key)):
+        key, equals, _ = parts[index].partition("=")
+        if equals and is_secret_query_key(unquote_plus(key)):
             parts[index] = f"{key}={MASK}"
     return "".join(parts)
+
+
+_QUERY = re.compile(r"\?([^\s\"'<>#]+)")
+"""A query string in running text: from ``?`` to the first space, quote, bracket or ``#``."""
+
+
+def mask_urls(text: str) -> str:
+    """``text`` with every query string in it masked (``mask_query_string``)."""
+    if "?" not in text:
+        return text
+    return _QUERY.sub(lambda m: "?" + mask_query_string(m.group(1)), text)
 
 
 def _messages(error: BaseException | None) -> Iterator[str]:
@@ -114,7 +131,7 @@ class SafeFormatter(logging.Formatter):
             record.exc_text = cached
         details = getattr(record, "details", None)
         if isinstance(details, str) and details:  # e.g. a worker's traceback, as text
-            text += "\n" + _escape_lines(details.rstrip("\n"))
+            text += "\n" + _escape_lines(mask_urls(details.rstrip("\n")))
         return text
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
@@ -124,7 +141,7 @@ class SafeFormatter(logging.Formatter):
             first, rest = record.getMessage().split("\n", 1)
             shown = logging.makeLogRecord({**record.__dict__, "msg": first, "message": first})
             return escape(super().formatMessage(shown)) + "\n" + _escape_lines(rest)
-        return escape(super().formatMessage(record))
+        return escape(mask_urls(super().formatMessage(record)))
 
     def formatException(self, ei: _ExcInfo | tuple[None, None, None]) -> str:  # noqa: N802
         text = super().formatException(ei)
@@ -132,10 +149,17 @@ class SafeFormatter(logging.Formatter):
         for message in _messages(ei[1]):
             if _CONTROL.search(message):
                 text = text.replace(message, escape(message))
-        return _escape_lines(text)
+        return _escape_lines(mask_urls(text))
 
     def formatStack(self, stack_info: str) -> str:  # noqa: N802
         return _escape_lines(super().formatStack(stack_info))
+
+
+class SafeJsonFormatter(JsonFormatter):
+    """JSON lines whose text fields carry no credential from a URL (``mask_urls``)."""
+
+    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        return {k: mask_urls(v) if isinstance(v, str) else v for k, v in log_data.items()}
 
 
 LOG_FORMATS = ("text", "json")
@@ -148,7 +172,9 @@ def formatter(
     """The formatter ``RECEIVER_LOG_FORMAT`` (or ``log_format``) asks for: ``text`` or ``json``."""
     chosen = (log_format or os.environ.get("RECEIVER_LOG_FORMAT") or "text").strip().lower()
     if chosen == "json":
-        return JsonFormatter(_JSON_FIELDS, rename_fields={"asctime": "time", "levelname": "level"})
+        return SafeJsonFormatter(
+            _JSON_FIELDS, rename_fields={"asctime": "time", "levelname": "level"}
+        )
     if chosen == "text":
         return SafeFormatter(fmt, datefmt)
     raise ConfigError(f"RECEIVER_LOG_FORMAT={chosen!r} is not a log format; use text or json")
@@ -165,3 +191,10 @@ def install(level: str | int, fmt: str, datefmt: str | None = None) -> None:
             root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)
+    for chatty in QUIET_LOGGERS:
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+
+
+QUIET_LOGGERS = ("httpx", "httpcore")
+"""Logged at WARNING at most: httpx logs every request's URL at INFO (a Graph call's
+``appsecret_proof`` with it), one line per call that says nothing a handler's error would not."""

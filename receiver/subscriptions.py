@@ -21,8 +21,7 @@ import httpx
 from .config import Integration, Settings
 from .errors import ConfigError
 from .graph import GraphClient, GraphConfig
-
-MASKED_FIELDS = frozenset({"verify_token"})
+from .logsafe import MASK, is_secret_query_key
 
 
 @dataclass(frozen=True)
@@ -84,7 +83,7 @@ def plan_remove(config: GraphConfig, object: str, fields: Sequence[str] = ()) ->
 
 def describe(config: GraphConfig, planned: Planned) -> str:
     """The request as it would go out, with the app secret and verify token masked."""
-    shown = {k: ("***" if k in MASKED_FIELDS else v) for k, v in planned.data.items()}
+    shown = {k: (MASK if is_secret_query_key(k) else v) for k, v in planned.data.items()}
     if planned.method == "POST":
         head = config.describe(planned.method, planned.path)
         body = "&".join(f"{k}={v}" for k, v in shown.items())

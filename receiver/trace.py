@@ -1,9 +1,17 @@
 """What happened to a delivery, and how much traffic an integration had: kept in Redis.
 
-A *trace* per delivery (for ``trace_ttl``, 24 h): when it came, for which
-integration, the answer, its events, each inline handler's outcome, and
+A *trace* per verified delivery (for ``trace_ttl``, 24 h): when it came, for
+which integration, the answer, its events, each inline handler's outcome, and
 each background attempt as workers record it. *Stats* per integration: the
 last delivery and handshake, and per-day counts by topic for ``STATS_DAYS``.
+
+A *refused* delivery (its signature never verified: anyone on the internet can
+send one) gets no trace key of its own: a trace per request turned 1,000
+forged POSTs a second into ≈ 25 GiB of Redis a day. It is counted per
+integration, minute and reason (one hash per integration and day), and only
+the newest ``REFUSED_SAMPLE`` are kept as records, in a capped list per
+integration; the last one is remembered apart from the last verified delivery,
+so forged traffic can neither grow Redis nor hide genuine deliveries.
 
 The web side never waits for any of it: records are queued in memory and
 written by a background thread in one pipeline every 200 ms (best effort:
@@ -40,6 +48,8 @@ MAX_PENDING = 10_000
 RECENT = 1000
 """Most recent traced deliveries listed (``recent``), across integrations."""
 RECENT_KEY = f"{PREFIX}recent"
+REFUSED_SAMPLE = 100
+"""Refused deliveries kept as records per integration (newest first); the rest are counts."""
 
 
 def delivery_key(delivery_id: str) -> str:
@@ -75,6 +85,21 @@ def day_key(integration: str, day: date) -> str:
 
 def last_key(integration: str) -> str:
     return f"{STATS_PREFIX}{integration}:last"
+
+
+def refused_key(integration: str) -> str:
+    """The capped list of an integration's newest refused deliveries."""
+    return f"{PREFIX}refused:{integration}"
+
+
+def refused_counts_key(integration: str, day: date) -> str:
+    """Refusals of one day, counted in fields ``"HH:MM error[/reason]"``."""
+    return f"{STATS_PREFIX}{integration}:refused:{day.isoformat()}"
+
+
+def refused(request: Request, result: Result) -> bool:
+    """A POST whose signature never verified: what an attacker can send without the secret."""
+    return request.method == "POST" and result.verified not in ("ok", "unchecked")
 
 
 def _ms(seconds: float) -> float:
@@ -194,10 +219,12 @@ class TraceWriter:
 
 
 def _write(pipe: Any, batch: list[tuple[Request, Result]], ttl: int) -> None:
-    """A batch's traces and stats: a few commands per delivery, the rest summed."""
-    counts: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    """A batch's traces and stats: a few commands per verified delivery, the rest summed."""
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     lasts: dict[str, dict[str, Any]] = defaultdict(dict)
     recent: list[str] = []
+    refusals: dict[str, list[tuple[Request, Result]]] = defaultdict(list)
+    minutes: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for request, result in batch:
         integration = result.integration or "default"
         when = datetime.fromtimestamp(result.received_at, UTC)
@@ -206,12 +233,21 @@ def _write(pipe: Any, batch: list[tuple[Request, Result]], ttl: int) -> None:
             last.update(handshake_at=when.isoformat(), handshake_status=result.status)
             continue
         day = day_key(integration, when.date())
+        if refused(request, result):
+            why = result.error or "refused"
+            counts[day][
+                "!signature_failures" if result.reason is not None else "!rejected"
+            ] += 1
+            minute = f"{when:%H:%M} {why}" + (f"/{result.reason}" if result.reason else "")
+            minutes[refused_counts_key(integration, when.date())][minute] += 1
+            last.update(refused_at=when.isoformat(), refused_status=result.status,
+                        refused_error=why, refused_reason=result.reason or "")
+            refusals[integration].append((request, result))
+            continue
         if 200 <= result.status < 300 and result.events:
-            counts[(integration, day)][result.events[0].topic] += 1
-        elif result.reason is not None:
-            counts[(integration, day)]["!signature_failures"] += 1
+            counts[day][result.events[0].topic] += 1
         else:
-            counts[(integration, day)]["!rejected"] += 1
+            counts[day]["!rejected"] += 1
         last.update(at=when.isoformat(), status=result.status)
         if result.secret_index is not None:
             last.update(secret_index=result.secret_index, secret_index_at=when.isoformat())
@@ -228,15 +264,29 @@ def _write(pipe: Any, batch: list[tuple[Request, Result]], ttl: int) -> None:
             for event in result.events:
                 pipe.rpush(event_key(event.id), result.delivery_id)
                 pipe.expire(event_key(event.id), ttl)
-    for (_, day), fields in counts.items():
-        for field, count in fields.items():
-            pipe.hincrby(day, field, count)
-        pipe.expire(day, (defaults.STATS_DAYS + 1) * 86400)
+    _add_counts(pipe, counts, (defaults.STATS_DAYS + 1) * 86400)
+    _add_counts(pipe, minutes, ttl)  # kept as long as the traces they stand in for
     for integration, mapping in lasts.items():
         pipe.hset(last_key(integration), mapping=mapping)
     if recent:
         pipe.lpush(RECENT_KEY, *recent)  # the newest ends up first
         pipe.ltrim(RECENT_KEY, 0, RECENT - 1)
+    for integration, refusal in refusals.items():
+        key = refused_key(integration)
+        records = [
+            json.dumps(delivery_record(*pair), separators=(",", ":"))
+            for pair in refusal[-REFUSED_SAMPLE:]  # only what the list keeps is serialised
+        ]
+        pipe.lpush(key, *records)
+        pipe.ltrim(key, 0, REFUSED_SAMPLE - 1)
+        pipe.expire(key, ttl)
+
+
+def _add_counts(pipe: Any, counts: dict[str, dict[str, int]], ttl: int) -> None:
+    for key, fields in counts.items():
+        for field, count in fields.items():
+            pipe.hincrby(key, field, count)
+        pipe.expire(key, ttl)
 
 
 def record_attempt(
@@ -273,11 +323,19 @@ def record_attempt(
 # --- reading -----------------------------------------------------------------------------------
 
 
-def load(connection: redis.Redis, delivery_id: str) -> dict[str, Any] | None:
-    """A delivery's trace with its background attempts, or ``None`` once expired (or unknown)."""
+def load(
+    connection: redis.Redis, delivery_id: str, refused_in: Iterable[str] = ()
+) -> dict[str, Any] | None:
+    """A delivery's trace with its background attempts, or ``None`` once expired (or unknown).
+
+    A refused delivery is looked for in the samples of the integrations ``refused_in``.
+    """
     raw = connection.get(delivery_key(delivery_id))
     attempts = [json.loads(a) for a in connection.lrange(attempts_key(delivery_id), 0, -1)]
     if raw is None and not attempts:
+        for record in refused_recent(connection, refused_in):
+            if record.get("delivery_id") == delivery_id:
+                return {**record, "background": []}
         return None
     trace: dict[str, Any] = json.loads(raw) if raw is not None else {"delivery_id": delivery_id}
     trace["background"] = attempts
@@ -291,6 +349,35 @@ def recent(connection: redis.Redis, limit: int = 100) -> list[dict[str, Any]]:
         return []
     raws = connection.mget([delivery_key(d) for d in ids])
     return [json.loads(raw) for raw in raws if raw is not None]
+
+
+def refused_recent(connection: redis.Redis, integrations: Iterable[str]) -> list[dict[str, Any]]:
+    """The kept sample of refused deliveries of these integrations, newest first."""
+    pipe = connection.pipeline(transaction=False)
+    for name in integrations:
+        pipe.lrange(refused_key(name), 0, REFUSED_SAMPLE - 1)
+    records = [json.loads(raw) for found in pipe.execute() for raw in found]
+    return sorted(records, key=lambda r: str(r.get("received_at")), reverse=True)
+
+
+def refusals(
+    connection: redis.Redis, integration: str, minutes: int = 60, now: datetime | None = None
+) -> dict[str, int]:
+    """Refusals of the last ``minutes`` (at most a day) by ``error[/reason]``."""
+    now = now or datetime.now(UTC)
+    since = now - timedelta(minutes=minutes)
+    days = sorted({since.date(), now.date()})
+    pipe = connection.pipeline(transaction=False)
+    for day in days:
+        pipe.hgetall(refused_counts_key(integration, day))
+    out: dict[str, int] = defaultdict(int)
+    for day, counted in zip(days, pipe.execute(), strict=True):
+        for field, count in counted.items():
+            minute, _, why = _text(field).partition(" ")
+            at = datetime.fromisoformat(f"{day.isoformat()}T{minute}").replace(tzinfo=UTC)
+            if since < at <= now:
+                out[why] += int(count)
+    return dict(out)
 
 
 def deliveries_of(connection: redis.Redis, event_id: str) -> list[str]:

@@ -357,6 +357,36 @@ def test_deliveries_list_filters_and_opens_a_trace(
     assert browser.get("/admin/deliveries/nothing-here").status_code == 404
 
 
+def test_forged_traffic_neither_hides_genuine_deliveries_nor_overwrites_the_last_one(
+    admin_app: Flask, browser: FlaskClient
+) -> None:
+    client = admin_app.test_client()
+    genuine = deliver(client).get_json()["delivery_id"]
+    for _ in range(1000):  # more than the Deliveries page lists (trace.RECENT)
+        assert deliver(client, secret="forged").status_code == 403
+    flush_traces(admin_app)
+
+    listing = browser.get("/admin/deliveries").text
+    assert f'data-testid="delivery-{genuine}"' in listing and "bad_signature" not in listing
+    refused = browser.get("/admin/deliveries?show=refused").text
+    assert f"delivery-{genuine}" not in refused
+    assert refused.count('data-testid="delivery-') == trace.REFUSED_SAMPLE
+    assert "bad_signature (no_secret_matches)" in refused
+    assert "bad_signature" in browser.get(
+        "/admin/deliveries?show=refused&integration=default&status=403"
+    ).text
+    assert browser.get("/admin/deliveries?show=everything").status_code == 400
+
+    section = browser.get("/admin/").text.split('data-testid="integration-default"')[1]
+    last = section.split("<dt>Last delivery</dt>")[1].split("</dd>")[0]
+    assert " · 200 · " in last and genuine in last
+    last_refusal = section.split('data-testid="last-refusal-default">')[1].split("</dd>")[0]
+    assert "403 bad_signature (no_secret_matches)" in last_refusal
+    assert "show=refused" in last_refusal
+    hour = section.split("<dt>Refused, last hour</dt>")[1].split("</dd>")[0]
+    assert hour.strip() == "<dd>1000 (bad_signature/no_secret_matches: 1000)"
+
+
 def test_a_captured_delivery_replays_marked_as_a_replay(
     admin_app: Flask, browser: FlaskClient, seen: list[Event]
 ) -> None:
@@ -610,7 +640,8 @@ def test_a_forged_delivery_is_never_replayed(admin_app: Flask, browser: FlaskCli
     assert answer.status_code == 403
     flush_traces(admin_app)
     connection = redis.Redis.from_url(admin_app.extensions["receiver"].settings.redis_url)
-    [forged] = trace.recent(connection, 1)
+    assert trace.recent(connection, 1) == []  # refused: kept apart from traced deliveries
+    [forged] = trace.refused_recent(connection, ["default"])
     page = browser.get(f"/admin/deliveries/{forged['delivery_id']}").text
     assert "bad_signature" in page and 'data-testid="replay"' not in page
     refused = browser.post(

@@ -67,6 +67,16 @@ def test_accepted_and_rejected_deliveries_are_recorded(
     assert SECRET not in text and TOKEN not in text
 
 
+def test_credential_looking_query_keys_are_masked_in_captures(
+    capturing: Flask, tmp_path: Path
+) -> None:
+    keys = ("authorization", "Bearer", "api_key", "access_token", "x-session-id")
+    query = {key: f"leak-{n}" for n, key in enumerate(keys)}
+    capturing.test_client().get("/webhook", query_string={**query, "page": "2"})
+    [captured] = records(tmp_path)
+    assert captured["query"] == {**dict.fromkeys(keys, "***"), "page": "2"}
+
+
 def test_files_are_private(capturing: Flask, tmp_path: Path) -> None:
     body = payload("group__posts__status_add.json")
     capturing.test_client().post("/webhook", data=body, headers=signed(body))

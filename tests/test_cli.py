@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
 import pytest
+import redis
 from click.testing import CliRunner
 
 from receiver.cli import main
@@ -334,3 +336,33 @@ def test_wrong_redis_password_is_one_line_and_masked(
             assert "refused the credentials" in line and "wrong-one" not in line, line
     finally:
         server.stop()
+
+
+def test_payload_text_reaches_the_terminal_escaped(
+    env: None, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signed payload naming its topic, field and ids with ESC and BEL: trace, stats and
+    captures print them as ``\\x1b`` and ``\\x07``, never as terminal commands."""
+    from receiver import create_app, trace
+    from receiver.signature import signature_headers
+
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("RECEIVER_CAPTURE", "1")
+    monkeypatch.setenv("RECEIVER_CAPTURE_DIR", str(tmp_path / "captures"))
+    hostile = "\x1b]0;owned\x07\x1b[2J\x9b31m"
+    body = json.dumps({"object": f"group{hostile}", "entry": [{"id": f"1{hostile}", "changes": [
+        {"field": f"posts{hostile}", "value": {"verb": "add", "message": hostile}},
+    ]}]}).encode()
+    app = create_app()
+    app.test_client().post("/webhook", data=body, headers=signature_headers(body, SECRET))
+    app.extensions["receiver.trace"].flush()
+    [delivery] = trace.recent(redis.Redis.from_url(redis_url))
+    assert delivery["status"] == 200, delivery
+    capture_id = delivery["delivery_id"]
+    for command in (["trace", delivery["delivery_id"]], ["trace", "--json", capture_id],
+                    ["stats"], ["captures"], ["captures", "show", capture_id]):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 0, (command, result.output)
+        assert "\\x1b" in result.output or "\\u001b" in result.output, (command, result.output)
+        for raw in ("\x1b", "\x07", "\x9b"):
+            assert raw not in result.output, (command, result.output)

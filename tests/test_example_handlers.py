@@ -187,6 +187,22 @@ class TestCallingBack:
         ]
         assert fake_graph.calls[0].form == {"message": mention_ack.MESSAGE}
 
+    def test_ids_in_a_signed_payload_cannot_steer_the_call(
+        self,
+        receiver_client: testing.SignedClient,
+        receiver_recorder: testing.Recorder,
+        fake_graph: FakeGraph,
+    ) -> None:
+        receiver_client.deliver(testing.group_membership(group_id="../../../x"))
+        receiver_client.deliver(testing.page_mention(post_id="1001_4001?fields=x"))
+        receiver_client.deliver(testing.page_mention(post_id="1001_4001#x"))
+        assert fake_graph.calls == []  # nothing was sent anywhere
+        failures = receiver_recorder.calls("welcome_new_member") + receiver_recorder.calls(
+            "acknowledge_mention"
+        )
+        assert len(failures) == 3 and not any(call.ok for call in failures)
+        assert all("GraphBadId" in str(call.error) for call in failures)
+
     def test_replays_never_post(
         self, receiver_client: testing.SignedClient, fake_graph: FakeGraph
     ) -> None:

@@ -193,6 +193,71 @@ def test_an_expired_token_is_an_auth_error_and_not_retried(
     assert len(fake.calls) == 1
 
 
+def test_a_graph_error_echoing_the_token_is_scrubbed_in_every_line_and_field(
+    fake: FakeGraph, client: GraphClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A proxy (or a broken Graph) echoing the token or proof: the retry lines carry neither."""
+    proof = appsecret_proof(TOKEN, SECRET)
+    fake.answer(
+        "GET",
+        "/v23.0/me",
+        graph_error(
+            2,
+            f"upstream said: Bearer {TOKEN} proof={proof}",
+            status=503,
+            fbtrace_id=f"trace-{TOKEN}-{proof}",
+        ),
+    )
+    caplog.set_level(logging.WARNING, logger="receiver.graph")
+    with pytest.raises(GraphUnavailable) as caught:
+        client.get("/me")
+    retries = [r for r in caplog.records if "retry" in r.getMessage()]
+    assert len(retries) == client.config.policy.retries
+    error = caught.value
+    shown = [caplog.text, str(error), error.message, str(error.fbtrace_id)]
+    for text in shown:
+        assert TOKEN not in text and proof not in text and SECRET not in text
+    assert error.fbtrace_id == "trace-***-***" and "upstream said: Bearer ***" in error.message
+
+
+@pytest.mark.parametrize(
+    ("helper", "bad"),
+    [
+        ("post_to_group", "../../../x"),
+        ("post_to_group", "1001/../../x"),
+        ("comment", "123#fragment"),
+        ("comment", "123?fields=access_token"),
+        ("comment", "%2e%2e"),
+        ("member", "7/feed"),
+        ("member", ""),
+    ],
+)
+def test_payload_ids_cannot_steer_a_helpers_path(
+    fake: FakeGraph, client: GraphClient, helper: str, bad: str
+) -> None:
+    from receiver.errors import GraphBadId  # new: imported here so main's code fails the test
+
+    call = getattr(client, helper)
+    with pytest.raises(GraphBadId) as caught:
+        call(bad) if helper == "member" else call(bad, "hello")
+    assert isinstance(caught.value, GraphRequestError) and caught.value.value == bad
+    assert "not a Graph id" in str(caught.value)
+    assert fake.calls == []  # nothing was sent
+
+
+def test_paths_built_from_payload_ids_cannot_climb_or_be_cut_short(
+    fake: FakeGraph, client: GraphClient
+) -> None:
+    from receiver.errors import GraphBadId
+
+    for path in ("/../../x/feed", "/1001/%2E%2E/x", "/1001#/feed", "/./me"):
+        with pytest.raises(GraphBadId):
+            client.post(path, {"message": "hi"})
+    assert fake.calls == []
+    fake.answer("POST", "/v23.0/1001_5_9/comments", {"id": "c"})  # post and comment ids pass
+    assert client.comment("1001_5_9", "hi") == {"id": "c"}
+
+
 def test_a_retry_after_longer_than_max_wait_raises_instead_of_holding_the_worker(
     fake: FakeGraph, sleeps: Sleeps
 ) -> None:

@@ -201,7 +201,11 @@ def test_stats_count_deliveries_per_topic_and_day(traced: Flask, redis_url: str)
     [(name, stats)] = trace.stats(redis.Redis.from_url(redis_url), ["default"]).items()
     today = max(stats["days"])
     assert stats["days"][today] == {"group": 2, "page": 1, "!signature_failures": 1}
-    assert stats["last"]["status"] == "403" and stats["last"]["secret_index"] == "0"
+    # The last delivery is the last verified one; the forgery is the last refusal.
+    assert stats["last"]["status"] == "200" and stats["last"]["secret_index"] == "0"
+    assert (stats["last"]["refused_status"], stats["last"]["refused_error"]) == (
+        "403", "bad_signature"
+    )
 
 
 # --- real processes: readiness, metrics across workers, JSON logs -----------------------------

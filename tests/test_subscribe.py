@@ -12,6 +12,7 @@ from werkzeug.serving import make_server
 
 from receiver import create_app
 from receiver.cli import main
+from receiver.signature import appsecret_proof
 
 from .conftest import SECRET, TOKEN, base_config
 from .fakegraph import FakeGraph
@@ -122,3 +123,16 @@ def test_without_app_id_it_says_what_to_set(
     monkeypatch.delenv("RECEIVER_APP_ID")
     code, output = run("list")
     assert code == 1 and "RECEIVER_APP_ID" in output
+
+
+def test_no_output_line_carries_the_proof_or_a_token(fake: FakeGraph) -> None:
+    """httpx logs every request URL at INFO, ``appsecret_proof`` included: not in our output."""
+    fake.answer("GET", PATH, {"data": []})
+    result = CliRunner().invoke(main, ["--log-level", "INFO", "subscribe", "list"])
+    assert result.exit_code == 0, result.output
+    assert fake.calls  # the call was made, with its proof
+    for secret in (appsecret_proof(APP_TOKEN, SECRET), SECRET, TOKEN):
+        assert secret not in result.output
+    dry = CliRunner().invoke(main, ["subscribe", "--dry-run", "list"])
+    assert "?appsecret_proof=*** " in dry.output.replace("\n", " ")
+    assert appsecret_proof(APP_TOKEN, SECRET) not in dry.output

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -107,6 +107,8 @@ class IntegrationRow:
     chart: Chart
     signature_failures: int
     rejected: int
+    refused_last_hour: dict[str, int]
+    """Refusals of the last hour by ``error[/reason]``."""
     deliveries_7d: int
     secrets: list[SecretRow]
     access_token: bool
@@ -125,7 +127,14 @@ def integrations(
     stats = trace.stats(connection, names) if connection is not None else {}
     off = switches.switched_off(connection) if connection is not None else {}
     return [
-        _row(settings.integrations[name], settings, stats.get(name), off.get(name), base_url)
+        _row(
+            settings.integrations[name],
+            settings,
+            stats.get(name),
+            off.get(name),
+            base_url,
+            trace.refusals(connection, name) if connection is not None else {},
+        )
         for name in names
     ]
 
@@ -136,6 +145,7 @@ def _row(
     stats: Mapping[str, Any] | None,
     switched_off_at: str | None,
     base_url: str,
+    refused_last_hour: dict[str, int],
 ) -> IntegrationRow:
     last: dict[str, str] = dict(stats["last"]) if stats else {}
     days: dict[str, dict[str, int]] = dict(stats["days"]) if stats else {}
@@ -154,6 +164,7 @@ def _row(
         chart=chart(days) if days else chart({}),
         signature_failures=sum(c.get("!signature_failures", 0) for c in days.values()),
         rejected=sum(c.get("!rejected", 0) for c in days.values()),
+        refused_last_hour=refused_last_hour,
         deliveries_7d=sum(v for c in days.values() for t, v in c.items() if not t.startswith("!")),
         secrets=[
             SecretRow(i, fingerprint(s), matched is not None and str(i) == matched)
@@ -169,6 +180,8 @@ def _row(
 
 
 STATUS_FILTERS = {"ok": (200, 300), "refused": (400, 500), "error": (500, 600)}
+SHOWS = ("verified", "refused")
+"""What the Deliveries page lists: traced deliveries, or the kept sample of refused ones."""
 
 
 def topic_of(record: Mapping[str, Any]) -> str | None:
@@ -183,14 +196,25 @@ def handler_failed(record: Mapping[str, Any]) -> bool:
 def deliveries(
     connection: redis.Redis,
     *,
+    show: str = "verified",
+    known: Iterable[str] = (),
     integration: str | None = None,
     topic: str | None = None,
     status: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The newest traced deliveries matching every filter given (``status``: ok, refused,
-    error, handler_failed, or a number)."""
+    """The newest deliveries matching every filter given (``status``: ok, refused,
+    error, handler_failed, or a number): traced ones, or (``show="refused"``) the
+    sample kept of the refused ones of the ``known`` integrations.
+
+    Apart, so that forged traffic, however much, never pushes a genuine delivery off the list.
+    """
+    if show == "refused":
+        names = [n for n in known if integration is None or n == integration]
+        found = trace.refused_recent(connection, names)
+    else:
+        found = trace.recent(connection, trace.RECENT)
     out = []
-    for record in trace.recent(connection, trace.RECENT):
+    for record in found:
         if integration and record.get("integration") != integration:
             continue
         if topic and topic_of(record) != topic:

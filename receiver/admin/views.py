@@ -256,13 +256,25 @@ def switch(name: str) -> AnyResponse:
 @blueprint.route("/deliveries")
 def deliveries() -> AnyResponse:
     connection = _connection()
+    show = request.args.get("show") or data.SHOWS[0]
+    if show not in data.SHOWS:
+        return _page("message.html", 400, title="Bad filter",
+                     message=f"show must be one of: {', '.join(data.SHOWS)}.")
     filters = {k: request.args.get(k) or None for k in ("integration", "topic", "status")}
-    rows = data.deliveries(connection, **filters) if connection is not None else []
+    known = sorted(_core().settings.integrations)
+    rows = (
+        data.deliveries(connection, show=show, known=known, **filters)
+        if connection is not None
+        else []
+    )
     return _page(
         "deliveries.html",
         rows=rows,
+        show=show,
+        shows=data.SHOWS,
+        sample=trace.REFUSED_SAMPLE,
         filters=filters,
-        integrations=sorted(_core().settings.integrations),
+        integrations=known,
         statuses=["ok", "refused", "error", "handler_failed"],
     )
 
@@ -270,14 +282,16 @@ def deliveries() -> AnyResponse:
 @blueprint.route("/deliveries/<delivery_id>")
 def delivery(delivery_id: str) -> AnyResponse:
     connection = _connection()
-    record = trace.load(connection, delivery_id) if connection is not None else None
+    known = _core().settings.integrations
+    record = trace.load(connection, delivery_id, known) if connection is not None else None
     if record is None:
         return _page(
             "message.html",
             404,
             title="No such delivery",
             message=f"No trace for {delivery_id}: traces are kept for trace_ttl "
-            "(24 h by default) and written within a second of the answer.",
+            "(24 h by default) and written within a second of the answer; of refused "
+            f"deliveries, only the newest {trace.REFUSED_SAMPLE} per integration.",
         )
     integration = _core().settings.integration(record.get("integration"))
     secret_index = record.get("secret_index")
