@@ -4,7 +4,7 @@
 
 Needs ``wrk`` (Debian: ``apt-get install -y wrk``). Starts a private
 redis-server (AOF on) on a free loopback port, then serves each scenario in
-turn with gunicorn as the Procfile does (``--config config/gunicorn.conf.py``,
+turn with gunicorn as the Procfile does (``--config python:receiver.gunicorn_config``,
 ``--workers 2``, worker class and threads as the config says unless
 ``--worker-class`` / ``--threads N``; bound to a free 127.0.0.1 port):
 
@@ -266,9 +266,7 @@ def answers(port: int) -> bool:
 def gunicorn(lab: Lab, app: str, env: dict[str, str]) -> Iterator[tuple[int, int]]:
     """gunicorn as the Procfile runs it, on a free loopback port: yields (port, master pid)."""
     port = free_port()
-    command = gunicorn_command(
-        port, GUNICORN_WORKERS, app, config=ROOT / "config" / "gunicorn.conf.py"
-    )
+    command = gunicorn_command(port, GUNICORN_WORKERS, app)
     log = lab.folder / "gunicorn.log"
     with spawn(command, env, log) as process:
 
@@ -694,7 +692,7 @@ def main() -> None:
                 env["GUNICORN_WORKER_CLASS"] = args.worker_class
             lab = Lab(folder, server.url, server.process.pid, env)
             body = delivery(0)
-            worker_class = args.worker_class or "as in config/gunicorn.conf.py"
+            worker_class = args.worker_class or "as in receiver/gunicorn_config.py"
             threads = f" --threads {args.threads}" if args.threads else ""
             print(
                 f"{os.cpu_count()} cores; {wrk_version()}; redis-server {server.binary} "

@@ -158,7 +158,7 @@ _OTHER_ENV = (
     "RECEIVER_REDIS_URL",  # the RECEIVER_<KEY> spelling of REDIS_URL
     "RECEIVER_LOG_FORMAT",  # logsafe
     "RECEIVER_REDIS_SERVER",  # embedded: the server binary it runs
-    "RECEIVER_ACCESS_LOG",  # config/gunicorn.conf.py
+    "RECEIVER_ACCESS_LOG",  # gunicorn_config.py
     "RECEIVER_LOG_LEVEL",  # cli options bound to the environment from here on
     "RECEIVER_WORKER_METRICS_PORT",
     "RECEIVER_SIGN_SECRET",

@@ -560,7 +560,7 @@ def gunicorn_command(
     port: int,
     workers: int = 2,
     app: str = "receiver:create_app()",
-    config: str | os.PathLike[str] = "config/gunicorn.conf.py",
+    config: str | os.PathLike[str] = "python:receiver.gunicorn_config",
 ) -> list[str]:
     """gunicorn as the Procfile runs it, bound to ``127.0.0.1:port``."""
     return [

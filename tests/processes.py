@@ -24,8 +24,7 @@ def receiver_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "receiver", *args]
 
 
-def gunicorn_command(port: int, workers: int = 2) -> list[str]:
-    return testing.gunicorn_command(port, workers, config=ROOT / "config" / "gunicorn.conf.py")
+gunicorn_command = testing.gunicorn_command
 
 
 def wait_until(

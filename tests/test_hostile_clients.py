@@ -1,6 +1,6 @@
 """A hostile client against the Procfile's gunicorn, over raw sockets.
 
-One real gunicorn (``config/gunicorn.conf.py``, its own Redis) takes every
+One real gunicorn (``receiver/gunicorn_config.py``, its own Redis) takes every
 attack an outside client can make: broken chunked framing, smuggling,
 size edges, odd methods and paths, handshake variants, log forging,
 forged replay markers and stalled connections. Each case asserts the exact

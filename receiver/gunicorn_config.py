@@ -1,4 +1,7 @@
-"""gunicorn settings for the Procfile's web process.
+"""gunicorn settings for the Procfile's web process (``--config python:receiver.gunicorn_config``).
+
+A module inside the package, not a file of the checkout, so that a deployment
+that installs the wheel serves with the Procfile's line from any folder.
 
 One gevent worker per core. The callback URL is on the public internet: a
 client that opens a connection and then stalls (headers or body half sent)
