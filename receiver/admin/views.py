@@ -9,6 +9,7 @@ Answers are never cached and never framed.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -361,16 +362,32 @@ def failed() -> AnyResponse:
 
 @blueprint.route("/failed/requeue", methods=["POST"])
 def requeue() -> AnyResponse:
+    """Run failed items again (all, or the one named), as ``receiver failed requeue``."""
     from ..queue import ops
 
+    everything = request.form.get("all") == "1"
+    return _change_failed(lambda c, names, ids: ops.requeue(c, names, None if everything else ids),
+                          "requeued")
+
+
+@blueprint.route("/failed/delete", methods=["POST"])
+def delete_failed() -> AnyResponse:
+    """Drop a failed item for good: work that should not run again."""
+    from ..queue import ops
+
+    return _change_failed(ops.delete, "deleted")
+
+
+def _change_failed(
+    change: Callable[[redis.Redis, list[str], list[str]], list[str]], done: str
+) -> AnyResponse:
     connection = _connection()
     core = _core()
     if connection is None:
         return _page("message.html", 503, title="No Redis", message="Failed work lives in Redis.")
     names = data.queue_names(connection, core.settings, core.router)
-    wanted = None if request.form.get("all") == "1" else request.form.getlist("job_id")
     try:
-        done = ops.requeue(connection, names, wanted)
+        changed = change(connection, names, request.form.getlist("job_id"))
     except UnknownFailedItem as exc:
         return _page(
             "message.html",
@@ -378,8 +395,8 @@ def requeue() -> AnyResponse:
             title="Not in the failed registry",
             message=f"{', '.join(exc.job_ids)}: already requeued or removed. Reload the list.",
         )
-    log.warning("admin requeued %d failed item(s) by %s", len(done), escape(_address()))
-    return redirect(url_for("admin.failed", requeued=len(done)), 303)
+    log.warning("admin %s %d failed item(s) by %s", done, len(changed), escape(_address()))
+    return redirect(url_for("admin.failed") + f"?{done}={len(changed)}", 303)
 
 
 @blueprint.route("/queues")
@@ -387,4 +404,26 @@ def queues() -> AnyResponse:
     connection = _connection()
     core = _core()
     rows = data.queues(connection, core.settings, core.router) if connection is not None else []
-    return _page("queues.html", rows=rows)
+    workers = data.workers(connection) if connection is not None else []
+    return _page("queues.html", rows=rows, workers=workers)
+
+
+# --- where rq-dashboard was ---------------------------------------------------------------------
+
+
+@blueprint.route("/rq/")
+def rq_dashboard() -> AnyResponse:
+    """rq-dashboard's front page, bookmarked: the Queues page shows what it showed."""
+    return redirect(url_for("admin.queues"), 303)
+
+
+@blueprint.route("/rq/<path:rest>")
+def rq_dashboard_page(rest: str) -> AnyResponse:
+    """Any other rq-dashboard URL: a 404 that names the pages to use (never ``rest``)."""
+    return _page(
+        "message.html",
+        404,
+        title="rq-dashboard is gone",
+        message="rq-dashboard is no longer part of this dashboard: see Queues for queues and "
+        "workers, and Failed work to see, requeue or delete failed jobs.",
+    )
