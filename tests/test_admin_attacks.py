@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from .conftest import login
-from .test_admin import directives
+from .test_admin import SECURITY_HEADERS, directives
 
 INJECTED = "');}});alert(document.domain);$('x').on('y',function(){if(1){$(this).val('"
 """A queue name that closes the string, the ``if`` and the handler of rq-dashboard's
@@ -57,3 +57,28 @@ def test_a_queue_name_in_the_url_runs_no_script(admin_app: Flask, browser: Flask
         assert odd.mimetype == "text/html" and "<script" not in odd.text
     moved = browser.get("/admin/rq/")
     assert moved.status_code == 303 and moved.headers["Location"] == "/admin/queues"
+
+
+def test_every_answer_under_admin_carries_the_security_headers(
+    admin_app: Flask, browser: FlaskClient, app: Flask
+) -> None:
+    """Errors and redirects too: 404 and 405 came without them."""
+    answers = [
+        browser.get("/admin/nosuch"),  # 404
+        browser.get("/admin/deliveries/x/y/z"),  # 404
+        browser.get("/admin/logout"),  # 405
+        browser.delete("/admin/"),  # 405
+        browser.open("/admin/", method="OPTIONS"),
+        browser.get("/admin"),  # 308 to /admin/
+        admin_app.test_client().get("/admin/queues"),  # 303 to the login
+        browser.post("/admin/integrations/default/switch"),  # 403, no CSRF token
+        browser.post("/admin/login", data=b"x" * (2 << 20),
+                     content_type="application/octet-stream"),  # 413 from the adapter
+        browser.get("/admin/static/nosuch.css"),  # 404
+        app.test_client().get("/admin/"),  # the dashboard is off: 404
+    ]
+    statuses = [a.status_code for a in answers]
+    assert statuses == [404, 404, 405, 405, 200, 308, 303, 403, 413, 404, 404]
+    for answer in answers:
+        assert SECURITY_HEADERS.items() <= dict(answer.headers).items(), answer.request.path
+        assert directives(answer)["frame-ancestors"] == "'none'", answer.request.path

@@ -3,7 +3,9 @@
 ``install`` is all ``create_app`` calls. It registers the blueprint (server-
 rendered pages, no JavaScript at all) and gives the core the integration
 switches. The callback paths never pass through any of this: the WSGI
-adapter answering them sits in front.
+adapter answering them sits in front. ``SecurityHeaders``, which ``create_app``
+puts around everything, gives every answer under ``/admin`` the dashboard's
+headers, whoever wrote it.
 
 rq-dashboard was mounted at ``/admin/rq`` until its templates had given a
 stored and then a reflected XSS (README "Dashboard"): the dashboard's own
@@ -13,7 +15,8 @@ was under ``/admin/rq/`` answers a redirect to them or a 404.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import redis
 from flask import Flask
@@ -24,6 +27,23 @@ from ..switches import Switches
 from ..trace import live_connection
 from .auth import Gate
 from .shared import Admin
+
+PREFIX = "/admin"
+CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+"""No script at all, from anywhere; the dashboard's own stylesheet and images."""
+HEADERS = (
+    ("Cache-Control", "no-store"),
+    ("Content-Security-Policy", CSP),
+    ("X-Frame-Options", "DENY"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "same-origin"),
+)
+_REPLACED = frozenset(name.lower() for name, _ in HEADERS)
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 def install(app: Flask, core: Core) -> bool:
@@ -38,6 +58,32 @@ def install(app: Flask, core: Core) -> bool:
     app.extensions["receiver.admin"] = Admin(gate, switches)
     app.register_blueprint(blueprint)
     return True
+
+
+class SecurityHeaders:
+    """Every answer under ``/admin``: never cached, framed or sniffed, no script.
+
+    Set here, around the whole WSGI app, not by the blueprint: Flask's own 404,
+    405 and slash redirects under ``/admin`` belong to no blueprint, and the
+    callback adapter answers a body too large (413) before Flask sees it.
+    The dashboard off, ``/admin/`` answers 404 with them too.
+    """
+
+    def __init__(self, app: WSGIApp) -> None:
+        self.app = app
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        path = str(environ.get("PATH_INFO", ""))
+        if path != PREFIX and not path.startswith(PREFIX + "/"):
+            return self.app(environ, start_response)
+
+        def with_headers(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
+            kept = [(name, value) for name, value in headers if name.lower() not in _REPLACED]
+            return start_response(status, [*kept, *HEADERS], *exc_info)
+
+        return self.app(environ, with_headers)
 
 
 def _live_connection(core: Core) -> Callable[[], redis.Redis | None]:
@@ -58,4 +104,4 @@ def _live_connection(core: Core) -> Callable[[], redis.Redis | None]:
     return connection
 
 
-__all__ = ["Admin", "install"]
+__all__ = ["Admin", "SecurityHeaders", "install"]

@@ -3,7 +3,7 @@
 Every page but the login form needs a session; every POST needs the
 session's CSRF token (the login form: its own form cookie's), or it is
 refused (403) before anything changes.
-Answers are never cached and never framed.
+Answers are never cached and never framed (``SecurityHeaders``, in the package).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from typing import Any
 import redis
 from flask import (
     Blueprint,
-    Response,
     current_app,
     g,
     make_response,
@@ -48,10 +47,6 @@ blueprint = Blueprint(
 )
 
 OPEN_ENDPOINTS = {"admin.login", "admin.static"}
-CSP = (
-    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-    "frame-ancestors 'none'; base-uri 'none'"
-)
 
 
 def _admin() -> Admin:
@@ -101,16 +96,6 @@ def require_login() -> AnyResponse | None:
             "Go back, reload the page and send it again.",
         )
     return None
-
-
-@blueprint.after_request
-def security_headers(response: Response) -> AnyResponse:
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Content-Security-Policy"] = CSP
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "same-origin"
-    return response
 
 
 @blueprint.app_context_processor
