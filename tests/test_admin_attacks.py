@@ -6,13 +6,20 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import quote
 
+import pytest
+import redis
 from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from .conftest import login
+from receiver import Router, create_app
+from receiver.testing import RedisServer
+
+from .conftest import PASSWORD, admin_config, csrf, login
 from .test_admin import SECURITY_HEADERS, directives
 
 INJECTED = "');}});alert(document.domain);$('x').on('y',function(){if(1){$(this).val('"
@@ -57,6 +64,73 @@ def test_a_queue_name_in_the_url_runs_no_script(admin_app: Flask, browser: Flask
         assert odd.mimetype == "text/html" and "<script" not in odd.text
     moved = browser.get("/admin/rq/")
     assert moved.status_code == 303 and moved.headers["Location"] == "/admin/queues"
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of this test's own, to stop, fill or replace."""
+    server = RedisServer(tmp_path / "own-redis")
+    yield server
+    server.stop()
+
+
+def admin_keys_without_ttl(connection: redis.Redis) -> list[bytes]:
+    return [k for k in connection.scan_iter("receiver:admin:*") if connection.ttl(k) < 0]
+
+
+def test_a_redis_error_during_sign_in_answers_503(
+    own_redis: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A full Redis (``maxmemory`` reached, nothing to evict) refuses the sign-in
+    counter's write: a short 503 page saying so (it answered 500), nothing counted."""
+    own_redis.extra_args = ["--maxmemory", "1", "--maxmemory-policy", "noeviction"]
+    own_redis.start()
+    app = create_app(admin_config(own_redis.url, tmp_path), router=Router())
+    for password in ("wrong", PASSWORD):
+        answer = login(app.test_client(), password)
+        assert answer.status_code == 503, answer.text
+        assert "Redis" in answer.text and "Traceback" not in answer.text
+        assert not any(c.startswith("receiver_admin=")
+                       for c in answer.headers.getlist("Set-Cookie"))
+    assert not any(r.exc_info for r in caplog.records)
+    assert admin_keys_without_ttl(redis.Redis.from_url(own_redis.url)) == []
+
+
+def test_while_redis_is_down_no_cookie_gets_in_and_pages_say_why(
+    own_redis: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Sign-out fails closed: with Redis unreachable the list of signed-out sessions cannot
+    be read, so no cookie is taken (a signed-out one got ``/admin/rq/`` 200); every page
+    answers a short 503 saying Redis is unreachable (they answered 500)."""
+    own_redis.start()
+    app = create_app(admin_config(own_redis.url, tmp_path), router=Router())
+    kept, signed_out = app.test_client(), app.test_client()
+    assert login(kept).status_code == 303 and login(signed_out).status_code == 303
+    copy = signed_out.get_cookie("receiver_admin", path="/admin")
+    assert copy is not None
+    assert signed_out.post("/admin/logout", data={"csrf_token": csrf(signed_out)}).status_code \
+        == 303
+    stolen = app.test_client()
+    stolen.set_cookie("receiver_admin", copy.value, path="/admin")
+    assert stolen.get("/admin/").status_code == 303
+
+    own_redis.stop()
+    pages = ("/admin/", "/admin/deliveries", "/admin/deliveries/" + "0" * 32, "/admin/failed",
+             "/admin/queues", "/admin/rq/", "/admin/login")
+    for client in (stolen, kept):
+        for path in pages:
+            answer = client.get(path)
+            assert answer.status_code == 503, (path, answer.status_code)
+            assert "Redis is unreachable" in answer.text and len(answer.text) < 2000, path
+            assert SECURITY_HEADERS.items() <= dict(answer.headers).items(), path
+    for form in ("/admin/failed/requeue", "/admin/logout", "/admin/integrations/default/switch"):
+        assert kept.post(form, data={"csrf_token": "x"}).status_code == 503, form
+    assert app.test_client().post("/admin/login", data={"password": PASSWORD}).status_code == 503
+    assert not any(r.exc_info for r in caplog.records)
+
+    own_redis.start()
+    assert kept.get("/admin/").status_code == 200
+    assert stolen.get("/admin/").status_code == 303
 
 
 def test_every_answer_under_admin_carries_the_security_headers(

@@ -16,8 +16,6 @@ import hashlib
 import hmac
 import logging
 import secrets
-import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -77,8 +75,6 @@ class Gate:
         self.max_age = defaults.ADMIN_SESSION_TTL
         self.login_form_max_age = defaults.ADMIN_LOGIN_FORM_TTL
         self.trusted_proxies = settings.trusted_proxies
-        self._memory_failures: dict[str, list[float]] = {}
-        self._memory_lock = threading.Lock()
 
     # --- password and session ---------------------------------------------------------------
 
@@ -88,22 +84,23 @@ class Gate:
     def new_cookie(self) -> str:
         return str(self._serializer.dumps({"sid": secrets.token_urlsafe(16)}))
 
-    def session(
-        self, cookie: str | None, connection: redis.Redis | None = None
-    ) -> Session | None:
+    def session(self, cookie: str | None, connection: redis.Redis) -> Session | None:
         """The session a cookie names, or ``None``: absent, forged, older than ``max_age``,
-        or signed out (checked in Redis when a connection is given)."""
+        or signed out.
+
+        Fails closed: when Redis cannot say whether the session was signed out, its
+        ``RedisError`` propagates (the dashboard answers 503); the cookie is never taken.
+        """
         sid = _signed_field(self._serializer, cookie, "sid", self.max_age)
         if sid is None:
             return None
-        if connection is not None and connection.exists(SIGNED_OUT_PREFIX + sid):
+        if connection.exists(SIGNED_OUT_PREFIX + sid):
             return None
         return Session(sid=sid, csrf=self._csrf(sid))
 
-    def sign_out(self, connection: redis.Redis | None, session: Session) -> None:
+    def sign_out(self, connection: redis.Redis, session: Session) -> None:
         """Make this session's cookie worthless everywhere, not only in this browser."""
-        if connection is not None:
-            connection.set(SIGNED_OUT_PREFIX + session.sid, "1", ex=self.max_age)
+        connection.set(SIGNED_OUT_PREFIX + session.sid, "1", ex=self.max_age)
 
     def csrf_ok(self, session: Session, given: str | None) -> bool:
         return bool(given) and hmac.compare_digest(session.csrf.encode(), (given or "").encode())
@@ -150,7 +147,7 @@ class Gate:
 
     # --- failed logins ------------------------------------------------------------------------
 
-    def attempt(self, connection: redis.Redis | None, address: str) -> int:
+    def attempt(self, connection: redis.Redis, address: str) -> int:
         """Count a login attempt before its password is checked; return the seconds to wait
         when it is one too many (0: go on and check it).
 
@@ -160,8 +157,6 @@ class Gate:
         limits = {address: defaults.ADMIN_LOGIN_FAILURES}
         limits[EVERYONE] = defaults.ADMIN_LOGIN_FAILURES * EVERYONE_FACTOR
         window = defaults.ADMIN_LOGIN_WINDOW
-        if connection is None:
-            return self._memory_attempt(limits, window)
         pipe = connection.pipeline(transaction=False)
         for who in limits:
             pipe.incr(FAILURES_PREFIX + who)
@@ -175,28 +170,9 @@ class Gate:
                 wait = max(wait, int(ttl) if ttl and int(ttl) > 0 else 1)
         return wait
 
-    def succeeded(self, connection: redis.Redis | None, address: str) -> None:
+    def succeeded(self, connection: redis.Redis, address: str) -> None:
         """The right password: its attempt counts against nobody."""
-        if connection is None:
-            with self._memory_lock:
-                for who in (address, EVERYONE):
-                    if self._memory_failures.get(who):
-                        self._memory_failures[who].pop()
-            return
         connection.eval(_TAKE_BACK, 2, FAILURES_PREFIX + address, FAILURES_PREFIX + EVERYONE)
-
-    def _memory_attempt(self, limits: dict[str, int], window: int) -> int:
-        now = time.monotonic()
-        wait = 0
-        with self._memory_lock:
-            for who, limit in limits.items():
-                recent = [t for t in self._memory_failures.get(who, []) if now - t < window]
-                recent.append(now)
-                self._memory_failures[who] = recent
-                if len(recent) > limit:
-                    wait = max(wait, int(window - (now - recent[0])) + 1)
-        return wait
-
 
 
 def _signed_field(

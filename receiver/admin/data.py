@@ -120,11 +120,11 @@ class IntegrationRow:
 
 
 def integrations(
-    settings: Settings, connection: redis.Redis | None, base_url: str
+    settings: Settings, connection: redis.Redis, base_url: str
 ) -> list[IntegrationRow]:
     names = sorted(settings.integrations, key=lambda n: (n != settings.default_integration, n))
-    stats = trace.stats(connection, names) if connection is not None else {}
-    off = switches.switched_off(connection) if connection is not None else {}
+    stats = trace.stats(connection, names)
+    off = switches.switched_off(connection)
     return [
         _row(settings.integrations[name], settings, stats.get(name), off.get(name), base_url)
         for name in names

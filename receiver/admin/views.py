@@ -2,7 +2,10 @@
 
 Every page but the login form needs a session; every POST needs the
 session's CSRF token (the login form: its own form cookie's), or it is
-refused (403) before anything changes.
+refused (403) before anything changes. Every page but the stylesheet needs
+Redis (sessions signed out, sign-in limits, switches, traces): while it is
+unreachable they answer 503 saying so, and no cookie is taken, since the
+list of signed-out sessions cannot be read.
 Answers are never cached and never framed (``SecurityHeaders``, in the package).
 """
 
@@ -29,7 +32,7 @@ from werkzeug.wrappers import Response as AnyResponse
 
 from .. import switches, trace
 from ..core import Core, Headers, Request
-from ..errors import ReceiverError, UnknownFailedItem
+from ..errors import ConfigError, UnknownFailedItem
 from ..logsafe import escape
 from ..signature import signature_headers
 from . import data
@@ -61,10 +64,19 @@ def _core() -> Core:
     return found
 
 
-def _connection() -> redis.Redis | None:
-    """The core's Redis (starting the embedded default if need be), or ``None`` without one."""
-    found = getattr(_core().backend, "connection", None)
-    return found if isinstance(found, redis.Redis) else None
+def _connection() -> redis.Redis:
+    """The core's Redis, starting the embedded default if need be.
+
+    Without one there is nowhere to keep who signed out: a ``redis.ConnectionError``,
+    answered 503 like any other Redis error.
+    """
+    try:
+        found = getattr(_core().backend, "connection", None)
+    except ConfigError as exc:  # the embedded default did not start
+        raise redis.ConnectionError(str(exc)) from exc
+    if not isinstance(found, redis.Redis):
+        raise redis.ConnectionError("this app runs background work in-process, without Redis")
+    return found
 
 
 def _page(template: str, status: int = 200, **context: Any) -> AnyResponse:
@@ -74,8 +86,12 @@ def _page(template: str, status: int = 200, **context: Any) -> AnyResponse:
 
 @blueprint.before_request
 def require_login() -> AnyResponse | None:
+    if request.endpoint == "admin.static":
+        return None  # the stylesheet, also for the page saying Redis is unreachable
     admin = _admin()
-    session = admin.gate.session(request.cookies.get(COOKIE), _safe_connection())
+    connection = _connection()
+    connection.ping()  # unreachable: 503 for every page, the login form included
+    session = admin.gate.session(request.cookies.get(COOKIE), connection)
     g.admin_session = session
     if request.endpoint in OPEN_ENDPOINTS:
         return None
@@ -96,6 +112,27 @@ def require_login() -> AnyResponse | None:
             "Go back, reload the page and send it again.",
         )
     return None
+
+
+@blueprint.errorhandler(redis.RedisError)
+def redis_unavailable(error: redis.RedisError) -> AnyResponse:
+    """Redis unreachable, or refusing (out of memory, read-only replica...): a short page."""
+    log.warning(
+        "admin %s %s answered 503: Redis unavailable (%s: %s)",
+        request.method,
+        escape(request.path),
+        type(error).__name__,
+        escape(str(error)),
+    )
+    return _page(
+        "message.html",
+        503,
+        title="Redis is unreachable",
+        message="Redis is unreachable (or refused the request), and the dashboard keeps its "
+        "sessions, sign-in limits and everything it shows there. Check that Redis is running, "
+        "reachable from this server and not out of memory (the receiver's log says what "
+        "failed), then reload this page.",
+    )
 
 
 @blueprint.app_context_processor
@@ -140,7 +177,7 @@ def login() -> AnyResponse:
             403,
             "This sign-in form was stale or was not sent from this page. Sign in again here.",
         )
-    connection = _safe_connection()
+    connection = _connection()
     wait = gate.attempt(connection, address)
     if wait:
         log.warning("admin login refused: too many failed attempts from %s", escape(address))
@@ -180,20 +217,9 @@ def _set_cookie(response: AnyResponse, name: str, value: str, max_age: int) -> N
     )
 
 
-def _safe_connection() -> redis.Redis | None:
-    """For counting failed logins: Redis when it answers, else this process's memory."""
-    try:
-        connection = _connection()
-        if connection is not None:
-            connection.ping()
-        return connection
-    except (redis.RedisError, OSError, ReceiverError):
-        return None
-
-
 @blueprint.route("/logout", methods=["POST"])
 def logout() -> AnyResponse:
-    _admin().gate.sign_out(_safe_connection(), g.admin_session)
+    _admin().gate.sign_out(_connection(), g.admin_session)
     response = redirect(url_for("admin.login"), 303)
     response.delete_cookie(COOKIE, path=COOKIE_PATH, httponly=True, samesite="Strict")
     return response
@@ -204,9 +230,8 @@ def logout() -> AnyResponse:
 
 @blueprint.route("/")
 def integrations() -> AnyResponse:
-    connection = _connection()
-    rows = data.integrations(_core().settings, connection, request.host_url)
-    return _page("integrations.html", rows=rows, has_redis=connection is not None)
+    rows = data.integrations(_core().settings, _connection(), request.host_url)
+    return _page("integrations.html", rows=rows)
 
 
 @blueprint.route("/integrations/<name>/switch", methods=["POST"])
@@ -223,10 +248,7 @@ def switch(name: str) -> AnyResponse:
             message=f"{name} has enabled = false in the config file, which the dashboard "
             "cannot override: change the config and restart.",
         )
-    connection = _connection()
-    if connection is None:
-        return _page("message.html", 503, title="No Redis", message="Switches live in Redis.")
-    switches.switch(connection, name, on)
+    switches.switch(_connection(), name, on)
     log.warning(
         "integration %s switched %s from the admin dashboard by %s",
         escape(name),
@@ -241,9 +263,8 @@ def switch(name: str) -> AnyResponse:
 
 @blueprint.route("/deliveries")
 def deliveries() -> AnyResponse:
-    connection = _connection()
     filters = {k: request.args.get(k) or None for k in ("integration", "topic", "status")}
-    rows = data.deliveries(connection, **filters) if connection is not None else []
+    rows = data.deliveries(_connection(), **filters)
     return _page(
         "deliveries.html",
         rows=rows,
@@ -256,7 +277,7 @@ def deliveries() -> AnyResponse:
 @blueprint.route("/deliveries/<delivery_id>")
 def delivery(delivery_id: str) -> AnyResponse:
     connection = _connection()
-    record = trace.load(connection, delivery_id) if connection is not None else None
+    record = trace.load(connection, delivery_id)
     if record is None:
         return _page(
             "message.html",
@@ -276,7 +297,7 @@ def delivery(delivery_id: str) -> AnyResponse:
     others = {
         event_id: [d for d in trace.deliveries_of(connection, event_id) if d != delivery_id]
         for event_id in event_ids
-    } if connection is not None else {}
+    }
     return _page(
         "delivery.html",
         record=record,
@@ -292,8 +313,7 @@ def replay(delivery_id: str) -> AnyResponse:
     from ..capture import record_body
 
     core = _core()
-    connection = _connection()
-    record = trace.load(connection, delivery_id) if connection is not None else None
+    record = trace.load(_connection(), delivery_id)
     captured = data.find_capture(core.capture, record) if record else None
     body = record_body(captured) if captured else None
     integration = core.settings.integration(record.get("integration") if record else None)
@@ -337,11 +357,7 @@ def replay(delivery_id: str) -> AnyResponse:
 def failed() -> AnyResponse:
     connection = _connection()
     core = _core()
-    rows = (
-        data.failed(connection, data.queue_names(connection, core.settings, core.router))
-        if connection is not None
-        else []
-    )
+    rows = data.failed(connection, data.queue_names(connection, core.settings, core.router))
     return _page("failed.html", rows=rows)
 
 
@@ -368,8 +384,6 @@ def _change_failed(
 ) -> AnyResponse:
     connection = _connection()
     core = _core()
-    if connection is None:
-        return _page("message.html", 503, title="No Redis", message="Failed work lives in Redis.")
     names = data.queue_names(connection, core.settings, core.router)
     try:
         changed = change(connection, names, request.form.getlist("job_id"))
@@ -388,9 +402,8 @@ def _change_failed(
 def queues() -> AnyResponse:
     connection = _connection()
     core = _core()
-    rows = data.queues(connection, core.settings, core.router) if connection is not None else []
-    workers = data.workers(connection) if connection is not None else []
-    return _page("queues.html", rows=rows, workers=workers)
+    rows = data.queues(connection, core.settings, core.router)
+    return _page("queues.html", rows=rows, workers=data.workers(connection))
 
 
 # --- where rq-dashboard was ---------------------------------------------------------------------
