@@ -7,6 +7,7 @@ import base64
 import hashlib
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
 
@@ -17,6 +18,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from receiver import Router, create_app
+from receiver.embedded import redis_server_binary
 from receiver.testing import RedisServer
 
 from .conftest import PASSWORD, admin_config, csrf, login
@@ -66,6 +68,61 @@ def test_a_queue_name_in_the_url_runs_no_script(admin_app: Flask, browser: Flask
     assert moved.status_code == 303 and moved.headers["Location"] == "/admin/queues"
 
 
+def guesses(app: Flask, address: str, count: int, password: str = "wrong") -> list[int]:
+    """``count`` sign-ins from ``address``, each as its own browser would send it."""
+
+    def one(_: int) -> int:
+        client = app.test_client()
+        return login(client, password, environ_base={"REMOTE_ADDR": address}).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def test_one_address_cannot_lock_everyone_out(admin_app: Flask) -> None:
+    """57 wrong passwords from one address and 30 from each of two others, all at once:
+    each address gets its 5 checks, the rest 429 (not counted), and the admin signing in
+    from elsewhere gets in. Everyone's limit counted the refused attempts too: 57 from
+    one address held every admin at 429 for 15 minutes."""
+    attackers = {"127.0.0.2": 57, "127.0.0.3": 30, "127.0.0.4": 30}
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        answers = dict(zip(attackers, pool.map(
+            lambda item: guesses(admin_app, *item), attackers.items()
+        ), strict=True))
+    for address, statuses in answers.items():
+        assert sorted(statuses) == [401] * 5 + [429] * (attackers[address] - 5), address
+    admin = admin_app.test_client()
+    assert login(admin, environ_base={"REMOTE_ADDR": "127.0.0.9"}).status_code == 303
+    # The attackers are still refused, with the time left of their own window.
+    refused = login(admin_app.test_client(), environ_base={"REMOTE_ADDR": "127.0.0.2"})
+    assert refused.status_code == 429 and "from your address" in refused.text
+    assert 0 < int(refused.headers["Retry-After"]) <= 15 * 60
+
+
+def test_everyones_limit_is_a_slow_down(admin_app: Flask) -> None:
+    """When wrong passwords come from many addresses (50 within the window), sign-in slows
+    down for everyone: the next check is a fraction of the window away, not the window.
+    (The window is made a day long so that nothing here depends on how fast it runs.)"""
+    gate = admin_app.extensions["receiver.admin"].gate
+    gate.login_window = 24 * 3600
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        statuses = [s for found in pool.map(
+            lambda n: guesses(admin_app, f"127.0.1.{n}", 5), range(10)
+        ) for s in found]
+    assert statuses == [401] * 50
+    slowed = login(admin_app.test_client(), environ_base={"REMOTE_ADDR": "127.0.0.9"})
+    assert slowed.status_code == 429 and "slowed down" in slowed.text
+    assert 0 < int(slowed.headers["Retry-After"]) <= 24 * 3600 // 50
+
+
+def test_an_ipv6_network_counts_as_one_address(admin_app: Flask) -> None:
+    """Addresses of one /64 share a limit: a host has a whole /64 to pick from."""
+    for n in range(5):
+        assert guesses(admin_app, f"2001:db8:1:2::{n + 1}", 1) == [401]
+    assert guesses(admin_app, "2001:db8:1:2:ffff::9", 1) == [429]
+    assert guesses(admin_app, "2001:db8:1:3::1", 1, PASSWORD) == [303]
+
+
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A Redis of this test's own, to stop, fill or replace."""
@@ -76,6 +133,28 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 def admin_keys_without_ttl(connection: redis.Redis) -> list[bytes]:
     return [k for k in connection.scan_iter("receiver:admin:*") if connection.ttl(k) < 0]
+
+
+def test_sign_in_works_on_redis_6_2_and_every_counter_expires(
+    own_redis: RedisServer, tmp_path: Path
+) -> None:
+    """Redis 6.2 (the embedded default's) has no ``EXPIRE ... NX``: the counter was
+    incremented, its expiry refused, and the sign-in answered 500."""
+    own_redis.binary = redis_server_binary()
+    own_redis.start()
+    connection = redis.Redis.from_url(own_redis.url)
+    assert str(connection.info("server")["redis_version"]).startswith("6.2")
+    app = create_app(admin_config(own_redis.url, tmp_path), router=Router())
+    statuses = [login(app.test_client(), "wrong").status_code for _ in range(3)]
+    assert statuses == [401, 401, 401]
+    assert login(app.test_client()).status_code == 303
+    assert connection.keys("receiver:admin:login-failures:*")
+    assert admin_keys_without_ttl(connection) == []
+    # A counter an earlier version left without an expiry gets one at the next attempt.
+    stuck = "receiver:admin:login-failures:127.0.0.7"
+    connection.set(stuck, 9)
+    refused = login(app.test_client(), environ_base={"REMOTE_ADDR": "127.0.0.7"})
+    assert refused.status_code == 429 and connection.ttl(stuck) > 0
 
 
 def test_a_redis_error_during_sign_in_answers_503(

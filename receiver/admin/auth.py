@@ -1,6 +1,6 @@
 """Who may use the admin dashboard: the password, the session cookie, CSRF tokens, login limits.
 
-No Flask here, so the rq-dashboard mount (plain WSGI) checks the same cookie.
+No Flask here: decisions and Redis, the views translate.
 The configured password is kept only as a werkzeug hash (scrypt) and checked
 in constant time; the session is an itsdangerous token, time-limited, that
 names a random session id; each form carries an HMAC of that id (the CSRF
@@ -8,12 +8,25 @@ token). The login form has one too, tied to a short-lived cookie of its own,
 so no other site can sign a browser in to a session of its choosing.
 Changing the password signs everyone out: the cookie key derives from it
 (or from ``secret_key`` when one is set).
+
+Sign-in limits, one Lua script per attempt (plain commands, any Redis from
+6.2; every key it writes expires):
+
+- Per address (an IPv6 address's whole /64): 5 wrong passwords per 15-minute
+  window, then 429 until the window ends. Attempts refused 429 are not
+  counted, so hammering does not extend anything.
+- For everyone, a slow-down, not a lockout: a budget of 50 checks that
+  refills one every 18 s (a GCRA pace). Addresses that have used their own
+  five eat into it; when it is spent, the next check is at most 18 s away.
+  One address can use 5 of the 50, so it cannot slow anyone down; to hold
+  sign-in slowed, an attacker needs ten fresh addresses (/64s) every window.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
 import secrets
 from collections.abc import Mapping
@@ -36,15 +49,51 @@ CSRF_FIELD = "csrf_token"
 SIGNED_OUT_PREFIX = "receiver:admin:signed-out:"
 """Per session id signed out before its cookie expired (kept as long as the cookie lasts)."""
 FAILURES_PREFIX = "receiver:admin:login-failures:"
-"""Per client address (and ``*`` for all of them): login attempts in the current window,
+"""Per client address (IPv6: per /64): sign-in attempts checked in the current window,
 less the ones that had the right password."""
-EVERYONE = "*"
+EVERYONE_KEY = FAILURES_PREFIX + "*"
+"""Everyone's pace: the time (ms) up to which the checks let through are paid for."""
 EVERYONE_FACTOR = 10
-"""Failed logins from all addresses together allowed per window, as a multiple of one's."""
+"""Checks from all addresses together let through at once, as a multiple of one's limit;
+they come back one per window divided by that many."""
+_ATTEMPT = """
+-- KEYS[1]: the address's counter; KEYS[2]: everyone's pace (GCRA, ms)
+-- ARGV: the address's limit, window (s), everyone's burst, everyone's interval (ms)
+-- {0, 0}: counted, check the password; {1, s}: the address's limit, {2, s}: everyone's
+-- pace, wait s seconds. A refused attempt is counted nowhere.
+local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local burst, interval = tonumber(ARGV[3]), tonumber(ARGV[4])
+local count = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+if count >= limit then
+  local ttl = redis.call('TTL', KEYS[1])
+  if ttl < 0 then  -- left without an expiry (by an earlier version): give it one
+    redis.call('EXPIRE', KEYS[1], window)
+    ttl = window
+  end
+  return {1, ttl}
+end
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local paid = math.max(tonumber(redis.call('GET', KEYS[2]) or '0') or 0, now)
+local ahead = paid + interval - now
+if ahead > burst * interval then
+  return {2, math.ceil((ahead - burst * interval) / 1000)}
+end
+redis.call('SET', KEYS[2], paid + interval, 'PX', ahead)
+redis.call('INCR', KEYS[1])
+if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], window) end
+return {0, 0}
+"""
 _TAKE_BACK = """
--- KEYS: attempt counters; each one still there goes down by one (never created anew)
-for _, key in ipairs(KEYS) do
-  if redis.call('EXISTS', key) == 1 then redis.call('DECR', key) end
+-- KEYS as _ATTEMPT's; ARGV[1]: everyone's interval (ms). The attempt had the right password.
+if (tonumber(redis.call('GET', KEYS[1]) or '0') or 0) > 0 then redis.call('DECR', KEYS[1]) end
+local paid = tonumber(redis.call('GET', KEYS[2]) or '')
+local left = redis.call('PTTL', KEYS[2])
+local interval = tonumber(ARGV[1])
+if paid and left > interval then
+  redis.call('SET', KEYS[2], paid - interval, 'PX', left - interval)
+elseif paid then
+  redis.call('DEL', KEYS[2])
 end
 """
 
@@ -53,6 +102,15 @@ end
 class Session:
     sid: str
     csrf: str
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A sign-in attempt not checked: the seconds to wait, and whose limit it met."""
+
+    wait: int
+    everyone: bool
+    """Everyone's slow-down, not this address's own limit."""
 
 
 class Gate:
@@ -73,6 +131,8 @@ class Gate:
         self._login_serializer = URLSafeTimedSerializer(key, salt="receiver-admin-login")
         self._csrf_key = hmac.new(key, b"csrf", hashlib.sha256).digest()
         self.max_age = defaults.ADMIN_SESSION_TTL
+        self.login_failures = defaults.ADMIN_LOGIN_FAILURES
+        self.login_window = defaults.ADMIN_LOGIN_WINDOW
         self.login_form_max_age = defaults.ADMIN_LOGIN_FORM_TTL
         self.trusted_proxies = settings.trusted_proxies
 
@@ -147,32 +207,43 @@ class Gate:
 
     # --- failed logins ------------------------------------------------------------------------
 
-    def attempt(self, connection: redis.Redis, address: str) -> int:
-        """Count a login attempt before its password is checked; return the seconds to wait
-        when it is one too many (0: go on and check it).
+    def attempt(self, connection: redis.Redis, address: str) -> Refused | None:
+        """Count a sign-in attempt before its password is checked, or say why not.
 
-        Counted first, so guesses sent at once cannot all pass a check made before any of
-        them was counted; ``succeeded`` takes a right password's attempt back.
+        Counted first and atomically, so guesses sent at once cannot all pass a check made
+        before any of them was counted; ``succeeded`` takes a right password's attempt back.
         """
-        limits = {address: defaults.ADMIN_LOGIN_FAILURES}
-        limits[EVERYONE] = defaults.ADMIN_LOGIN_FAILURES * EVERYONE_FACTOR
-        window = defaults.ADMIN_LOGIN_WINDOW
-        pipe = connection.pipeline(transaction=False)
-        for who in limits:
-            pipe.incr(FAILURES_PREFIX + who)
-            pipe.expire(FAILURES_PREFIX + who, window, nx=True)
-            pipe.ttl(FAILURES_PREFIX + who)
-        answers = pipe.execute()
-        wait = 0
-        for index, limit in enumerate(limits.values()):
-            count, ttl = int(answers[3 * index]), answers[3 * index + 2]
-            if count > limit:
-                wait = max(wait, int(ttl) if ttl and int(ttl) > 0 else 1)
-        return wait
+        burst = self.login_failures * EVERYONE_FACTOR
+        found = connection.register_script(_ATTEMPT)(
+            keys=[FAILURES_PREFIX + limited_as(address), EVERYONE_KEY],
+            args=[self.login_failures, self.login_window, burst, self._interval_ms()],
+        )
+        kind, wait = (int(n) for n in found)
+        return None if kind == 0 else Refused(wait=max(1, wait), everyone=kind == 2)
 
     def succeeded(self, connection: redis.Redis, address: str) -> None:
         """The right password: its attempt counts against nobody."""
-        connection.eval(_TAKE_BACK, 2, FAILURES_PREFIX + address, FAILURES_PREFIX + EVERYONE)
+        connection.register_script(_TAKE_BACK)(
+            keys=[FAILURES_PREFIX + limited_as(address), EVERYONE_KEY], args=[self._interval_ms()]
+        )
+
+    def _interval_ms(self) -> int:
+        """Everyone's pace once the burst is spent: one check per this many milliseconds."""
+        return max(1, self.login_window * 1000 // (self.login_failures * EVERYONE_FACTOR))
+
+
+def limited_as(address: str) -> str:
+    """Whose limit an address counts against: itself, or for IPv6 its /64, as one host
+    (or one customer of a provider) may send from any address of its /64."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip.exploded.split('%')[0]}/64", strict=False))
+    return str(ip)
 
 
 def _signed_field(

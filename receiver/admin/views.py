@@ -36,7 +36,7 @@ from ..errors import ConfigError, UnknownFailedItem
 from ..logsafe import escape
 from ..signature import signature_headers
 from . import data
-from .auth import COOKIE, COOKIE_PATH, CSRF_FIELD, LOGIN_COOKIE, safe_next
+from .auth import COOKIE, COOKIE_PATH, CSRF_FIELD, LOGIN_COOKIE, Refused, safe_next
 from .shared import Admin
 
 log = logging.getLogger("receiver.admin")
@@ -178,13 +178,9 @@ def login() -> AnyResponse:
             "This sign-in form was stale or was not sent from this page. Sign in again here.",
         )
     connection = _connection()
-    wait = gate.attempt(connection, address)
-    if wait:
-        log.warning("admin login refused: too many failed attempts from %s", escape(address))
-        minutes = max(1, round(wait / 60))
-        return _login_page(
-            next_path, 429, f"Too many failed logins. Try again in about {minutes} minute(s)."
-        )
+    refused = gate.attempt(connection, address)
+    if refused is not None:
+        return _too_many(next_path, address, refused)
     if not gate.password_ok(request.form.get("password", "")):
         log.warning("admin login failed: wrong password from %s", escape(address))
         return _login_page(next_path, 401, "Wrong password.")
@@ -193,6 +189,23 @@ def login() -> AnyResponse:
     response = redirect(next_path, 303)
     _set_cookie(response, COOKIE, gate.new_cookie(), gate.max_age)
     response.delete_cookie(LOGIN_COOKIE, path=COOKIE_PATH, httponly=True, samesite="Strict")
+    return response
+
+
+def _too_many(next_path: str, address: str, refused: Refused) -> AnyResponse:
+    """429, saying whose limit it was and when to try again (also as ``Retry-After``)."""
+    if refused.everyone:
+        log.warning("admin login slowed down: many failed attempts from many addresses "
+                    "(%s waits %d s)", escape(address), refused.wait)
+        message = ("Many failed sign-ins lately, from many addresses: sign-in is slowed down "
+                   f"for everyone. Try again in {refused.wait} second(s).")
+    else:
+        log.warning("admin login refused: too many failed attempts from %s", escape(address))
+        minutes = max(1, round(refused.wait / 60))
+        message = (f"Too many failed logins from your address. Try again in about {minutes} "
+                   "minute(s).")
+    response = _login_page(next_path, 429, message)
+    response.headers["Retry-After"] = str(refused.wait)
     return response
 
 
