@@ -68,6 +68,33 @@ def test_a_queue_name_in_the_url_runs_no_script(admin_app: Flask, browser: Flask
     assert moved.status_code == 303 and moved.headers["Location"] == "/admin/queues"
 
 
+def test_a_new_password_ends_sessions_whatever_the_secret_key(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """Restarted with a new password and the same ``secret_key``: yesterday's cookie is
+    no session (it got 200); restarted with the same password, it still is one."""
+    key = "a-secret-key-kept-across-restarts"
+    before = create_app(admin_config(redis_url, tmp_path, secret_key=key), router=Router())
+    client = before.test_client()
+    assert login(client).status_code == 303
+    cookie = client.get_cookie("receiver_admin", path="/admin")
+    assert cookie is not None
+
+    def holder(app: Flask) -> FlaskClient:
+        held = app.test_client()
+        held.set_cookie("receiver_admin", cookie.value, path="/admin")
+        return held
+
+    same = create_app(admin_config(redis_url, tmp_path, secret_key=key), router=Router())
+    assert holder(same).get("/admin/").status_code == 200
+    changed = admin_config(redis_url, tmp_path, secret_key=key)
+    changed["receiver"]["admin_password"] = "a brand new admin password"
+    after = create_app(changed, router=Router())
+    assert holder(after).get("/admin/").status_code == 303
+    answer = holder(after).post("/admin/logout", data={"csrf_token": csrf(client)})
+    assert answer.status_code == 303 and answer.headers["Location"].startswith("/admin/login")
+
+
 def guesses(app: Flask, address: str, count: int, password: str = "wrong") -> list[int]:
     """``count`` sign-ins from ``address``, each as its own browser would send it."""
 

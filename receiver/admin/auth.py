@@ -6,8 +6,8 @@ in constant time; the session is an itsdangerous token, time-limited, that
 names a random session id; each form carries an HMAC of that id (the CSRF
 token). The login form has one too, tied to a short-lived cookie of its own,
 so no other site can sign a browser in to a session of its choosing.
-Changing the password signs everyone out: the cookie key derives from it
-(or from ``secret_key`` when one is set).
+Changing the password signs everyone out, whether or not ``secret_key`` is
+set: the cookie key derives from both (``session_key``).
 
 Sign-in limits, one Lua script per attempt (plain commands, any Redis from
 6.2; every key it writes expires):
@@ -125,8 +125,7 @@ class Gate:
             if configured.startswith(("scrypt:", "pbkdf2:"))
             else generate_password_hash(configured)
         )
-        key_source = settings.secret_key or configured
-        key = hmac.new(key_source.encode(), b"receiver admin session", hashlib.sha256).digest()
+        key = session_key(configured, settings.secret_key)
         self._serializer = URLSafeTimedSerializer(key, salt="receiver-admin")
         self._login_serializer = URLSafeTimedSerializer(key, salt="receiver-admin-login")
         self._csrf_key = hmac.new(key, b"csrf", hashlib.sha256).digest()
@@ -244,6 +243,21 @@ def limited_as(address: str) -> str:
             return str(ip.ipv4_mapped)
         return str(ipaddress.ip_network(f"{ip.exploded.split('%')[0]}/64", strict=False))
     return str(ip)
+
+
+def session_key(password: str, secret_key: str | None) -> bytes:
+    """The key cookies and CSRF tokens are signed with: from the password *and* the
+    ``secret_key``, so that a new value of either signs everyone out (with the key alone,
+    a password change left every cookie good).
+
+    The password (or the hash configured in its place) goes through scrypt once, at
+    start-up: a stolen cookie is no fast way to try passwords offline. A fixed salt, so
+    that every web process derives the same key.
+    """
+    stretched = hashlib.scrypt(
+        password.encode(), salt=b"receiver admin session key", n=2**14, r=8, p=1, dklen=32
+    )
+    return hmac.new((secret_key or "").encode(), stretched, hashlib.sha256).digest()
 
 
 def _signed_field(
