@@ -17,12 +17,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from receiver import Router, create_app
+from receiver import Event, Router, create_app, trace
 from receiver.embedded import redis_server_binary
 from receiver.testing import RedisServer
 
 from .conftest import PASSWORD, admin_config, csrf, login
-from .test_admin import SECURITY_HEADERS, directives
+from .test_admin import SECURITY_HEADERS, deliver, directives, flush_traces
 
 INJECTED = "');}});alert(document.domain);$('x').on('y',function(){if(1){$(this).val('"
 """A queue name that closes the string, the ``if`` and the handler of rq-dashboard's
@@ -200,6 +200,33 @@ def test_a_redis_error_during_sign_in_answers_503(
                        for c in answer.headers.getlist("Set-Cookie"))
     assert not any(r.exc_info for r in caplog.records)
     assert admin_keys_without_ttl(redis.Redis.from_url(own_redis.url)) == []
+
+
+def test_delivery_ids_of_another_shape_are_404(
+    admin_app: Flask, browser: FlaskClient, seen: list[Event]
+) -> None:
+    """A delivery id becomes a Redis key: ``<id>:attempts`` named the attempts list and
+    answered 500 (WRONGTYPE). Ids are 32 lowercase hex digits, as the core makes them."""
+    assert deliver(admin_app.test_client()).status_code == 200
+    flush_traces(admin_app)
+    connection = redis.Redis.from_url(admin_app.extensions["receiver"].settings.redis_url)
+    trace.record_attempt(connection, seen[0], "h", attempt=1, outcome="ok", error=None,
+                         seconds=0.01, ttl=60)
+    delivery_id = seen[0].delivery_id
+    assert re.fullmatch(r"[0-9a-f]{32}", delivery_id)
+    assert browser.get(f"/admin/deliveries/{delivery_id}").status_code == 200
+    token = csrf(browser)
+    for odd in (f"{delivery_id}:attempts", delivery_id.upper(), delivery_id + "0",
+                "recent", "x" * 32, "%00", "..", quote("é", safe="")):
+        page = browser.get(f"/admin/deliveries/{odd}")
+        assert page.status_code == 404 and "No such delivery" in page.text, odd
+        replay = browser.post(f"/admin/deliveries/{odd}/replay", data={"csrf_token": token})
+        assert replay.status_code == 404, odd
+    for odd in ("x:y", "", "a" * 300, "é"):
+        for action in ("requeue", "delete"):
+            answer = browser.post(f"/admin/failed/{action}",
+                                  data={"csrf_token": token, "job_id": odd})
+            assert answer.status_code == 404, (action, odd)
 
 
 def test_while_redis_is_down_no_cookie_gets_in_and_pages_say_why(

@@ -12,6 +12,7 @@ Answers are never cached and never framed (``SecurityHeaders``, in the package).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -50,6 +51,8 @@ blueprint = Blueprint(
 )
 
 OPEN_ENDPOINTS = {"admin.login", "admin.static"}
+DELIVERY_ID = re.compile(r"[0-9a-f]{32}")
+"""The ids ``Core`` gives deliveries: 16 random bytes in lowercase hex."""
 
 
 def _admin() -> Admin:
@@ -290,7 +293,7 @@ def deliveries() -> AnyResponse:
 @blueprint.route("/deliveries/<delivery_id>")
 def delivery(delivery_id: str) -> AnyResponse:
     connection = _connection()
-    record = trace.load(connection, delivery_id)
+    record = _trace(connection, delivery_id)
     if record is None:
         return _page(
             "message.html",
@@ -320,13 +323,21 @@ def delivery(delivery_id: str) -> AnyResponse:
     )
 
 
+def _trace(connection: redis.Redis, delivery_id: str) -> dict[str, Any] | None:
+    """A delivery's trace; ``None`` for an id not shaped as the core makes them, which
+    never becomes a Redis key (``<id>:attempts`` named another key, of another type)."""
+    if not DELIVERY_ID.fullmatch(delivery_id):
+        return None
+    return trace.load(connection, delivery_id)
+
+
 @blueprint.route("/deliveries/<delivery_id>/replay", methods=["POST"])
 def replay(delivery_id: str) -> AnyResponse:
     """Send a captured delivery through this receiver's core again, re-signed, marked replayed."""
     from ..capture import record_body
 
     core = _core()
-    record = trace.load(_connection(), delivery_id)
+    record = _trace(_connection(), delivery_id)
     captured = data.find_capture(core.capture, record) if record else None
     body = record_body(captured) if captured else None
     integration = core.settings.integration(record.get("integration") if record else None)
