@@ -175,9 +175,9 @@ def _sentinel_master(url: str, options: dict[str, Any]) -> redis.Redis:
         raise ConfigError(
             "a Sentinel URL names the master's service: redis+sentinel://host:26379/mymaster/0"
         )
-    sentinel = Sentinel(hosts, socket_timeout=options["socket_timeout"])  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(hosts, socket_timeout=options["socket_timeout"])  # type: ignore[no-untyped-call, unused-ignore]
     db = int(path[1]) if len(path) > 1 else 0
-    master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+    master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call, unused-ignore]
         path[0], db=db, password=password, **options
     )
     return master
