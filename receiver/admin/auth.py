@@ -51,8 +51,9 @@ SIGNED_OUT_PREFIX = "receiver:admin:signed-out:"
 FAILURES_PREFIX = "receiver:admin:login-failures:"
 """Per client address (IPv6: per /64): sign-in attempts checked in the current window,
 less the ones that had the right password."""
-EVERYONE_KEY = FAILURES_PREFIX + "*"
-"""Everyone's pace: the time (ms) up to which the checks let through are paid for."""
+EVERYONE_KEY = "receiver:admin:login-pace"
+"""Everyone's pace: the time (ms) up to which the checks let through are paid for. Not
+under ``FAILURES_PREFIX``: no client address (a forwarded one is any text) can name it."""
 EVERYONE_FACTOR = 10
 """Checks from all addresses together let through at once, as a multiple of one's limit;
 they come back one per window divided by that many."""

@@ -127,14 +127,16 @@ def redis_unavailable(error: redis.RedisError) -> AnyResponse:
         type(error).__name__,
         escape(str(error)),
     )
+    if isinstance(error, redis.ConnectionError | redis.TimeoutError):
+        title, what = "Redis is unreachable", "Check that it is running and reachable from here"
+    else:
+        title, what = "Redis refused the request", "Check that it is not out of memory or read-only"
     return _page(
         "message.html",
         503,
-        title="Redis is unreachable",
-        message="Redis is unreachable (or refused the request), and the dashboard keeps its "
-        "sessions, sign-in limits and everything it shows there. Check that Redis is running, "
-        "reachable from this server and not out of memory (the receiver's log says what "
-        "failed), then reload this page.",
+        title=title,
+        message=f"The dashboard keeps its sessions, sign-in limits and everything it shows in "
+        f"Redis. {what} (the receiver's log says what failed), then reload this page.",
     )
 
 
