@@ -139,6 +139,7 @@ def create_app(
     app.extensions["receiver.backlog"] = backlog(core)
     admin.install(app, core)  # /admin/, only with admin_password set; behind the callback adapter
     app.wsgi_app = CallbackMiddleware(app.wsgi_app, core)  # type: ignore[method-assign]
+    app.wsgi_app = admin.SecurityHeaders(app.wsgi_app)  # type: ignore[method-assign]
     app.register_blueprint(blueprint)
     register_error_handlers(app)
     return app

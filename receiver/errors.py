@@ -6,7 +6,7 @@
     ├── QueueUnavailable       neither Redis nor the spool could take background work (→ 503)
     ├── HandlerFailed          a background handler raised (RQ retries, then fails the job)
     ├── ReplayError            a replay source cannot be read
-    ├── UnknownFailedItem      a job id given for requeue is not in the failed registry
+    ├── UnknownFailedItem      a job id given for requeue or delete is not a failed item
     ├── GraphError             a Graph API call failed (status, code, subcode, type, fbtrace_id)
     │   ├── GraphAuthError     token, appsecret_proof or permission refused; renew or grant
     │   ├── GraphThrottled     rate limited past the retries (retry_after: seconds to wait)
@@ -60,7 +60,7 @@ class ReplayError(ReceiverError):
 
 
 class UnknownFailedItem(ReceiverError):
-    """Job ids given for requeue that are not failed items (already requeued, or a typo)."""
+    """Job ids given for requeue or delete that are not failed items (already gone, a typo)."""
 
     def __init__(self, job_ids: list[str]) -> None:
         super().__init__(

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import weakref
@@ -13,6 +14,7 @@ import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
 from receiver import Event, Router, create_app
 from receiver.embedded import SERVER_VARIABLE, server_binary
@@ -158,3 +160,63 @@ def worker_env(redis_url: str, tmp_path: Path) -> dict[str, str]:
         "RECORDING_DB": str(tmp_path / "side-effects.sqlite"),
         "PYTHONPATH": os.pathsep.join([str(HERE.parent), *sys.path]),
     }
+
+
+# --- the admin dashboard ------------------------------------------------------------------
+
+PASSWORD = "correct horse battery"
+OLD_SECRET = "an-older-app-secret"
+
+
+def admin_config(redis_url: str, tmp_path: Path, **receiver: Any) -> dict[str, Any]:
+    config = base_config(
+        redis_url=redis_url,
+        admin_password=PASSWORD,
+        capture_dir=str(tmp_path / "captures"),
+        **receiver,
+    )
+    config["integrations"]["default"]["app_secrets"] = [SECRET, OLD_SECRET]
+    config["integrations"]["default"]["capture"] = True
+    config["integrations"]["hr-bot"] = {
+        "app_secrets": ["hr-secret"],
+        "verify_token": TOKEN,
+        "enabled": False,
+    }
+    return config
+
+
+@pytest.fixture
+def admin_app(router: Router, redis_url: str, tmp_path: Path) -> Flask:
+    return create_app(admin_config(redis_url, tmp_path), router=router)
+
+
+@pytest.fixture
+def browser(admin_app: Flask) -> FlaskClient:
+    """A client that has logged in."""
+    client = admin_app.test_client()
+    answer = login(client)
+    assert answer.status_code == 303, answer.text
+    return client
+
+
+def csrf(client: FlaskClient, path: str = "/admin/", **request: Any) -> str:
+    return csrf_in(client.get(path, **request).text)
+
+
+def is_session(answer: TestResponse) -> bool:
+    """The answer sets a session cookie (not merely the login form's)."""
+    return any(c.startswith("receiver_admin=") for c in answer.headers.getlist("Set-Cookie"))
+
+
+def csrf_in(page: str) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert found, page
+    return found.group(1)
+
+
+def login(client: FlaskClient, password: str = PASSWORD, **request: Any) -> TestResponse:
+    """As a browser signs in: load the form (its cookie and token), then send it."""
+    page = client.get("/admin/login", **request).text
+    token = csrf_in(page.split('class="login"')[1])  # not the sign-out form's, if signed in
+    form = {"password": password, "csrf_token": token, **request.pop("data", {})}
+    return client.post("/admin/login", data=form, **request)

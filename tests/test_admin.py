@@ -1,13 +1,11 @@
 """The admin dashboard through Flask's test client, on a real Redis: login, CSRF, switches,
-deliveries and their traces, replay, rq-dashboard behind the login, secrets never shown.
+deliveries and their traces, replay, failed work and queues, secrets never shown.
 
 The browser walk-through against gunicorn and a worker is ``test_admin_browser.py``.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -29,65 +27,22 @@ from receiver.errors import ConfigError
 from receiver.switches import Switches, switch
 from receiver.testing import body_of, group_comment
 
-from .conftest import SECRET, TOKEN, base_config, drain_worker, payload, signed
+from .conftest import (
+    OLD_SECRET,
+    PASSWORD,
+    SECRET,
+    TOKEN,
+    admin_config,
+    base_config,
+    csrf,
+    csrf_in,
+    drain_worker,
+    is_session,
+    login,
+    payload,
+    signed,
+)
 from .processes import wait_until
-
-PASSWORD = "correct horse battery"
-OLD_SECRET = "an-older-app-secret"
-
-
-def admin_config(redis_url: str, tmp_path: Path, **receiver: Any) -> dict[str, Any]:
-    config = base_config(
-        redis_url=redis_url,
-        admin_password=PASSWORD,
-        capture_dir=str(tmp_path / "captures"),
-        **receiver,
-    )
-    config["integrations"]["default"]["app_secrets"] = [SECRET, OLD_SECRET]
-    config["integrations"]["default"]["capture"] = True
-    config["integrations"]["hr-bot"] = {
-        "app_secrets": ["hr-secret"],
-        "verify_token": TOKEN,
-        "enabled": False,
-    }
-    return config
-
-
-@pytest.fixture
-def admin_app(router: Router, redis_url: str, tmp_path: Path) -> Flask:
-    return create_app(admin_config(redis_url, tmp_path), router=router)
-
-
-@pytest.fixture
-def browser(admin_app: Flask) -> FlaskClient:
-    """A client that has logged in."""
-    client = admin_app.test_client()
-    answer = login(client)
-    assert answer.status_code == 303, answer.text
-    return client
-
-
-def csrf(client: FlaskClient, path: str = "/admin/", **request: Any) -> str:
-    return csrf_in(client.get(path, **request).text)
-
-
-def is_session(answer: TestResponse) -> bool:
-    """The answer sets a session cookie (not merely the login form's)."""
-    return any(c.startswith("receiver_admin=") for c in answer.headers.getlist("Set-Cookie"))
-
-
-def csrf_in(page: str) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert found, page
-    return found.group(1)
-
-
-def login(client: FlaskClient, password: str = PASSWORD, **request: Any) -> TestResponse:
-    """As a browser signs in: load the form (its cookie and token), then send it."""
-    page = client.get("/admin/login", **request).text
-    token = csrf_in(page.split('class="login"')[1])  # not the sign-out form's, if signed in
-    form = {"password": password, "csrf_token": token, **request.pop("data", {})}
-    return client.post("/admin/login", data=form, **request)
 
 
 def deliver(client: FlaskClient, name: str = "group__comments__add.json", secret: str = SECRET,
@@ -410,23 +365,6 @@ def test_a_captured_delivery_replays_marked_as_a_replay(
     assert seen[0].id == seen[1].id  # the same event, delivered again
 
 
-def test_rq_dashboard_is_mounted_behind_the_login(browser: FlaskClient) -> None:
-    page = browser.get("/admin/rq/")
-    assert page.status_code == 200 and "RQ" in page.text
-    assets = re.findall(r'(?:href|src)="(/admin/rq/[^"]+\.(?:css|js|ico))"', page.text)
-    assert len(assets) >= 5, assets
-    for asset in assets:
-        with browser.get(asset) as answer:
-            assert answer.status_code == 200 and answer.data, asset
-    assert browser.get("/admin/rq/0/data/queues.json").status_code == 200
-    # rq-dashboard's own changes must come from this site.
-    assert browser.post("/admin/rq/requeue/receiver").status_code == 403
-    same_site = browser.post(
-        "/admin/rq/requeue/receiver", headers={"Origin": "http://localhost"}
-    )
-    assert same_site.status_code == 200
-
-
 @pytest.fixture
 def choking_app(router: Router, redis_url: str, tmp_path: Path) -> Flask:
     """An admin app whose background handler fails quoting the group comment it was given."""
@@ -447,72 +385,54 @@ def fail_a_comment(app: Flask, worker_env: dict[str, str], message: str) -> str:
     return str(job_id)
 
 
-def test_rq_dashboard_changes_nothing_on_a_link(
+def test_failed_work_is_requeued_or_deleted_by_a_form_never_by_a_link(
     choking_app: Flask, worker_env: dict[str, str]
 ) -> None:
-    """A link to one of rq-dashboard's requeue/delete/empty/compact URLs, sent to a signed-in
-    admin (or through the login form's next=), changes nothing: they take a same-site POST."""
+    """What operators used rq-dashboard for, on the dashboard's own Failed work page: a
+    failed job with its traceback, requeued or deleted by a POST with the session's CSRF
+    token. A link (GET), rq-dashboard's old URLs included, changes nothing."""
     failed_job = fail_a_comment(choking_app, worker_env, "what is this")
     connection = redis.Redis.from_url(choking_app.extensions["receiver"].settings.redis_url)
     registry = FailedJobRegistry("receiver", connection=connection)
-    before = set(registry.get_job_ids())
     client = choking_app.test_client()
-    signed_in = login(client, data={"next": "/admin/rq/requeue/receiver"})
-    assert signed_in.headers["Location"] == "/admin/rq/requeue/receiver"
-    for method in ("GET", "HEAD"):
-        for url in ("/admin/rq/requeue/receiver", "/admin/rq/requeue/receiver?x=1"):
-            for headers in ({}, {"Origin": "http://localhost"}, {"Referer": "http://localhost/"}):
-                answer = client.open(url, method=method, headers=headers)
-                assert answer.status_code == 405 and answer.headers["Allow"] == "POST"
-    for url in (f"/admin/rq/job/{failed_job}/requeue", f"/admin/rq/job/{failed_job}/delete",
-                "/admin/rq/queue/receiver/failed/empty", "/admin/rq/queue/receiver/compact"):
-        assert client.get(url).status_code == 405, url
-    assert set(registry.get_job_ids()) == before
-    # Reading still works; the same change as a POST from the dashboard's own page does it.
-    assert client.get(f"/admin/rq/0/view/job/{failed_job}").status_code == 200
-    assert client.post("/admin/rq/requeue/receiver").status_code == 403
-    assert set(registry.get_job_ids()) == before
-    done = client.post("/admin/rq/requeue/receiver", headers={"Origin": "http://localhost"})
-    assert done.status_code == 200 and done.get_json()["count"] == len(before)
-    assert registry.get_job_ids() == []
+    signed_in = login(client, data={"next": f"/admin/rq/job/{failed_job}/delete"})
+    assert client.get(signed_in.headers["Location"]).status_code == 404
+    for url in ("/admin/failed/requeue", "/admin/failed/delete",
+                f"/admin/failed/delete?job_id={failed_job}", "/admin/rq/requeue/receiver",
+                f"/admin/rq/job/{failed_job}/requeue", "/admin/rq/queue/receiver/failed/empty"):
+        assert client.get(url).status_code in (404, 405), url
+    assert client.post("/admin/failed/delete", data={"job_id": failed_job}).status_code == 403
+    assert registry.get_job_ids() == [failed_job]
+
+    page = client.get("/admin/failed").text
+    assert f'data-testid="delete-{failed_job}"' in page and "cannot parse comment" in page
+    token = csrf_in(page)
+    deleted = client.post("/admin/failed/delete", data={"job_id": failed_job, "csrf_token": token})
+    assert deleted.status_code == 303 and deleted.headers["Location"].endswith("?deleted=1")
+    assert "Deleted 1 item(s)." in client.get(deleted.headers["Location"]).text
+    assert registry.get_job_ids() == [] and not connection.exists(f"rq:job:{failed_job}")
+    again = client.post("/admin/failed/delete", data={"job_id": failed_job, "csrf_token": token})
+    assert again.status_code == 404 and "already requeued or removed" in again.text
 
 
-def test_rq_dashboard_answers_404_for_what_it_does_not_find(
-    choking_app: Flask, worker_env: dict[str, str], caplog: pytest.LogCaptureFixture
+def test_queues_page_lists_queues_and_workers(
+    browser: FlaskClient, redis_url: str
 ) -> None:
-    """Unknown jobs, queues, registries, pages and Redis instances: a short 404 and one log
-    line, no traceback (rq-dashboard answered 500 and logged one)."""
-    failed_job = fail_a_comment(choking_app, worker_env, "what is this")
-    client = choking_app.test_client()
-    login(client)
-    same_site = {"Origin": "http://localhost"}
-    missing = [
-        ("POST", "/admin/rq/queue/nosuch/compact", "nothing queued in 'nosuch'"),
-        ("POST", "/admin/rq/job/nosuch/requeue", "no such job: nosuch"),
-        ("GET", "/admin/rq/0/view/job/nosuch", "no such job: nosuch"),
-        ("GET", "/admin/rq/0/data/job/nosuch.json", "no such job: nosuch"),
-        ("GET", "/admin/rq/9/", "no Redis instance 9"),
-        ("GET", "/admin/rq/1/data/queues.json", "no Redis instance 1"),
-        ("GET", "/admin/rq/0/view/jobs/receiver/nosuch/8/asc/1", "no registry 'nosuch'"),
-        ("GET", "/admin/rq/0/data/jobs/receiver/nosuch/8/asc/1.json", "no registry 'nosuch'"),
-        ("POST", "/admin/rq/queue/receiver/nosuch/empty", "no registry 'nosuch'"),
-        ("GET", "/admin/rq/0/data/jobs/receiver/failed/0/asc/1.json", "per_page must be"),
-        ("GET", "/admin/rq/0/data/jobs/receiver/failed/8/asc/x.json", "page must be"),
-    ]
-    for method, url, message in missing:
-        caplog.clear()
-        answer = client.open(url, method=method, headers=same_site)
-        assert answer.status_code == 404 and message in answer.text, (url, answer.text)
-        assert answer.mimetype == "text/plain" and len(answer.text) < 200
-        assert len(caplog.records) <= 1 and not any(r.exc_info for r in caplog.records), url
-    # What exists still answers, and requeueing a job twice says why the second did nothing.
-    assert client.get(f"/admin/rq/0/data/job/{failed_job}.json").status_code == 200
-    assert client.get("/admin/rq/0/data/jobs/receiver/failed/8/asc/1.json").status_code == 200
-    requeue = f"/admin/rq/job/{failed_job}/requeue"
-    assert client.post(requeue, headers=same_site).status_code == 200
-    again = client.post(requeue, headers=same_site)
-    assert again.status_code == 409 and "not in the failed registry" in again.text
-    assert client.post("/admin/rq/queue/receiver/compact", headers=same_site).status_code == 200
+    """What rq-dashboard's Workers tab showed: who is there to run the queues' work."""
+    from rq import Worker
+    from rq.serializers import JSONSerializer
+
+    assert 'data-testid="no-workers"' in browser.get("/admin/queues").text
+    worker = Worker(["receiver"], name="<b>w1</b>", connection=redis.Redis.from_url(redis_url),
+                    serializer=JSONSerializer)
+    worker.register_birth()
+    try:
+        page = browser.get("/admin/queues").text
+        assert 'data-testid="queue-receiver"' in page
+        assert "&lt;b&gt;w1&lt;/b&gt;" in page and "<b>w1" not in page
+        assert "<td>receiver</td>" in page
+    finally:
+        worker.register_death()
 
 
 MARKUP = "<img src=x onerror=alert(document.domain)>"
@@ -529,58 +449,21 @@ def directives(answer: TestResponse) -> dict[str, str]:
     return {name: value for name, _, value in pairs}
 
 
-def test_rq_dashboard_shows_a_failure_quoting_markup_as_text(
+def test_a_failure_quoting_markup_shows_as_text(
     choking_app: Flask, worker_env: dict[str, str]
 ) -> None:
-    """A background handler fails quoting a comment's ``<img onerror>``: rq-dashboard's job
-    page (which puts its data into HTML unescaped) gets it HTML-escaped, under a CSP that
-    lets only rq-dashboard's own scripts run; every answer under /admin/rq/ carries the
-    dashboard's security headers."""
-    failed_job = fail_a_comment(choking_app, worker_env, MARKUP)
+    """A background handler fails quoting a comment's ``<img onerror>``: the Failed work page
+    shows it as text, under a CSP that lets no script run at all."""
+    fail_a_comment(choking_app, worker_env, MARKUP)
     client = choking_app.test_client()
     assert login(client).status_code == 303
-
-    page = client.get(f"/admin/rq/0/view/job/{failed_job}")
+    page = client.get("/admin/failed")
     assert page.status_code == 200
+    assert "cannot parse comment &lt;img src=x onerror=alert(document.domain)&gt;" in page.text
+    assert "<img" not in page.text and "<script" not in page.text
     policy = directives(page)
-    assert policy["frame-ancestors"] == "'none'" and policy["default-src"] == "'none'"
-    scripts = policy["script-src"].split()
-    assert "'unsafe-inline'" not in scripts and "'unsafe-hashes'" not in scripts
-    [inline] = re.findall(r'<script type="text/javascript">(.*?)</script>', page.text, re.S)
-    digest = base64.b64encode(hashlib.sha256(inline.encode()).digest()).decode()
-    assert scripts == ["'self'", "'unsafe-eval'", f"'sha256-{digest}'"]
-
-    data = client.get(f"/admin/rq/0/data/job/{failed_job}.json")
-    assert "<img" not in data.text
-    escaped = "&lt;img src=x onerror=alert(document.domain)&gt;"
-    assert f"cannot parse comment {escaped}" in data.get_json()["exc_info"]
-    # The failed jobs list escapes its job's exception itself: sent as it is, shown once.
-    listing = client.get("/admin/rq/0/view/jobs/receiver/failed/8/asc/1").text
-    assert "$('<div/>').text(d.exc_info).html()" in listing
-    [row] = client.get("/admin/rq/0/data/jobs/receiver/failed/8/asc/1.json").get_json()["jobs"]
-    assert MARKUP in row["exc_info"]
-
-    assets = re.findall(r'(?:href|src)="(/admin/rq/[^"]+)"', client.get("/admin/rq/").text)
-    answers = [client.get(url) for url in (
-        "/admin/rq/", "/admin/rq/0/view/workers", "/admin/rq/0/data/queues.json",
-        "/admin/rq/0/data/workers.json", f"/admin/rq/0/view/job/{failed_job}", *assets,
-    )]
-    answers += [
-        client.get("/admin/rq/requeue/receiver"),  # 405
-        client.post("/admin/rq/requeue/receiver"),  # 403
-        client.get("/admin/rq/0/view/job/nosuch"),  # 404
-        choking_app.test_client().get("/admin/rq/"),  # 303 to the login
-    ]
-    assert len(answers) >= 14
-    for answer in answers:
-        assert SECURITY_HEADERS.items() <= dict(answer.headers).items(), answer.request.path
-        assert "'unsafe-inline'" not in directives(answer)["script-src"]
-        assert directives(answer)["frame-ancestors"] == "'none'"
-
-
-def test_queues_page_lists_the_default_queue(browser: FlaskClient) -> None:
-    page = browser.get("/admin/queues").text
-    assert 'data-testid="queue-receiver"' in page
+    assert policy["default-src"] == "'none'" and "script-src" not in policy
+    assert SECURITY_HEADERS.items() <= dict(page.headers).items()
 
 
 def test_pages_are_never_cached_or_framed(browser: FlaskClient) -> None:
@@ -656,9 +539,9 @@ def test_signing_out_ends_the_session_everywhere(admin_app: Flask, browser: Flas
     stolen = admin_app.test_client()
     stolen.set_cookie("receiver_admin", cookie.value, path="/admin")
     assert stolen.get("/admin/").status_code == 200
-    assert stolen.get("/admin/rq/").status_code == 200
+    assert stolen.get("/admin/queues").status_code == 200
     answer = browser.post("/admin/logout", data={"csrf_token": csrf(browser)})
     assert answer.status_code == 303 and answer.headers["Location"] == "/admin/login"
     assert browser.get("/admin/").status_code == 303
     assert stolen.get("/admin/").status_code == 303  # the same cookie, kept elsewhere
-    assert stolen.get("/admin/rq/").status_code == 303
+    assert stolen.get("/admin/queues").status_code == 303

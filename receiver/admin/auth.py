@@ -1,23 +1,34 @@
 """Who may use the admin dashboard: the password, the session cookie, CSRF tokens, login limits.
 
-No Flask here, so the rq-dashboard mount (plain WSGI) checks the same cookie.
+No Flask here: decisions and Redis, the views translate.
 The configured password is kept only as a werkzeug hash (scrypt) and checked
 in constant time; the session is an itsdangerous token, time-limited, that
 names a random session id; each form carries an HMAC of that id (the CSRF
 token). The login form has one too, tied to a short-lived cookie of its own,
 so no other site can sign a browser in to a session of its choosing.
-Changing the password signs everyone out: the cookie key derives from it
-(or from ``secret_key`` when one is set).
+Changing the password signs everyone out, whether or not ``secret_key`` is
+set: the cookie key derives from both (``session_key``).
+
+Sign-in limits, one Lua script per attempt (plain commands, any Redis from
+6.2; every key it writes expires):
+
+- Per address (an IPv6 address's whole /64): 5 wrong passwords per 15-minute
+  window, then 429 until the window ends. Attempts refused 429 are not
+  counted, so hammering does not extend anything.
+- For everyone, a slow-down, not a lockout: a budget of 50 checks that
+  refills one every 18 s (a GCRA pace). Addresses that have used their own
+  five eat into it; when it is spent, the next check is at most 18 s away.
+  One address can use 5 of the 50, so it cannot slow anyone down; to hold
+  sign-in slowed, an attacker needs ten fresh addresses (/64s) every window.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
 import secrets
-import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -38,15 +49,52 @@ CSRF_FIELD = "csrf_token"
 SIGNED_OUT_PREFIX = "receiver:admin:signed-out:"
 """Per session id signed out before its cookie expired (kept as long as the cookie lasts)."""
 FAILURES_PREFIX = "receiver:admin:login-failures:"
-"""Per client address (and ``*`` for all of them): login attempts in the current window,
+"""Per client address (IPv6: per /64): sign-in attempts checked in the current window,
 less the ones that had the right password."""
-EVERYONE = "*"
+EVERYONE_KEY = "receiver:admin:login-pace"
+"""Everyone's pace: the time (ms) up to which the checks let through are paid for. Not
+under ``FAILURES_PREFIX``: no client address (a forwarded one is any text) can name it."""
 EVERYONE_FACTOR = 10
-"""Failed logins from all addresses together allowed per window, as a multiple of one's."""
+"""Checks from all addresses together let through at once, as a multiple of one's limit;
+they come back one per window divided by that many."""
+_ATTEMPT = """
+-- KEYS[1]: the address's counter; KEYS[2]: everyone's pace (GCRA, ms)
+-- ARGV: the address's limit, window (s), everyone's burst, everyone's interval (ms)
+-- {0, 0}: counted, check the password; {1, s}: the address's limit, {2, s}: everyone's
+-- pace, wait s seconds. A refused attempt is counted nowhere.
+local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local burst, interval = tonumber(ARGV[3]), tonumber(ARGV[4])
+local count = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+if count >= limit then
+  local ttl = redis.call('TTL', KEYS[1])
+  if ttl < 0 then  -- left without an expiry (by an earlier version): give it one
+    redis.call('EXPIRE', KEYS[1], window)
+    ttl = window
+  end
+  return {1, ttl}
+end
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local paid = math.max(tonumber(redis.call('GET', KEYS[2]) or '0') or 0, now)
+local ahead = paid + interval - now
+if ahead > burst * interval then
+  return {2, math.ceil((ahead - burst * interval) / 1000)}
+end
+redis.call('SET', KEYS[2], paid + interval, 'PX', ahead)
+redis.call('INCR', KEYS[1])
+if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], window) end
+return {0, 0}
+"""
 _TAKE_BACK = """
--- KEYS: attempt counters; each one still there goes down by one (never created anew)
-for _, key in ipairs(KEYS) do
-  if redis.call('EXISTS', key) == 1 then redis.call('DECR', key) end
+-- KEYS as _ATTEMPT's; ARGV[1]: everyone's interval (ms). The attempt had the right password.
+if (tonumber(redis.call('GET', KEYS[1]) or '0') or 0) > 0 then redis.call('DECR', KEYS[1]) end
+local paid = tonumber(redis.call('GET', KEYS[2]) or '')
+local left = redis.call('PTTL', KEYS[2])
+local interval = tonumber(ARGV[1])
+if paid and left > interval then
+  redis.call('SET', KEYS[2], paid - interval, 'PX', left - interval)
+elseif paid then
+  redis.call('DEL', KEYS[2])
 end
 """
 
@@ -55,6 +103,15 @@ end
 class Session:
     sid: str
     csrf: str
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A sign-in attempt not checked: the seconds to wait, and whose limit it met."""
+
+    wait: int
+    everyone: bool
+    """Everyone's slow-down, not this address's own limit."""
 
 
 class Gate:
@@ -69,16 +126,15 @@ class Gate:
             if configured.startswith(("scrypt:", "pbkdf2:"))
             else generate_password_hash(configured)
         )
-        key_source = settings.secret_key or configured
-        key = hmac.new(key_source.encode(), b"receiver admin session", hashlib.sha256).digest()
+        key = session_key(configured, settings.secret_key)
         self._serializer = URLSafeTimedSerializer(key, salt="receiver-admin")
         self._login_serializer = URLSafeTimedSerializer(key, salt="receiver-admin-login")
         self._csrf_key = hmac.new(key, b"csrf", hashlib.sha256).digest()
         self.max_age = defaults.ADMIN_SESSION_TTL
+        self.login_failures = defaults.ADMIN_LOGIN_FAILURES
+        self.login_window = defaults.ADMIN_LOGIN_WINDOW
         self.login_form_max_age = defaults.ADMIN_LOGIN_FORM_TTL
         self.trusted_proxies = settings.trusted_proxies
-        self._memory_failures: dict[str, list[float]] = {}
-        self._memory_lock = threading.Lock()
 
     # --- password and session ---------------------------------------------------------------
 
@@ -88,22 +144,23 @@ class Gate:
     def new_cookie(self) -> str:
         return str(self._serializer.dumps({"sid": secrets.token_urlsafe(16)}))
 
-    def session(
-        self, cookie: str | None, connection: redis.Redis | None = None
-    ) -> Session | None:
+    def session(self, cookie: str | None, connection: redis.Redis) -> Session | None:
         """The session a cookie names, or ``None``: absent, forged, older than ``max_age``,
-        or signed out (checked in Redis when a connection is given)."""
+        or signed out.
+
+        Fails closed: when Redis cannot say whether the session was signed out, its
+        ``RedisError`` propagates (the dashboard answers 503); the cookie is never taken.
+        """
         sid = _signed_field(self._serializer, cookie, "sid", self.max_age)
         if sid is None:
             return None
-        if connection is not None and connection.exists(SIGNED_OUT_PREFIX + sid):
+        if connection.exists(SIGNED_OUT_PREFIX + sid):
             return None
         return Session(sid=sid, csrf=self._csrf(sid))
 
-    def sign_out(self, connection: redis.Redis | None, session: Session) -> None:
+    def sign_out(self, connection: redis.Redis, session: Session) -> None:
         """Make this session's cookie worthless everywhere, not only in this browser."""
-        if connection is not None:
-            connection.set(SIGNED_OUT_PREFIX + session.sid, "1", ex=self.max_age)
+        connection.set(SIGNED_OUT_PREFIX + session.sid, "1", ex=self.max_age)
 
     def csrf_ok(self, session: Session, given: str | None) -> bool:
         return bool(given) and hmac.compare_digest(session.csrf.encode(), (given or "").encode())
@@ -150,53 +207,58 @@ class Gate:
 
     # --- failed logins ------------------------------------------------------------------------
 
-    def attempt(self, connection: redis.Redis | None, address: str) -> int:
-        """Count a login attempt before its password is checked; return the seconds to wait
-        when it is one too many (0: go on and check it).
+    def attempt(self, connection: redis.Redis, address: str) -> Refused | None:
+        """Count a sign-in attempt before its password is checked, or say why not.
 
-        Counted first, so guesses sent at once cannot all pass a check made before any of
-        them was counted; ``succeeded`` takes a right password's attempt back.
+        Counted first and atomically, so guesses sent at once cannot all pass a check made
+        before any of them was counted; ``succeeded`` takes a right password's attempt back.
         """
-        limits = {address: defaults.ADMIN_LOGIN_FAILURES}
-        limits[EVERYONE] = defaults.ADMIN_LOGIN_FAILURES * EVERYONE_FACTOR
-        window = defaults.ADMIN_LOGIN_WINDOW
-        if connection is None:
-            return self._memory_attempt(limits, window)
-        pipe = connection.pipeline(transaction=False)
-        for who in limits:
-            pipe.incr(FAILURES_PREFIX + who)
-            pipe.expire(FAILURES_PREFIX + who, window, nx=True)
-            pipe.ttl(FAILURES_PREFIX + who)
-        answers = pipe.execute()
-        wait = 0
-        for index, limit in enumerate(limits.values()):
-            count, ttl = int(answers[3 * index]), answers[3 * index + 2]
-            if count > limit:
-                wait = max(wait, int(ttl) if ttl and int(ttl) > 0 else 1)
-        return wait
+        burst = self.login_failures * EVERYONE_FACTOR
+        found = connection.register_script(_ATTEMPT)(
+            keys=[FAILURES_PREFIX + limited_as(address), EVERYONE_KEY],
+            args=[self.login_failures, self.login_window, burst, self._interval_ms()],
+        )
+        kind, wait = (int(n) for n in found)
+        return None if kind == 0 else Refused(wait=max(1, wait), everyone=kind == 2)
 
-    def succeeded(self, connection: redis.Redis | None, address: str) -> None:
+    def succeeded(self, connection: redis.Redis, address: str) -> None:
         """The right password: its attempt counts against nobody."""
-        if connection is None:
-            with self._memory_lock:
-                for who in (address, EVERYONE):
-                    if self._memory_failures.get(who):
-                        self._memory_failures[who].pop()
-            return
-        connection.eval(_TAKE_BACK, 2, FAILURES_PREFIX + address, FAILURES_PREFIX + EVERYONE)
+        connection.register_script(_TAKE_BACK)(
+            keys=[FAILURES_PREFIX + limited_as(address), EVERYONE_KEY], args=[self._interval_ms()]
+        )
 
-    def _memory_attempt(self, limits: dict[str, int], window: int) -> int:
-        now = time.monotonic()
-        wait = 0
-        with self._memory_lock:
-            for who, limit in limits.items():
-                recent = [t for t in self._memory_failures.get(who, []) if now - t < window]
-                recent.append(now)
-                self._memory_failures[who] = recent
-                if len(recent) > limit:
-                    wait = max(wait, int(window - (now - recent[0])) + 1)
-        return wait
+    def _interval_ms(self) -> int:
+        """Everyone's pace once the burst is spent: one check per this many milliseconds."""
+        return max(1, self.login_window * 1000 // (self.login_failures * EVERYONE_FACTOR))
 
+
+def limited_as(address: str) -> str:
+    """Whose limit an address counts against: itself, or for IPv6 its /64, as one host
+    (or one customer of a provider) may send from any address of its /64."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip.exploded.split('%')[0]}/64", strict=False))
+    return str(ip)
+
+
+def session_key(password: str, secret_key: str | None) -> bytes:
+    """The key cookies and CSRF tokens are signed with: from the password *and* the
+    ``secret_key``, so that a new value of either signs everyone out (with the key alone,
+    a password change left every cookie good).
+
+    The password (or the hash configured in its place) goes through scrypt once, at
+    start-up: a stolen cookie is no fast way to try passwords offline. A fixed salt, so
+    that every web process derives the same key.
+    """
+    stretched = hashlib.scrypt(
+        password.encode(), salt=b"receiver admin session key", n=2**14, r=8, p=1, dklen=32
+    )
+    return hmac.new((secret_key or "").encode(), stretched, hashlib.sha256).digest()
 
 
 def _signed_field(

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
+from rq import Worker
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
@@ -121,11 +122,11 @@ class IntegrationRow:
 
 
 def integrations(
-    settings: Settings, connection: redis.Redis | None, base_url: str
+    settings: Settings, connection: redis.Redis, base_url: str
 ) -> list[IntegrationRow]:
     names = sorted(settings.integrations, key=lambda n: (n != settings.default_integration, n))
-    stats = trace.stats(connection, names) if connection is not None else {}
-    off = switches.switched_off(connection) if connection is not None else {}
+    stats = trace.stats(connection, names)
+    off = switches.switched_off(connection)
     return [
         _row(
             settings.integrations[name],
@@ -319,3 +320,29 @@ def queue_names(connection: redis.Redis, settings: Settings, router: Router) -> 
     known = ops.known_queues(settings, connection)
     return sorted(set(ops.queue_names(settings, router)) | set(known))
 
+
+
+@dataclass
+class WorkerRow:
+    name: str
+    state: str
+    queues: list[str]
+    current_job: str | None
+    last_heartbeat: str | None
+
+
+def workers(connection: redis.Redis) -> list[WorkerRow]:
+    """RQ's registered workers: whether anyone is there to run the queues' work."""
+    rows = []
+    for worker in Worker.all(connection=connection, serializer=JSONSerializer):
+        beat = worker.last_heartbeat
+        rows.append(
+            WorkerRow(
+                name=worker.name,
+                state=worker.get_state(),
+                queues=worker.queue_names(),
+                current_job=worker.get_current_job_id(),
+                last_heartbeat=beat.replace(tzinfo=UTC).isoformat() if beat else None,
+            )
+        )
+    return sorted(rows, key=lambda row: row.name)

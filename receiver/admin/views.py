@@ -2,20 +2,24 @@
 
 Every page but the login form needs a session; every POST needs the
 session's CSRF token (the login form: its own form cookie's), or it is
-refused (403) before anything changes.
-Answers are never cached and never framed.
+refused (403) before anything changes. Every page but the stylesheet needs
+Redis (sessions signed out, sign-in limits, switches, traces): while it is
+unreachable they answer 503 saying so, and no cookie is taken, since the
+list of signed-out sessions cannot be read.
+Answers are never cached and never framed (``SecurityHeaders``, in the package).
 """
 
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
 from flask import (
     Blueprint,
-    Response,
     current_app,
     g,
     make_response,
@@ -29,11 +33,11 @@ from werkzeug.wrappers import Response as AnyResponse
 
 from .. import switches, trace
 from ..core import Core, Headers, Request
-from ..errors import ReceiverError, UnknownFailedItem
+from ..errors import ConfigError, UnknownFailedItem
 from ..logsafe import escape
 from ..signature import signature_headers
 from . import data
-from .auth import COOKIE, COOKIE_PATH, CSRF_FIELD, LOGIN_COOKIE, safe_next
+from .auth import COOKIE, COOKIE_PATH, CSRF_FIELD, LOGIN_COOKIE, Refused, safe_next
 from .shared import Admin
 
 log = logging.getLogger("receiver.admin")
@@ -47,10 +51,8 @@ blueprint = Blueprint(
 )
 
 OPEN_ENDPOINTS = {"admin.login", "admin.static"}
-CSP = (
-    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-    "frame-ancestors 'none'; base-uri 'none'"
-)
+DELIVERY_ID = re.compile(r"[0-9a-f]{32}")
+"""The ids ``Core`` gives deliveries: 16 random bytes in lowercase hex."""
 
 
 def _admin() -> Admin:
@@ -65,10 +67,19 @@ def _core() -> Core:
     return found
 
 
-def _connection() -> redis.Redis | None:
-    """The core's Redis (starting the embedded default if need be), or ``None`` without one."""
-    found = getattr(_core().backend, "connection", None)
-    return found if isinstance(found, redis.Redis) else None
+def _connection() -> redis.Redis:
+    """The core's Redis, starting the embedded default if need be.
+
+    Without one there is nowhere to keep who signed out: a ``redis.ConnectionError``,
+    answered 503 like any other Redis error.
+    """
+    try:
+        found = getattr(_core().backend, "connection", None)
+    except ConfigError as exc:  # the embedded default did not start
+        raise redis.ConnectionError(str(exc)) from exc
+    if not isinstance(found, redis.Redis):
+        raise redis.ConnectionError("this app runs background work in-process, without Redis")
+    return found
 
 
 def _page(template: str, status: int = 200, **context: Any) -> AnyResponse:
@@ -78,8 +89,12 @@ def _page(template: str, status: int = 200, **context: Any) -> AnyResponse:
 
 @blueprint.before_request
 def require_login() -> AnyResponse | None:
+    if request.endpoint == "admin.static":
+        return None  # the stylesheet, also for the page saying Redis is unreachable
     admin = _admin()
-    session = admin.gate.session(request.cookies.get(COOKIE), _safe_connection())
+    connection = _connection()
+    connection.ping()  # unreachable: 503 for every page, the login form included
+    session = admin.gate.session(request.cookies.get(COOKIE), connection)
     g.admin_session = session
     if request.endpoint in OPEN_ENDPOINTS:
         return None
@@ -102,14 +117,27 @@ def require_login() -> AnyResponse | None:
     return None
 
 
-@blueprint.after_request
-def security_headers(response: Response) -> AnyResponse:
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Content-Security-Policy"] = CSP
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "same-origin"
-    return response
+@blueprint.errorhandler(redis.RedisError)
+def redis_unavailable(error: redis.RedisError) -> AnyResponse:
+    """Redis unreachable, or refusing (out of memory, read-only replica...): a short page."""
+    log.warning(
+        "admin %s %s answered 503: Redis unavailable (%s: %s)",
+        request.method,
+        escape(request.path),
+        type(error).__name__,
+        escape(str(error)),
+    )
+    if isinstance(error, redis.ConnectionError | redis.TimeoutError):
+        title, what = "Redis is unreachable", "Check that it is running and reachable from here"
+    else:
+        title, what = "Redis refused the request", "Check that it is not out of memory or read-only"
+    return _page(
+        "message.html",
+        503,
+        title=title,
+        message=f"The dashboard keeps its sessions, sign-in limits and everything it shows in "
+        f"Redis. {what} (the receiver's log says what failed), then reload this page.",
+    )
 
 
 @blueprint.app_context_processor
@@ -154,14 +182,10 @@ def login() -> AnyResponse:
             403,
             "This sign-in form was stale or was not sent from this page. Sign in again here.",
         )
-    connection = _safe_connection()
-    wait = gate.attempt(connection, address)
-    if wait:
-        log.warning("admin login refused: too many failed attempts from %s", escape(address))
-        minutes = max(1, round(wait / 60))
-        return _login_page(
-            next_path, 429, f"Too many failed logins. Try again in about {minutes} minute(s)."
-        )
+    connection = _connection()
+    refused = gate.attempt(connection, address)
+    if refused is not None:
+        return _too_many(next_path, address, refused)
     if not gate.password_ok(request.form.get("password", "")):
         log.warning("admin login failed: wrong password from %s", escape(address))
         return _login_page(next_path, 401, "Wrong password.")
@@ -170,6 +194,23 @@ def login() -> AnyResponse:
     response = redirect(next_path, 303)
     _set_cookie(response, COOKIE, gate.new_cookie(), gate.max_age)
     response.delete_cookie(LOGIN_COOKIE, path=COOKIE_PATH, httponly=True, samesite="Strict")
+    return response
+
+
+def _too_many(next_path: str, address: str, refused: Refused) -> AnyResponse:
+    """429, saying whose limit it was and when to try again (also as ``Retry-After``)."""
+    if refused.everyone:
+        log.warning("admin login slowed down: many failed attempts from many addresses "
+                    "(%s waits %d s)", escape(address), refused.wait)
+        message = ("Many failed sign-ins lately, from many addresses: sign-in is slowed down "
+                   f"for everyone. Try again in {refused.wait} second(s).")
+    else:
+        log.warning("admin login refused: too many failed attempts from %s", escape(address))
+        minutes = max(1, round(refused.wait / 60))
+        message = (f"Too many failed logins from your address. Try again in about {minutes} "
+                   "minute(s).")
+    response = _login_page(next_path, 429, message)
+    response.headers["Retry-After"] = str(refused.wait)
     return response
 
 
@@ -194,20 +235,9 @@ def _set_cookie(response: AnyResponse, name: str, value: str, max_age: int) -> N
     )
 
 
-def _safe_connection() -> redis.Redis | None:
-    """For counting failed logins: Redis when it answers, else this process's memory."""
-    try:
-        connection = _connection()
-        if connection is not None:
-            connection.ping()
-        return connection
-    except (redis.RedisError, OSError, ReceiverError):
-        return None
-
-
 @blueprint.route("/logout", methods=["POST"])
 def logout() -> AnyResponse:
-    _admin().gate.sign_out(_safe_connection(), g.admin_session)
+    _admin().gate.sign_out(_connection(), g.admin_session)
     response = redirect(url_for("admin.login"), 303)
     response.delete_cookie(COOKIE, path=COOKIE_PATH, httponly=True, samesite="Strict")
     return response
@@ -218,9 +248,8 @@ def logout() -> AnyResponse:
 
 @blueprint.route("/")
 def integrations() -> AnyResponse:
-    connection = _connection()
-    rows = data.integrations(_core().settings, connection, request.host_url)
-    return _page("integrations.html", rows=rows, has_redis=connection is not None)
+    rows = data.integrations(_core().settings, _connection(), request.host_url)
+    return _page("integrations.html", rows=rows)
 
 
 @blueprint.route("/integrations/<name>/switch", methods=["POST"])
@@ -237,10 +266,7 @@ def switch(name: str) -> AnyResponse:
             message=f"{name} has enabled = false in the config file, which the dashboard "
             "cannot override: change the config and restart.",
         )
-    connection = _connection()
-    if connection is None:
-        return _page("message.html", 503, title="No Redis", message="Switches live in Redis.")
-    switches.switch(connection, name, on)
+    switches.switch(_connection(), name, on)
     log.warning(
         "integration %s switched %s from the admin dashboard by %s",
         escape(name),
@@ -262,11 +288,7 @@ def deliveries() -> AnyResponse:
                      message=f"show must be one of: {', '.join(data.SHOWS)}.")
     filters = {k: request.args.get(k) or None for k in ("integration", "topic", "status")}
     known = sorted(_core().settings.integrations)
-    rows = (
-        data.deliveries(connection, show=show, known=known, **filters)
-        if connection is not None
-        else []
-    )
+    rows = data.deliveries(connection, show=show, known=known, **filters)
     return _page(
         "deliveries.html",
         rows=rows,
@@ -282,8 +304,7 @@ def deliveries() -> AnyResponse:
 @blueprint.route("/deliveries/<delivery_id>")
 def delivery(delivery_id: str) -> AnyResponse:
     connection = _connection()
-    known = _core().settings.integrations
-    record = trace.load(connection, delivery_id, known) if connection is not None else None
+    record = _trace(connection, delivery_id)
     if record is None:
         return _page(
             "message.html",
@@ -304,7 +325,7 @@ def delivery(delivery_id: str) -> AnyResponse:
     others = {
         event_id: [d for d in trace.deliveries_of(connection, event_id) if d != delivery_id]
         for event_id in event_ids
-    } if connection is not None else {}
+    }
     return _page(
         "delivery.html",
         record=record,
@@ -314,14 +335,21 @@ def delivery(delivery_id: str) -> AnyResponse:
     )
 
 
+def _trace(connection: redis.Redis, delivery_id: str) -> dict[str, Any] | None:
+    """A delivery's trace; ``None`` for an id not shaped as the core makes them, which
+    never becomes a Redis key (``<id>:attempts`` named another key, of another type)."""
+    if not DELIVERY_ID.fullmatch(delivery_id):
+        return None
+    return trace.load(connection, delivery_id, _core().settings.integrations)
+
+
 @blueprint.route("/deliveries/<delivery_id>/replay", methods=["POST"])
 def replay(delivery_id: str) -> AnyResponse:
     """Send a captured delivery through this receiver's core again, re-signed, marked replayed."""
     from ..capture import record_body
 
     core = _core()
-    connection = _connection()
-    record = trace.load(connection, delivery_id) if connection is not None else None
+    record = _trace(_connection(), delivery_id)
     captured = data.find_capture(core.capture, record) if record else None
     body = record_body(captured) if captured else None
     integration = core.settings.integration(record.get("integration") if record else None)
@@ -365,26 +393,36 @@ def replay(delivery_id: str) -> AnyResponse:
 def failed() -> AnyResponse:
     connection = _connection()
     core = _core()
-    rows = (
-        data.failed(connection, data.queue_names(connection, core.settings, core.router))
-        if connection is not None
-        else []
-    )
+    rows = data.failed(connection, data.queue_names(connection, core.settings, core.router))
     return _page("failed.html", rows=rows)
 
 
 @blueprint.route("/failed/requeue", methods=["POST"])
 def requeue() -> AnyResponse:
+    """Run failed items again (all, or the one named), as ``receiver failed requeue``."""
     from ..queue import ops
 
+    everything = request.form.get("all") == "1"
+    return _change_failed(lambda c, names, ids: ops.requeue(c, names, None if everything else ids),
+                          "requeued")
+
+
+@blueprint.route("/failed/delete", methods=["POST"])
+def delete_failed() -> AnyResponse:
+    """Drop a failed item for good: work that should not run again."""
+    from ..queue import ops
+
+    return _change_failed(ops.delete, "deleted")
+
+
+def _change_failed(
+    change: Callable[[redis.Redis, list[str], list[str]], list[str]], done: str
+) -> AnyResponse:
     connection = _connection()
     core = _core()
-    if connection is None:
-        return _page("message.html", 503, title="No Redis", message="Failed work lives in Redis.")
     names = data.queue_names(connection, core.settings, core.router)
-    wanted = None if request.form.get("all") == "1" else request.form.getlist("job_id")
     try:
-        done = ops.requeue(connection, names, wanted)
+        changed = change(connection, names, request.form.getlist("job_id"))
     except UnknownFailedItem as exc:
         return _page(
             "message.html",
@@ -392,13 +430,34 @@ def requeue() -> AnyResponse:
             title="Not in the failed registry",
             message=f"{', '.join(exc.job_ids)}: already requeued or removed. Reload the list.",
         )
-    log.warning("admin requeued %d failed item(s) by %s", len(done), escape(_address()))
-    return redirect(url_for("admin.failed", requeued=len(done)), 303)
+    log.warning("admin %s %d failed item(s) by %s", done, len(changed), escape(_address()))
+    return redirect(url_for("admin.failed") + f"?{done}={len(changed)}", 303)
 
 
 @blueprint.route("/queues")
 def queues() -> AnyResponse:
     connection = _connection()
     core = _core()
-    rows = data.queues(connection, core.settings, core.router) if connection is not None else []
-    return _page("queues.html", rows=rows)
+    rows = data.queues(connection, core.settings, core.router)
+    return _page("queues.html", rows=rows, workers=data.workers(connection))
+
+
+# --- where rq-dashboard was ---------------------------------------------------------------------
+
+
+@blueprint.route("/rq/")
+def rq_dashboard() -> AnyResponse:
+    """rq-dashboard's front page, bookmarked: the Queues page shows what it showed."""
+    return redirect(url_for("admin.queues"), 303)
+
+
+@blueprint.route("/rq/<path:rest>")
+def rq_dashboard_page(rest: str) -> AnyResponse:
+    """Any other rq-dashboard URL: a 404 that names the pages to use (never ``rest``)."""
+    return _page(
+        "message.html",
+        404,
+        title="rq-dashboard is gone",
+        message="rq-dashboard is no longer part of this dashboard: see Queues for queues and "
+        "workers, and Failed work to see, requeue or delete failed jobs.",
+    )

@@ -81,22 +81,40 @@ def requeue(connection: redis.Redis, queues: list[str], job_ids: list[str] | Non
 
     With all, dead drain jobs are dropped too: maintenance already recovered their work.
     """
-    failed, drains = failed_items(connection, queues)
-    wanted = set(job_ids) if job_ids is not None else {f.job_id for f in failed}
-    unknown = wanted - {f.job_id for f in failed}
-    if unknown:
-        raise UnknownFailedItem(sorted(unknown))
-    done = []
-    for item in failed:
-        if item.job_id in wanted:
-            FailedJobRegistry(queue=keys.rq_queue(item.queue, connection)).requeue(item.job_id)
-            done.append(item.job_id)
+    wanted, drains = _failed_named(connection, queues, job_ids)
+    for job_id, queue in wanted.items():
+        FailedJobRegistry(queue=keys.rq_queue(queue, connection)).requeue(job_id)
     if job_ids is None:
         for name in queues:
             registry = FailedJobRegistry(queue=keys.rq_queue(name, connection))
             for job_id in drains:
                 registry.remove(job_id, delete_job=True)
-    return done
+    return list(wanted)
+
+
+def delete(connection: redis.Redis, queues: list[str], job_ids: list[str]) -> list[str]:
+    """Drop failed items for good, their jobs too: work nobody wants to run again."""
+    wanted, _ = _failed_named(connection, queues, job_ids)
+    for job_id, queue in wanted.items():
+        FailedJobRegistry(queue=keys.rq_queue(queue, connection)).remove(job_id, delete_job=True)
+    return list(wanted)
+
+
+def _failed_named(
+    connection: redis.Redis, queues: list[str], job_ids: list[str] | None
+) -> tuple[dict[str, str], list[str]]:
+    """``{job id: queue}`` of the failed items named (all when ``None``), and dead drain jobs.
+
+    Only ids read from the failed registries are used: one that is not there (a typo, an
+    id already requeued, any odd text) is an ``UnknownFailedItem``, never a Redis key.
+    """
+    failed, drains = failed_items(connection, queues)
+    found = {f.job_id: f.queue for f in failed}
+    wanted = set(found) if job_ids is None else set(job_ids)
+    unknown = wanted - set(found)
+    if unknown:
+        raise UnknownFailedItem(sorted(unknown))
+    return {job_id: queue for job_id, queue in found.items() if job_id in wanted}, drains
 
 
 def depths(connection: redis.Redis, queues: list[str]) -> list[QueueDepth]:
