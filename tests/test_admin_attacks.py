@@ -25,6 +25,8 @@ from receiver.testing import RedisServer
 from .conftest import PASSWORD, admin_config, csrf, login
 from .test_admin import SECURITY_HEADERS, deliver, directives, flush_traces
 
+pytestmark = pytest.mark.redis  # starts servers of its own
+
 INJECTED = "');}});alert(document.domain);$('x').on('y',function(){if(1){$(this).val('"
 """A queue name that closes the string, the ``if`` and the handler of rq-dashboard's
 ``$(this).val('{{ queue.name }}')`` and calls ``alert`` as its page loads (it did, in

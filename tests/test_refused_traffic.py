@@ -25,6 +25,8 @@ from receiver.signature import SHA256_HEADER, sign
 from .conftest import SECRET, TOKEN, base_config, payload, signed
 from .processes import Served, gunicorn_on_own_redis, wait_until
 
+pytestmark = pytest.mark.redis  # starts servers of its own
+
 BODY = payload("group__comments__add.json")
 MEMORY_BOUND = 256 * 1024
 """Bytes of Redis 5,000 refusals may add at most: the sample list and the minute counts.
