@@ -95,15 +95,25 @@ def mask_query_string(query: str) -> str:
     return "".join(parts)
 
 
-_QUERY = re.compile(r"\?([^\s\"'<>#]+)")
-"""A query string in running text: from ``?`` to the first space, quote, bracket or ``#``."""
+_QUERY = re.compile(r"\?(\S+)")
+_CLOSING = "\"'<>)]}"
+"""A query string in running text: from ``?`` to the first white space, less the quotes and
+brackets that close it (``'https://x/?a=1'``). A quote, bracket or ``#`` inside it does not
+end it: the development server logs ``%27``, ``%22``, ``%3C`` decoded, so ``?q=it%27s&
+access_token=...`` reaches the log as ``?q=it's&access_token=...``."""
 
 
 def mask_urls(text: str) -> str:
     """``text`` with every query string in it masked (``mask_query_string``)."""
     if "?" not in text:
         return text
-    return _QUERY.sub(lambda m: "?" + mask_query_string(m.group(1)), text)
+    return _QUERY.sub(_mask_query_match, text)
+
+
+def _mask_query_match(match: re.Match[str]) -> str:
+    found = match.group(1)
+    query = found.rstrip(_CLOSING)  # not in the pattern: that would backtrack quadratically
+    return "?" + mask_query_string(query) + found[len(query) :]
 
 
 def _messages(error: BaseException | None) -> Iterator[str]:

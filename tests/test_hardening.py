@@ -108,6 +108,18 @@ def test_verify_tokens_are_masked_in_query_strings(query: str, masked: str) -> N
     assert mask_query_string(query) == masked
 
 
+@pytest.mark.parametrize("before", ["'", '"', "<", ">", "#", "x='y'", "%27", "q=a<b>c"])
+def test_a_quote_or_bracket_earlier_in_the_query_does_not_end_the_masking(before: str) -> None:
+    # The development server logs the request line with %27, %22, %3C... decoded: a
+    # perfectly encoded ``?q=it%27s&access_token=...`` reaches the log as ``q=it's&...``.
+    line = f'"GET /metrics?{before}&access_token=tok-after-quote&page=2 HTTP/1.1" 200 -'
+    text = formatted("%s", line)
+    assert "tok-after-quote" not in text
+    assert "access_token=***&page=2 HTTP/1.1" in text
+    # A URL quoted in running text keeps its closing quote.
+    assert formatted("see '%s'", "/x?token=abc") == "[WARNING] see '/x?token=***'\n"
+
+
 # --- captures ----------------------------------------------------------------------------------
 
 
