@@ -518,12 +518,16 @@ def _check_redis_url(url: str | None) -> None:
             for host in hosts:
                 port = host.rpartition(":")[2] if ":" in host else "26379"
                 if not port.isdigit() or not 0 < int(port) < 65536:
-                    raise ValueError(f"port {port!r} of a Sentinel is not a port number")
+                    raise ValueError("a Sentinel's port is not a port number")
         else:
             parse_url(url)  # type: ignore[no-untyped-call]
-    except ValueError as exc:  # the message names the part, never the password
+    except ValueError:
+        # Never the error's text: a password with an unencoded "/", "?" or "#" ends the
+        # host there, and the "port" urllib could not read (and quotes) is the password.
         raise ConfigError(
-            f"REDIS_URL (or redis_url) cannot be read: {exc}; e.g. redis://:password@host:6379/0"
+            "REDIS_URL (or redis_url) cannot be read: a host, port or database that is not "
+            "one, or a user name or password holding '/', '?', '#', '@' or ':' (percent-encode "
+            "them: %2F, %3F, %23, %40, %3A); e.g. redis://:password@host:6379/0"
         ) from None
 
 

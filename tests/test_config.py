@@ -218,3 +218,22 @@ def test_named_integrations_and_per_topic_urls(
         },
     )
     assert handshake.get_data(as_text=True) == "42"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:s3cr/etPart@127.0.0.1:6379/0",  # a "/" in the password, not written %2F
+        "redis://:s3cr#etPart@127.0.0.1:6379/0",
+        "redis://user:s3cr?etPart@127.0.0.1:6379/0",
+        "redis+sentinel://:s3cr/etPart@s1:26379,s2:26379/mymaster/0",
+    ],
+)
+def test_an_unreadable_redis_url_never_quotes_any_of_its_password(url: str) -> None:
+    # urllib reads what comes before the "/", "#" or "?" as host and port: the port it
+    # could not read was the password's first part, quoted in the error.
+    env = {"RECEIVER_APP_SECRET": "s", "RECEIVER_VERIFY_TOKEN": "t", "REDIS_URL": url}
+    with pytest.raises(ConfigError) as raised:
+        load_settings({}, env)
+    assert "s3cr" not in str(raised.value)
+    assert "percent-encode" in str(raised.value)
