@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import logging
 import os
 import re
@@ -25,7 +26,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import httpx
 
@@ -137,10 +138,8 @@ class GraphConfig:
         goes through here (``scrub_fields``).
         """
         for secret in (self.access_token, self.proof(), self.app_secret):
-            if not secret:
-                continue
-            for shape in {secret, quote(secret, safe="")}:
-                text = text.replace(shape, MASK)
+            if secret:
+                text = _any_encoding(secret).sub(MASK, text)
         return text
 
     def scrub_fields(self, fields: GraphErrorFields) -> GraphErrorFields:
@@ -264,6 +263,21 @@ class _Attempts:
             method=self.method,
             path=self.path,
         ) from None
+
+
+@functools.lru_cache(maxsize=32)
+def _any_encoding(secret: str) -> re.Pattern[str]:
+    """``secret`` as sent or URL-encoded in any way: each character as itself or ``%XX``
+    (either case), a space as ``+`` too; letters in either case (an upper-case hex proof).
+    Matching more than the exact secret costs nothing: it is masked, not read."""
+    shapes = []
+    for char in secret:
+        encoded = "".join(f"%{byte:02X}" for byte in char.encode())
+        alternatives = [re.escape(char), re.escape(encoded)]
+        if char == " ":
+            alternatives.append(r"\+")
+        shapes.append("(?:" + "|".join(alternatives) + ")")
+    return re.compile("".join(shapes), re.IGNORECASE)
 
 
 def graph_id(value: object, what: str = "id") -> str:

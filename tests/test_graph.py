@@ -220,6 +220,33 @@ def test_a_graph_error_echoing_the_token_is_scrubbed_in_every_line_and_field(
     assert error.fbtrace_id == "trace-***-***" and "upstream said: Bearer ***" in error.message
 
 
+def test_a_token_or_proof_echoed_in_any_url_encoding_is_scrubbed() -> None:
+    """Lowercase hex (``%7c``), ``quote``'s default (``/`` left as is), ``quote_plus``, an
+    upper-case proof: each is the same credential, as a proxy or a log might echo it."""
+    from urllib.parse import quote, quote_plus
+
+    token, secret = "1234567890|Ab/Cd+Ef=", "app-secret/with+plus"
+    config = GraphConfig(access_token=token, app_secret=secret)
+    proof = config.proof()
+    assert proof is not None
+    echoed = [
+        token,
+        quote(token, safe=""),
+        quote(token, safe="").lower(),
+        quote(token),
+        quote_plus(token),
+        proof,
+        proof.upper(),
+        secret,
+        quote(secret, safe="").lower(),
+        quote_plus(secret),
+    ]
+    for shape in echoed:
+        scrubbed = config.scrub(f"upstream said: {shape} (end)")
+        assert scrubbed == "upstream said: *** (end)", shape
+    assert config.scrub("nothing secret here: 1234567890") == "nothing secret here: 1234567890"
+
+
 @pytest.mark.parametrize(
     ("helper", "bad"),
     [
