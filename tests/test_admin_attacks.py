@@ -153,6 +153,29 @@ def test_an_ipv6_network_counts_as_one_address(admin_app: Flask) -> None:
     assert guesses(admin_app, "2001:db8:1:3::1", 1, PASSWORD) == [303]
 
 
+@pytest.mark.parametrize(
+    ("forwarded", "same_host"),
+    [("203.0.113.7:{port}", "203.0.113.7"), ("[2001:db8:5:6::1]:{port}", "2001:db8:5:6::2")],
+)
+def test_a_forwarded_address_with_a_port_counts_as_its_host(
+    router: Router, redis_url: str, tmp_path: Path, forwarded: str, same_host: str
+) -> None:
+    """Some proxies append ``address:port`` to X-Forwarded-For, a new port per connection:
+    each port counted as an address of its own, 5 guesses a connection."""
+    app = create_app(admin_config(redis_url, tmp_path, trusted_proxies=1), router=router)
+
+    def guess(hop: str, password: str = "wrong") -> int:
+        headers = {"X-Forwarded-For": hop}
+        client = app.test_client()
+        return login(client, password, headers=headers, environ_base={"REMOTE_ADDR": "10.0.0.2"}
+                     ).status_code
+
+    statuses = [guess(forwarded.format(port=40000 + n)) for n in range(7)]
+    assert statuses == [401] * 5 + [429] * 2
+    assert guess(same_host) == 429
+    assert guess("198.51.100.1:40000", PASSWORD) == 303
+
+
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A Redis of this test's own, to stop, fill or replace."""

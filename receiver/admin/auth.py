@@ -236,7 +236,7 @@ def limited_as(address: str) -> str:
     """Whose limit an address counts against: itself, or for IPv6 its /64, as one host
     (or one customer of a provider) may send from any address of its /64."""
     try:
-        ip = ipaddress.ip_address(address)
+        ip = ipaddress.ip_address(_without_port(address))
     except ValueError:
         return address
     if isinstance(ip, ipaddress.IPv6Address):
@@ -244,6 +244,17 @@ def limited_as(address: str) -> str:
             return str(ip.ipv4_mapped)
         return str(ipaddress.ip_network(f"{ip.exploded.split('%')[0]}/64", strict=False))
     return str(ip)
+
+
+def _without_port(address: str) -> str:
+    """``203.0.113.7:40000`` and ``[2001:db8::1]:40000`` as their host: some proxies append
+    the client's port to X-Forwarded-For, a new one per connection."""
+    host, colon, port = address.rpartition(":")
+    if not colon or not port.isdigit():
+        return address
+    if host.startswith("[") and host.endswith("]"):
+        return host[1:-1]
+    return host if "." in host and ":" not in host else address
 
 
 def session_key(password: str, secret_key: str | None) -> bytes:
