@@ -176,6 +176,14 @@ def test_a_forwarded_address_with_a_port_counts_as_its_host(
     assert guess("198.51.100.1:40000", PASSWORD) == 303
 
 
+def test_a_scoped_ipv6_peer_signs_in_and_shares_its_networks_limit(admin_app: Flask) -> None:
+    """A link-local peer's address carries its zone (``fe80::1%eth0``): sign-in answered 500
+    (``ip.exploded`` cannot be taken of a scoped address)."""
+    statuses = [s for n in range(6) for s in guesses(admin_app, f"fe80::{n + 1}%eth0", 1)]
+    assert statuses == [401] * 5 + [429]
+    assert guesses(admin_app, "fe80:0:0:1::1%eth0", 1, PASSWORD) == [303]
+
+
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A Redis of this test's own, to stop, fill or replace."""

@@ -242,7 +242,8 @@ def limited_as(address: str) -> str:
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:
             return str(ip.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{ip.exploded.split('%')[0]}/64", strict=False))
+        unscoped = ipaddress.IPv6Address(int(ip))  # ``exploded`` fails on ``fe80::1%eth0``
+        return str(ipaddress.ip_network(f"{unscoped}/64", strict=False))
     return str(ip)
 
 
