@@ -254,7 +254,11 @@ def routes() -> None:
             if handler.background
             else "inline"
         )
-        target = f"{handler.func.__module__}.{handler.func.__qualname__}"
+        if handler.ordered_by is not None:
+            by = handler.ordered_by
+            mode += f", ordered by {by if isinstance(by, str) else _callable_name(by)}"
+            mode += ", blocks on failure" if handler.on_failure == "block" else ""
+        target = _callable_name(handler.func)
         rows.append(
             (handler.pattern, target, mode, handler.filter.description if handler.filter else "-")
         )
@@ -264,6 +268,10 @@ def routes() -> None:
         )
         return
     _table(rows)
+
+
+def _callable_name(func: Any) -> str:
+    return f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', repr(func))}"
 
 
 @main.command()
