@@ -151,6 +151,7 @@ def test_spool_and_queues_commands(tmp_path: Path, worker_env: dict[str, str]) -
             "JOBS",
             "RETRIES",
             "FAILED",
+            "KEYS",
         ]
         assert lines[1].split()[:2] == ["receiver", "3"]
         assert receiver("worker", "--burst").returncode == 0

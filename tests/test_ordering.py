@@ -11,6 +11,7 @@ acknowledged (the body's order within one); across keys, calls overlap.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 from collections import defaultdict
@@ -20,15 +21,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 
 from receiver import Router, create_app
 from receiver.routing import OPTIONS, default_router
 
-from .conftest import base_config, envelope, signed
+from .conftest import envelope, signed
 from .plugins import ordered
 from .plugins.ordered import calls
 from .processes import ROOT, receiver_command, wait_until
+from .test_admin import admin_config, csrf_in, flush_traces, login
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -48,8 +51,11 @@ def env(worker_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def client(redis_url: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> FlaskClient:
-    """The web side routes to the ordered plugin's handlers only, as the workers do."""
+def app(
+    redis_url: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Flask:
+    """The web side (dashboard on) routes to the ordered plugin's handlers only, as the
+    workers do."""
     monkeypatch.setenv("RECORDING_DB", env["RECORDING_DB"])
     router = Router()
     for handler in default_router.handlers():
@@ -57,7 +63,12 @@ def client(redis_url: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch)
             router.connect(
                 handler.pattern, handler.func, **{o: getattr(handler, o) for o in OPTIONS}
             )
-    return create_app(base_config(redis_url=redis_url), router=router).test_client()
+    return create_app(admin_config(redis_url, tmp_path), router=router)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
 
 
 @contextmanager
@@ -107,11 +118,10 @@ def cli(env: dict[str, str], *args: str) -> str:
     return done.stdout + done.stderr
 
 
-def by_key(rows: list[tuple[Any, ...]]) -> dict[str, list[tuple[Any, ...]]]:
-    out: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
-    for row in rows:
-        out[row[2]].append(row)
-    return out
+def showing(env: dict[str, str], command: str, text: str) -> str:
+    """What `receiver COMMAND` prints, once it shows ``text`` (else "")."""
+    out = cli(env, command)
+    return out if text in out else ""
 
 
 def spans(db: str, name: str) -> dict[int, list[tuple[float, float, int]]]:
@@ -189,3 +199,132 @@ def test_a_key_keeps_its_order_across_deliveries_and_processes(
                 n += 1
         wait_until(lambda: len(calls(db, "end", "chat.say")) == n, 60, f"{n} ordered calls")
     assert_in_order_without_overlap(db, "chat.say", order)
+
+
+# -- failures hold only their key --------------------------------------------------------------
+
+
+def test_retries_keep_the_key_waiting_and_a_final_failure_moves_it_on(
+    client: FlaskClient, env: dict[str, str]
+) -> None:
+    """ana's 1 fails once (its retry succeeds), her 2 fails both attempts (filed): her 2 waits
+    for 1's retry, her 3 for 2's last failure; bo goes on meanwhile."""
+    db = env["RECORDING_DB"]
+    post(client, change("say", "ana", 1, fail_times=1), change("say", "bo", 11))
+    post(client, change("say", "ana", 2, fail_times=2), change("say", "bo", 12))
+    post(client, change("say", "ana", 3), change("say", "bo", 13))
+    with workers(env):
+        wait_until(
+            lambda: {n for _, n, *_ in calls(db, "end", "chat.say")} == {1, 3, 11, 12, 13},
+            60,
+            "every event but 2 to succeed",
+        )
+        listing = wait_until(lambda: showing(env, "failed", "ana"), 30, "event 2 to be filed")
+    assert_in_order_without_overlap(db, "chat.say", {"ana": [1, 2, 3], "bo": [11, 12, 13]})
+    ran = spans(db, "chat.say")
+    assert [len(ran[n]) for n in (1, 2, 3)] == [2, 2, 1]  # attempts: 1 retried, 2 filed
+    assert "chat.say" in listing and " 2 " in listing  # two attempts, then filed with its key
+
+
+def test_a_blocking_key_waits_for_an_operator_and_holds_nothing_else(
+    client: FlaskClient, env: dict[str, str]
+) -> None:
+    """on_failure="block": ana's 1 and cy's 21 fail for good and hold their keys while bo's
+    events all run; operators see the held keys and what waits; a requeue (once fixed)
+    runs ana's 1 and lets her go on, a skip lets cy go on without his 21."""
+    db = env["RECORDING_DB"]
+    post(client, change("block", "ana", 1, fail_times=99), change("block", "bo", 11))
+    post(client, change("block", "ana", 2), change("block", "cy", 21, fail_times=99))
+    last = post(
+        client, change("block", "ana", 3), change("block", "bo", 12), change("block", "cy", 22)
+    )
+    with workers(env):
+        wait_until(lambda: {n for _, n, *_ in calls(db, "end")} >= {11, 12}, 60, "bo's events")
+        queues = wait_until(lambda: showing(env, "queues", "(2 held)"), 60, "keys to be held")
+        failed = cli(env, "failed")
+        trace = cli(env, "trace", last)
+        # Held: neither key went on behind its failed event, though bo's ran meanwhile.
+        assert {n for _, n, *_ in calls(db, "start")} == {1, 11, 21, 12}
+        assert "ana (held until requeued or skipped)" in failed
+        rows = {line.split()[1]: line for line in queues.splitlines() if "blocked" in line}
+        assert rows.keys() == {"ana", "cy"}
+        assert rows["ana"].split()[2] == "2" and rows["cy"].split()[2] == "1"  # waiting
+        assert "waits for key 'ana'" in trace and "2 event(s) ahead" in trace
+        assert "blocked" in trace
+
+        jobs = {
+            key: line.split()[0]
+            for line in failed.splitlines()[1:]
+            for key in ("ana", "cy")
+            if f" {key} (held" in line
+        }
+        assert jobs.keys() == {"ana", "cy"}, failed
+        Path(env["FIXED_FLAG"]).touch()  # the handler is fixed: ana's 1 may succeed now
+        assert "requeued 1 item(s)" in cli(env, "failed", "requeue", jobs["ana"])
+        assert "key(s) 'cy' go on" in cli(env, "failed", "skip", jobs["cy"])
+        wait_until(
+            lambda: {n for _, n, *_ in calls(db, "end")} == {1, 2, 3, 11, 12, 22},
+            60,
+            "the held keys to go on",
+        )
+        wait_until(lambda: "held" not in cli(env, "queues"), 30, "no key to be held")
+        assert "no failed items" in cli(env, "failed")
+    assert_in_order_without_overlap(db, "chat.block", {"ana": [1, 2, 3], "cy": [21, 22]})
+    assert [a for _, n, _, _, a, _ in calls(db, "end") if n == 1] == [2]  # requeued, then ok
+    assert not [n for _, n, *_ in calls(db, "end") if n == 21]  # skipped, never succeeded
+
+
+# -- crash safety ------------------------------------------------------------------------------
+
+
+def test_a_sigkilled_worker_s_event_runs_again_elsewhere_before_its_key_goes_on(
+    client: FlaskClient, env: dict[str, str]
+) -> None:
+    db = env["RECORDING_DB"]
+    with workers(env) as processes:
+        post(
+            client,
+            change("say", "ana", 1, stall=30),
+            change("say", "ana", 2),
+            change("say", "bo", 11, sleep=0.2),
+            change("say", "ana", 3),
+            change("say", "bo", 12),
+        )
+        [(_, _, _, pid, _, _)] = wait_until(
+            lambda: [row for row in calls(db, "start") if row[1] == 1], 60, "ana's 1 to start"
+        )
+        [victim] = [p for p in processes if p.pid == pid]
+        os.killpg(victim.pid, signal.SIGKILL)  # mid-call: no warm shutdown, no cleanup
+        victim.wait()
+        wait_until(
+            lambda: {n for _, n, *_ in calls(db, "end")} == {1, 2, 3, 11, 12}, 120, "every event"
+        )
+    [survivor] = [p for p in processes if p is not victim]
+    assert_in_order_without_overlap(db, "chat.say", {"ana": [1, 2, 3], "bo": [11, 12]})
+    starts = [(n, p) for _, n, k, p, _, _ in calls(db, "start") if k == "ana"]
+    assert starts == [(1, victim.pid), (1, survivor.pid), (2, survivor.pid), (3, survivor.pid)]
+
+
+def test_the_dashboard_shows_held_keys_and_waiting_events_and_skips(
+    app: Flask, client: FlaskClient, env: dict[str, str]
+) -> None:
+    db = env["RECORDING_DB"]
+    post(client, change("block", "ana", 1, fail_times=99))
+    waiting = post(client, change("block", "ana", 2))
+    with workers(env, count=1):
+        assert login(client).status_code == 303
+        wait_until(
+            lambda: "held-keys" in client.get("/admin/queues").text, 60, "ana's key to be held"
+        )
+        queues = client.get("/admin/queues").text
+        assert "<code>ana</code></td><td>1</td>" in queues  # one event waits behind
+        flush_traces(app)
+        delivery = client.get(f"/admin/deliveries/{waiting}").text
+        assert "waits for key &#39;ana&#39;" in delivery and "1 event(s) ahead" in delivery
+        failed = client.get("/admin/failed").text
+        [job] = re.findall(r'data-testid="skip-([^"]+)"', failed)
+        assert "its later events wait until this one is requeued" in failed
+        form = {"job_id": job, "csrf_token": csrf_in(failed)}
+        assert client.post("/admin/failed/skip", data=form).status_code == 303
+        wait_until(lambda: [n for _, n, *_ in calls(db, "end")] == [2], 60, "ana's 2 to run")
+    assert "held-keys" not in client.get("/admin/queues").text

@@ -297,6 +297,7 @@ def delivery(delivery_id: str) -> AnyResponse:
         fingerprint=fingerprint,
         replayable=data.replayable(captured, _core().settings.dev_mode),
         others=others,
+        waiting=data.waiting(connection, record) if connection is not None else [],
     )
 
 
@@ -382,9 +383,33 @@ def requeue() -> AnyResponse:
     return redirect(url_for("admin.failed", requeued=len(done)), 303)
 
 
+@blueprint.route("/failed/skip", methods=["POST"])
+def skip() -> AnyResponse:
+    """Drop one failed item for good: a key it holds (``on_failure="block"``) goes on."""
+    from ..queue import ops
+
+    connection = _connection()
+    core = _core()
+    job_id = request.form.get("job_id", "")
+    if connection is None:
+        return _page("message.html", 503, title="No Redis", message="Failed work lives in Redis.")
+    try:
+        ops.skip(connection, data.queue_names(connection, core.settings, core.router), [job_id])
+    except UnknownFailedItem:
+        return _page(
+            "message.html",
+            404,
+            title="Not in the failed registry",
+            message=f"{job_id}: already requeued or removed. Reload the list.",
+        )
+    log.warning("admin skipped failed item %s by %s", escape(job_id), escape(_address()))
+    return redirect(url_for("admin.failed", skipped=1), 303)
+
+
 @blueprint.route("/queues")
 def queues() -> AnyResponse:
     connection = _connection()
     core = _core()
     rows = data.queues(connection, core.settings, core.router) if connection is not None else []
-    return _page("queues.html", rows=rows)
+    held = data.held_keys(connection, core.settings, core.router) if connection else []
+    return _page("queues.html", rows=rows, held=held)

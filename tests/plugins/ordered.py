@@ -3,7 +3,8 @@
 Events are ``chat.*`` changes whose value carries ``from.id`` (the sender: the
 order key), ``n`` and how the call behaves: ``sleep`` seconds, ``fail_times``
 attempts that fail first. Each call notes when it started and ended, in which
-process and at which attempt, so tests can tell order and overlap apart.
+process and at which attempt, so tests can tell order and overlap apart;
+``stall`` seconds are slept by the first attempt only.
 
 - ``chat.say``: ordered by ``sender_id``, one retry; its key moves on after a failure.
 - ``chat.block``: ordered by ``sender_id``, no retry, ``on_failure="block"``; fails while
@@ -68,7 +69,7 @@ def _run(event: Event) -> None:
             connection.execute("INSERT INTO calls VALUES (?, ?, ?, ?, ?, ?, ?)", row)
 
     noted("start")
-    time.sleep(float(value.get("sleep", 0)))
+    time.sleep(float(value.get("sleep", 0)) + (float(value.get("stall", 0)) if attempt == 1 else 0))
     fixed = os.path.exists(os.environ.get("FIXED_FLAG", "/nonexistent"))
     if attempt <= int(value.get("fail_times", 0)) and not fixed:
         noted("fail")
