@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
 from receiver import Router, create_app
+from receiver.queue import handoff, keys, ordering
 from receiver.routing import OPTIONS, default_router
 
 from .conftest import envelope, signed
@@ -328,3 +330,27 @@ def test_the_dashboard_shows_held_keys_and_waiting_events_and_skips(
         assert client.post("/admin/failed/skip", data=form).status_code == 303
         wait_until(lambda: [n for _, n, *_ in calls(db, "end")] == [2], 60, "ana's 2 to run")
     assert "held-keys" not in client.get("/admin/queues").text
+
+
+def test_a_lane_that_lost_its_wake_is_woken_and_spare_wakes_change_nothing(
+    client: FlaskClient, env: dict[str, str], redis_url: str
+) -> None:
+    """Backstops: maintenance wakes a lane whose head stalled (here: its wake deleted), and
+    extra wakes for one lane (a crash between two commands) run nothing twice or at once."""
+    db = env["RECORDING_DB"]
+    for n in (1, 2, 3):
+        post(client, change("say", "ana", n, sleep=0.2))
+    connection = redis.Redis.from_url(redis_url)
+    [lane] = connection.zrange(keys.lanes_key("receiver"), 0, -1)
+    assert connection.delete(keys.pending_key("receiver"))  # the lane's only wake
+    connection.zadd(keys.lanes_key("receiver"), {lane: 0})  # stalled long ago
+    with workers(env, count=1):
+        wait_until(lambda: calls(db, "start"), 60, "maintenance to wake the lane")
+        for _ in range(3):
+            connection.rpush(keys.pending_key("receiver"), ordering.wake(lane.decode()))
+        handoff.kick(connection, "receiver", 8, 180)
+        wait_until(lambda: len(calls(db, "end")) == 3, 60, "ana's events")
+        wait_until(lambda: not connection.exists(lane), 30, "the lane to be gone")
+    assert_in_order_without_overlap(db, "chat.say", {"ana": [1, 2, 3]})
+    assert len(calls(db, "start")) == 3  # each once
+    assert connection.zcard(keys.lanes_key("receiver")) == 0  # nothing left per key

@@ -260,8 +260,11 @@ def nudge(connection: Redis, queue: str) -> int:
     """Wake lanes whose head has not changed for ``STALL`` seconds and that are not held.
 
     A backstop: a lane keeps its wake by construction. A spare wake costs one claim
-    that fails; a lane left without one would wait for ever.
+    that fails; a lane left without one would wait for ever. Not while the queue has a
+    backlog: then a lane's wake may simply be waiting its turn.
     """
+    if connection.llen(keys.pending_key(queue)) >= NUDGE_BATCH:
+        return 0
     index = keys.lanes_key(queue)
     stalled = [
         lane.decode() if isinstance(lane, bytes) else str(lane)
