@@ -34,6 +34,7 @@ from .plugins import ordered
 from .plugins.ordered import calls
 from .processes import ROOT, receiver_command, wait_until
 from .test_admin import admin_config, csrf_in, flush_traces, login
+from .test_concurrency import worker
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -77,28 +78,7 @@ def client(app: Flask) -> FlaskClient:
 def workers(env: dict[str, str], count: int = 2) -> Iterator[list[subprocess.Popen[bytes]]]:
     """``count`` real `receiver worker --concurrency 32` processes, stopped afterwards."""
     with ExitStack() as stack:
-        started = [stack.enter_context(_worker(env)) for _ in range(count)]
-        yield started
-
-
-@contextmanager
-def _worker(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen(
-        receiver_command("--log-level", "WARNING", "worker", "--concurrency", "32"),
-        env=env,
-        cwd=ROOT,
-        start_new_session=True,
-    )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        yield [stack.enter_context(worker(env, "--concurrency", "32")) for _ in range(count)]
 
 
 def change(field: str, sender: str, n: int, **value: Any) -> dict[str, Any]:

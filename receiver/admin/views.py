@@ -373,12 +373,7 @@ def requeue() -> AnyResponse:
     try:
         done = ops.requeue(connection, names, wanted)
     except UnknownFailedItem as exc:
-        return _page(
-            "message.html",
-            404,
-            title="Not in the failed registry",
-            message=f"{', '.join(exc.job_ids)}: already requeued or removed. Reload the list.",
-        )
+        return _not_in_registry(exc)
     log.warning("admin requeued %d failed item(s) by %s", len(done), escape(_address()))
     return redirect(url_for("admin.failed", requeued=len(done)), 303)
 
@@ -395,15 +390,19 @@ def skip() -> AnyResponse:
         return _page("message.html", 503, title="No Redis", message="Failed work lives in Redis.")
     try:
         ops.skip(connection, data.queue_names(connection, core.settings, core.router), [job_id])
-    except UnknownFailedItem:
-        return _page(
-            "message.html",
-            404,
-            title="Not in the failed registry",
-            message=f"{job_id}: already requeued or removed. Reload the list.",
-        )
+    except UnknownFailedItem as exc:
+        return _not_in_registry(exc)
     log.warning("admin skipped failed item %s by %s", escape(job_id), escape(_address()))
     return redirect(url_for("admin.failed", skipped=1), 303)
+
+
+def _not_in_registry(exc: UnknownFailedItem) -> AnyResponse:
+    return _page(
+        "message.html",
+        404,
+        title="Not in the failed registry",
+        message=f"{', '.join(exc.job_ids)}: already requeued or removed. Reload the list.",
+    )
 
 
 @blueprint.route("/queues")

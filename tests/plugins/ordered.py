@@ -21,6 +21,9 @@ from typing import Any
 
 from receiver import Event, on
 
+from . import noted
+from . import value_of as _value
+
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS calls"
     " (name TEXT, n INTEGER, key TEXT, pid INTEGER, attempt INTEGER, phase TEXT, at REAL)"
@@ -36,22 +39,8 @@ def _db() -> sqlite3.Connection:
 def calls(path: str, phase: str, name: str | None = None) -> list[tuple[Any, ...]]:
     """``(name, n, key, pid, attempt, at)`` rows of one phase (``start``, ``end``,
     ``fail``), in the order they were noted."""
-    if not os.path.exists(path):
-        return []
     query = "SELECT name, n, key, pid, attempt, at FROM calls WHERE phase = ?"
-    args: list[Any] = [phase]
-    if name is not None:
-        query += " AND name = ?"
-        args.append(name)
-    with sqlite3.connect(path, timeout=30) as connection:
-        try:
-            return connection.execute(query + " ORDER BY rowid", args).fetchall()
-        except sqlite3.OperationalError:
-            return []
-
-
-def _value(event: Event) -> dict[str, Any]:
-    return event.value if isinstance(event.value, dict) else {}
+    return noted(path, query, phase, name, "rowid")
 
 
 def _run(event: Event) -> None:
