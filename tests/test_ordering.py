@@ -165,22 +165,25 @@ def test_each_key_in_acknowledgement_order_keys_concurrently_on_two_workers(
     assert {pid for _, _, pid in everything} == {p.pid for p in processes}  # both took a share
 
 
-def test_a_key_keeps_its_order_across_deliveries_and_processes(
+def test_a_key_goes_on_in_order_on_another_worker_after_a_warm_shutdown(
     client: FlaskClient, env: dict[str, str]
 ) -> None:
-    """Deliveries posted while the workers run: each sender's next message is its own
-    delivery, so a key's events are picked up afresh, by either worker."""
+    """The worker running ana's messages is stopped (SIGTERM) during her second one: it
+    finishes that call and hands her key over; the other worker goes on from her third."""
     db = env["RECORDING_DB"]
-    order: dict[str, list[int]] = defaultdict(list)
-    with workers(env):
-        n = 0
-        for _ in range(6):
-            for sender in ("ana", "bo", "cy"):
-                post(client, change("say", sender, n, sleep=0.1))
-                order[sender].append(n)
-                n += 1
-        wait_until(lambda: len(calls(db, "end", "chat.say")) == n, 60, f"{n} ordered calls")
-    assert_in_order_without_overlap(db, "chat.say", order)
+    with workers(env) as processes:
+        post(client, *[change("say", "ana", n, sleep=0.5) for n in range(1, 7)])
+        [(*_, pid, _, _)] = wait_until(
+            lambda: [row for row in calls(db, "start") if row[1] == 2], 60, "ana's 2 to start"
+        )
+        [first] = [p for p in processes if p.pid == pid]
+        first.send_signal(signal.SIGTERM)  # warm: the running call ends, the rest is handed on
+        assert first.wait(timeout=60) == 0
+        wait_until(lambda: len(calls(db, "end")) == 6, 60, "ana's messages")
+    [second] = [p for p in processes if p is not first]
+    assert_in_order_without_overlap(db, "chat.say", {"ana": [1, 2, 3, 4, 5, 6]})
+    ran_on = [pid for _, _, _, pid, _, _ in calls(db, "end")]
+    assert ran_on == [first.pid] * 2 + [second.pid] * 4
 
 
 # -- failures hold only their key --------------------------------------------------------------
