@@ -66,7 +66,7 @@ def app(
             router.connect(
                 handler.pattern, handler.func, **{o: getattr(handler, o) for o in OPTIONS}
             )
-    return create_app(admin_config(redis_url, tmp_path), router=router)
+    return create_app(admin_config(redis_url, tmp_path, metrics_token="t"), router=router)
 
 
 @pytest.fixture
@@ -303,6 +303,8 @@ def test_the_dashboard_shows_held_keys_and_waiting_events_and_skips(
         )
         queues = client.get("/admin/queues").text
         assert "<code>ana</code></td><td>1</td>" in queues  # one event waits behind
+        metrics = client.get("/metrics", headers={"Authorization": "Bearer t"}).text
+        assert 'receiver_queue_held_keys{queue="receiver"} 1.0' in metrics
         flush_traces(app)
         delivery = client.get(f"/admin/deliveries/{waiting}").text
         assert "waits for key &#39;ana&#39;" in delivery and "1 event(s) ahead" in delivery
