@@ -3,6 +3,7 @@
 Every string a script compares or builds comes in as ARGV from ``keys``;
 a script spells no key prefix or claim state of its own. Scripts are
 registered once per Redis client (registering hashes the source every time).
+The script that moves ordered work on (``ordering.LANE``) lives with the rest of it.
 """
 
 from __future__ import annotations

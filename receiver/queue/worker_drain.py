@@ -16,6 +16,12 @@ job (``retry_item``) with exponential backoff and jitter, which puts it back
 in a packet when due; once its attempts run out it lands in RQ's failed
 registry as a failed job with the event and the traceback.
 
+Ordered items (``ordering``) wait in their keys' lanes instead of packets; a
+packet that is a lane's *wake* makes this drainer run the lane's head and,
+once its outcome is recorded, the next one, until the lane empties, its head
+waits for a retry or an operator, or the drainer winds down (the wake then
+goes back to the queue).
+
 A drainer proves it is alive with a heartbeat key; when a worker is
 SIGKILLed the key expires, and any other worker's maintenance moves the dead
 drainer's in-flight packets back to the front of the queue and starts a drainer.
