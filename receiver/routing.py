@@ -191,14 +191,16 @@ class Router:
         handler = Handler(func=func, pattern=name, filter=combined, order=next(_order), **options)
         if handler.id in self._handlers:
             self.disconnect(handler.id)
+        self._add(handler)
+        return handler
 
+    def _add(self, handler: Handler) -> None:
         def receive(sender: Any, event: Event) -> Handler | None:
             return handler if handler.matches(event) else None
 
-        event_signal(name).connect(receive, sender=self, weak=False)
+        event_signal(handler.pattern).connect(receive, sender=self, weak=False)
         self._handlers[handler.id] = handler
         self._receivers[handler.id] = receive
-        return handler
 
     def disconnect(self, handler_id: str) -> None:
         handler = self._handlers.pop(handler_id)
@@ -232,6 +234,20 @@ class Router:
 
     def handlers(self) -> list[Handler]:
         return sorted(self._handlers.values(), key=lambda h: h.order)
+
+    @contextmanager
+    def set_aside(self, leave: Callable[[Handler], bool]) -> Iterator[Router]:
+        """Handlers for which ``leave`` is true are disconnected for the block, and come back
+        after it as they were, every option included (tests that must see only some)."""
+        aside = [h for h in self.handlers() if leave(h)]
+        for handler in aside:
+            self.disconnect(handler.id)
+        try:
+            yield self
+        finally:
+            for handler in aside:
+                if handler.id not in self._handlers:
+                    self._add(handler)
 
     @contextmanager
     def isolated(self) -> Iterator[Router]:

@@ -198,3 +198,16 @@ def test_ordered_handlers_and_their_keys(router: Router) -> None:
     assert by_thread.order_key(Event("group", "posts", {"thread": 7}, "e3", "d1", "x")) == "7"
     assert by_thread.order_key(Event("group", "posts", {"boom": 1}, "e4", "d1", "x")) is None
     assert (by_thread.on_failure, by_sender.on_failure) == ("block", "skip")
+
+
+def test_handlers_set_aside_come_back_as_they_were(router: Router) -> None:
+    """Every option survives, ``ordered_by`` included (a copy spelling the options it knew
+    once dropped it, and later tests saw unordered handlers)."""
+    kept = router.connect("group.posts", lambda e: None)
+    aside = router.connect(
+        "page.messages", print, background=True, ordered_by="sender_id", on_failure="block"
+    )
+    with router.set_aside(lambda h: h is aside):
+        assert router.handlers() == [kept]
+    assert router.handlers() == [kept, aside]
+    assert router.handler(aside.id) is aside
