@@ -25,11 +25,10 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from receiver import Router, create_app
+from receiver import create_app
 from receiver.queue import handoff, keys, ordering
-from receiver.routing import OPTIONS, default_router
 
-from .conftest import envelope, signed
+from .conftest import envelope, plugin_router, signed
 from .plugins import ordered
 from .plugins.ordered import calls
 from .processes import ROOT, receiver_command, wait_until
@@ -60,12 +59,7 @@ def app(
     """The web side (dashboard on) routes to the ordered plugin's handlers only, as the
     workers do."""
     monkeypatch.setenv("RECORDING_DB", env["RECORDING_DB"])
-    router = Router()
-    for handler in default_router.handlers():
-        if handler.func.__module__ == ordered.__name__:
-            router.connect(
-                handler.pattern, handler.func, **{o: getattr(handler, o) for o in OPTIONS}
-            )
+    router = plugin_router(ordered.__name__)
     return create_app(admin_config(redis_url, tmp_path, metrics_token="t"), router=router)
 
 
@@ -143,7 +137,8 @@ def test_each_key_in_acknowledgement_order_keys_concurrently_on_two_workers(
     client: FlaskClient, env: dict[str, str]
 ) -> None:
     """150 senders × 4 messages, 20 deliveries: each sender's messages in one body at a time,
-    interleaved with the others'. Stored before the workers start, so both take a share."""
+    interleaved with the others'. (Which worker takes which key is a race; the tests below
+    move a key from one worker to the other on purpose.)"""
     db = env["RECORDING_DB"]
     senders = [f"u{k:03d}" for k in range(150)]
     order: dict[str, list[int]] = defaultdict(list)
@@ -156,13 +151,12 @@ def test_each_key_in_acknowledgement_order_keys_concurrently_on_two_workers(
                 order[sender].append(n)
                 n += 1
             post(client, *batch)
-    with workers(env) as processes:
+    with workers(env):
         wait_until(lambda: len(calls(db, "end", "chat.say")) == n, 120, f"{n} ordered calls")
     assert_in_order_without_overlap(db, "chat.say", order)
     everything = [span for spans_ in spans(db, "chat.say").values() for span in spans_]
     assert len(everything) == n  # each once
     assert most_at_once(everything) > 1  # different keys ran at the same time
-    assert {pid for _, _, pid in everything} == {p.pid for p in processes}  # both took a share
 
 
 def test_a_key_goes_on_in_order_on_another_worker_after_a_warm_shutdown(
