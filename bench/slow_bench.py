@@ -1,6 +1,7 @@
 """Realistic background handlers: each waits 50 ms on a loopback HTTP service.
 
     .venv/bin/python bench/slow_bench.py [--seconds 5] [--runs 1] [--concurrency 1,8,32]
+    .venv/bin/python bench/slow_bench.py --ordered [--concurrency 32]
 
 Starts a private redis-server and ``bench/slow_service.py`` (answers every
 request after 50 ms, HTTP/1.1 keep-alive, real loopback sockets), then prints
@@ -16,7 +17,9 @@ events handled per second by ONE worker process, and its peak RSS, for:
 Events are staged in Redis first, as the web side stores them, one per
 delivery; the clock runs from the moment the worker (started and idle) is
 kicked until nothing is pending or in flight, or, for RQ, from the burst
-worker's start minus its start-up time measured on an empty queue. Every run
+worker's start minus its start-up time measured on an empty queue. ``--ordered``
+compares ``bench.slow_handlers.call_ordered`` (``ordered_by``) with 1,000 keys
+to the same call unordered, and one hot key to unordered at concurrency 1. Every run
 also checks that nothing failed or was scheduled for a retry. Nothing but
 loopback; the machine's other load is not controlled, so read spreads, not digits.
 """
@@ -33,6 +36,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 from rq import Queue, Worker
@@ -43,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from receiver.events import Event  # noqa: E402
-from receiver.queue import handoff, keys  # noqa: E402
+from receiver.queue import handoff, keys, ordering  # noqa: E402
 from receiver.routing import Handler, HandlerFunc  # noqa: E402
 from receiver.testing import RedisServer, free_port  # noqa: E402
 
@@ -51,22 +55,37 @@ QUEUE = "receiver"
 STAGING = "bench:staging"
 
 
-def stage(connection: redis.Redis, func: HandlerFunc, pattern: str, events: int) -> None:
-    """One delivery (packet) per event, staged aside so no worker starts on them early."""
+def stage(
+    connection: redis.Redis, func: HandlerFunc, pattern: str, events: int, keys_: int = 0
+) -> None:
+    """One delivery per event, staged aside so no worker starts on them early.
+
+    With ``keys_``, the handler is ordered by the event's ``k`` (``n`` modulo ``keys_``):
+    its events go to their lanes at once and the lanes' wakes are staged instead.
+    """
     topic, field = pattern.split(".") if "." in pattern else ("bench", "noop")
-    handler = Handler(func=func, pattern=pattern, background=True)
+    ordered_by = (lambda event: event.value["k"]) if keys_ else None
+    handler = Handler(func=func, pattern=pattern, background=True, ordered_by=ordered_by)
+    woken: set[str] = set()
     with connection.pipeline(transaction=False) as pipe:
         for n in range(events):
             event = Event(
                 topic=topic,
                 field=field,
-                value={"n": n},
+                value={"n": n, "k": str(n % keys_) if keys_ else None},
                 id=f"{n:032x}",
                 delivery_id=f"d{n}",
                 integration="default",
             )
-            for packet in handoff.packets(f"d{n}", [(event, handler)], QUEUE).values():
+            ordered, unordered = ordering.split([(event, handler)])
+            for packet in handoff.packets(f"d{n}", unordered, QUEUE).values():
                 pipe.rpush(STAGING, packet.encode())
+            for lane, element, wake in ordering.elements(f"d{n}", ordered, QUEUE).get(QUEUE, []):
+                pipe.rpush(lane, element)
+                if lane not in woken:
+                    woken.add(lane)
+                    pipe.rpush(STAGING, wake)
+                    pipe.zadd(keys.lanes_key(QUEUE), {lane: time.time()})
         pipe.execute()
 
 
@@ -96,12 +115,19 @@ def check_clean(connection: redis.Redis) -> None:
 
 
 def receiver_rate(
-    url: str, env: dict[str, str], func: HandlerFunc, pattern: str, events: int, concurrency: int
+    url: str,
+    env: dict[str, str],
+    func: HandlerFunc,
+    pattern: str,
+    events: int,
+    concurrency: int,
+    keys_: int = 0,
 ) -> tuple[float, float]:
-    """Events/s of one `receiver worker --concurrency C`, and its peak RSS in MB."""
+    """Events/s of one `receiver worker --concurrency C`, and its peak RSS in MB (``keys_``:
+    ordered by that many keys, see ``stage``)."""
     connection = redis.Redis.from_url(url)
     connection.flushall()
-    stage(connection, func, pattern, events)
+    stage(connection, func, pattern, events, keys_)
     command = [sys.executable, "-m", "receiver", "--log-level", "ERROR", "worker"]
     worker = subprocess.Popen([*command, "--concurrency", str(concurrency)], env=env, cwd=ROOT)
     peak = [0.0]
@@ -184,6 +210,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--delay", type=float, default=0.05, help="the service's answer delay")
+    parser.add_argument(
+        "--ordered", action="store_true", help="ordered_by: 1,000 keys and one hot key instead"
+    )
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
 
@@ -222,12 +251,19 @@ def main() -> None:
                 memory = f"{max(rss):.0f}" if rss else "-"
                 print(f"{label:>46}  {spread(rates):>22}  {ratio:>20.1f}  {memory:>11}", flush=True)
 
-            def receiver_row(label: str, func: HandlerFunc, pattern: str, c: int, n: int) -> None:
+            def receiver_row(
+                label: str, func: HandlerFunc, pattern: str, c: int, n: int, keys_: int = 0
+            ) -> float:
                 results = [
-                    receiver_rate(server.url, env, func, pattern, n, c) for _ in range(args.runs)
+                    receiver_rate(server.url, env, func, pattern, n, c, keys_)
+                    for _ in range(args.runs)
                 ]
                 row(label, [r[0] for r in results], [r[1] for r in results])
+                return statistics.median(r[0] for r in results)
 
+            if args.ordered:
+                ordered_rows(receiver_row, levels, ideal, args.seconds)
+                return
             for c in levels:
                 n = max(50, int(min(c, 40) * ideal * args.seconds * 0.8))
                 receiver_row(
@@ -262,6 +298,27 @@ def main() -> None:
             service.terminate()
             service.wait(timeout=10)
             server.stop()
+
+
+def ordered_rows(receiver_row: Any, levels: list[int], ideal: float, seconds: float) -> None:
+    """``--ordered``: the same handler ordered by 1,000 keys next to it unordered, at each
+    concurrency; then one hot key (one at a time) next to unordered at concurrency 1."""
+    from bench.slow_handlers import call, call_ordered
+
+    for c in levels:
+        n = max(50, int(min(c, 40) * ideal * seconds * 0.8))
+        free = receiver_row(f"unordered, concurrency {c}", call, "bench.sync", c, n)
+        keyed = receiver_row(
+            f"ordered by 1,000 keys, concurrency {c}", call_ordered, "bench.ordered", c, n, 1000
+        )
+        print(f"{'':>46}  ordered / unordered: {keyed / free:.2f}", flush=True)
+    n = max(20, int(ideal * seconds * 0.8))
+    alone = receiver_row("unordered, concurrency 1", call, "bench.sync", 1, n)
+    top = max(levels)
+    hot = receiver_row(
+        f"one hot key, concurrency {top}", call_ordered, "bench.ordered", top, n, 1
+    )
+    print(f"{'':>46}  hot key / one at a time: {hot / alone:.2f}", flush=True)
 
 
 if __name__ == "__main__":

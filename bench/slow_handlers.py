@@ -2,7 +2,8 @@
 
 ``call`` (a plain function, on the worker's threads) and ``call_async`` (``async def``,
 on its event loop) post the event to ``SLOW_SERVICE_URL`` through one kept-alive
-httpx client per process, the way a handler calls the Graph API. ``call_job`` is
+httpx client per process, the way a handler calls the Graph API; ``call_ordered`` is ``call`` with
+``ordered_by`` (the key is the event's ``k``). ``call_job`` is
 the same call as a plain RQ job, for the one-job-per-event baseline.
 """
 
@@ -46,6 +47,12 @@ def call(event: Event) -> None:
 async def call_async(event: Event) -> None:
     """The same call from an ``async def`` handler."""
     (await async_client().post("/lookup", json=event.value)).raise_for_status()
+
+
+@on("bench.ordered", background=True, ordered_by=lambda event: event.value["k"])
+def call_ordered(event: Event) -> None:
+    """The same call, ordered by the event's ``k``: one at a time per key."""
+    client().post("/lookup", json=event.value).raise_for_status()
 
 
 def call_job(n: int) -> None:

@@ -289,7 +289,11 @@ def routes() -> None:
             if handler.background
             else "inline"
         )
-        target = f"{handler.func.__module__}.{handler.func.__qualname__}"
+        if handler.ordered_by is not None:
+            by = handler.ordered_by
+            mode += f", ordered by {by if isinstance(by, str) else _callable_name(by)}"
+            mode += ", blocks on failure" if handler.on_failure == "block" else ""
+        target = _callable_name(handler.func)
         rows.append(
             (handler.pattern, target, mode, handler.filter.description if handler.filter else "-")
         )
@@ -299,6 +303,10 @@ def routes() -> None:
         )
         return
     _table(rows)
+
+
+def _callable_name(func: Any) -> str:
+    return f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', repr(func))}"
 
 
 @main.command()
@@ -428,9 +436,13 @@ def failed(ctx: click.Context) -> None:
     if not items:
         click.echo("no failed items")
     else:
-        rows = [("JOB", "EVENT", "EVENT ID", "ATTEMPTS", "HANDLER", "ERROR")]
+        keyed = any(f.key is not None for f in items)
+        rows = [("JOB", "EVENT", "EVENT ID", "ATTEMPTS", "HANDLER", *(("KEY",) * keyed), "ERROR")]
         rows += [
-            (f.job_id, f.event_name, f.event_id, str(f.attempts), f.handler, f.error) for f in items
+            (f.job_id, f.event_name, f.event_id, str(f.attempts), f.handler)
+            + ((_key_cell(f.key, f.blocks),) if keyed else ())
+            + (f.error,)
+            for f in items
         ]
         _table(rows)
     if drains:
@@ -438,6 +450,26 @@ def failed(ctx: click.Context) -> None:
             f"({len(drains)} abandoned drain job(s) hidden: their deliveries were recovered; "
             "`receiver failed requeue --all` clears them)"
         )
+
+
+def _key_cell(key: str | None, blocks: bool) -> str:
+    if key is None:
+        return "-"
+    return f"{key} (held until requeued or skipped)" if blocks else key
+
+
+@failed.command("skip")
+@click.argument("job_ids", nargs=-1, required=True)
+def failed_skip(job_ids: tuple[str, ...]) -> None:
+    """Drop failed items for good; a key held by one goes on with its next event."""
+    from .queue.ops import skip
+
+    connection, queues = _operator_view()
+    moved = skip(connection, queues, list(job_ids))  # ReceiverGroup turns unknown ids into one line
+    click.echo(
+        f"skipped {len(job_ids)} item(s)"
+        + (f"; key(s) {', '.join(map(repr, moved))} go on" if moved else "")
+    )
 
 
 @failed.command("requeue")
@@ -481,11 +513,13 @@ def spool(drain_now: bool) -> None:
 
 @main.command()
 def queues() -> None:
-    """Queue depths: pending deliveries, drainers, RQ jobs, scheduled retries, failed."""
+    """Queue depths: pending deliveries, drainers, RQ jobs, scheduled retries, failed, order
+    keys; then the keys waiting behind a failing event."""
     from .queue.ops import depths
+    from .queue.ordering import held
 
     connection, names = _operator_view()
-    rows = [("QUEUE", "PENDING", "OLDEST", "DRAINERS", "RQ JOBS", "RETRIES", "FAILED")]
+    rows = [("QUEUE", "PENDING", "OLDEST", "DRAINERS", "RQ JOBS", "RETRIES", "FAILED", "KEYS")]
     now = time.time()
     for d in depths(connection, names):
         oldest = f"{now - d.oldest_pending_at:.0f}s" if d.oldest_pending_at else "-"
@@ -498,9 +532,25 @@ def queues() -> None:
                 str(d.rq_jobs),
                 str(d.scheduled_retries),
                 str(d.failed),
+                f"{d.ordered_keys} ({d.held_keys} held)" if d.held_keys else str(d.ordered_keys),
             )
         )
     _table(rows)
+    waiting = held(connection, names)
+    if waiting:
+        click.echo("\nkeys held by a failing event (the rest of their events wait):")
+        held_rows = [("QUEUE", "KEY", "WAITING", "HELD BY", "HANDLER", "WHY")]
+        for h in waiting:
+            why = (
+                f"blocked: `receiver failed requeue {h.job_id}` or `... skip {h.job_id}`"
+                if h.why == "blocked"
+                else f"retrying (attempt {h.attempts} failed)"
+            )
+            event = f"{h.event_name} {h.event_id}"
+            held_rows.append(
+                (h.queue, h.key, str(h.waiting), event, h.handler, f"{why} since {h.since}")
+            )
+        _table(held_rows)
 
 
 @main.command("trace")
@@ -526,6 +576,10 @@ def trace_command(delivery_id: str | None, event_id: str | None, as_json: bool) 
             raise click.ClickException(
                 f"no trace of delivery {found} (unknown, or older than trace_ttl)"
             )
+        if record.get("ordered"):
+            from .queue.ordering import waiting
+
+            record["waiting"] = waiting(connection, record)
         _say(json.dumps(record, indent=2) if as_json else _trace_text(record))
 
 
@@ -559,6 +613,7 @@ def _trace_text(record: dict[str, Any]) -> str:
                 + (f" ({run['error']})" if run.get("error") else "")
                 + f"  {run['duration_ms']} ms"
             )
+        lines += [f"  {w['event_id']}  {w['text']}" for w in record.get("waiting", [])]
     return "\n".join(lines)
 
 

@@ -45,6 +45,10 @@ class QueueDepth:
     failed: int
     oldest_pending_at: float | None = None
     """Epoch seconds the oldest waiting delivery was stored (``None``: none waits)."""
+    ordered_keys: int = 0
+    """Order keys with events waiting or running (``ordered_by`` handlers)."""
+    held_keys: int = 0
+    """Order keys whose next event waits for a retry or an operator."""
 
 
 class Headers(Mapping[str, str]):
@@ -129,6 +133,8 @@ class Result:
     """Why a signature failed (``signature.FAILURE_REASONS``): for operators, never the client."""
     queued: int = 0
     """Background (event, handler) pairs stored for workers."""
+    ordered: list[list[str]] = field(default_factory=list)
+    """``[handler, event id, key, queue]`` of the queued pairs that wait for their key's turn."""
     received_at: float = 0.0
     """Epoch seconds when the core took the request."""
     seconds: float = 0.0

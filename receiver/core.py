@@ -266,6 +266,7 @@ class Core:
                 (background if handler.background else inline).append((event, handler))
         stored = None
         if background:
+            context["ordered"] = self._ordered(background)
             try:
                 stored = self.backend.submit(context["delivery_id"], background)
             except QueueUnavailable as exc:
@@ -313,6 +314,17 @@ class Core:
             queued=len(background),
             **context,
         )
+
+    def _ordered(self, background: list[tuple[Event, Handler]]) -> list[list[str]]:
+        """``[handler, event id, key, queue]`` of each ordered pair, for the delivery's trace."""
+        out = []
+        for event, handler in background:
+            if handler.ordered_by is not None:
+                key = handler.order_key(event)
+                if key is not None:
+                    queue = handler.queue or self.settings.queue_name
+                    out.append([handler.id, event.id, key, queue])
+        return out
 
     def _run(self, event: Event, handler: Handler) -> tuple[HandlerResult, Any]:
         started = time.perf_counter()

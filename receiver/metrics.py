@@ -210,6 +210,11 @@ class BacklogCollector(Collector):
                 "Items in RQ's failed registry (receiver failed).",
                 labels=["queue"],
             ),
+            "held": GaugeMetricFamily(
+                "receiver_queue_held_keys",
+                "Order keys (ordered_by) whose events wait behind a retrying or blocked one.",
+                labels=["queue"],
+            ),
         }
         now = time.time()
         for depth in depths:
@@ -218,6 +223,7 @@ class BacklogCollector(Collector):
             families["age"].add_metric([depth.queue], max(0.0, age))
             families["retries"].add_metric([depth.queue], depth.scheduled_retries)
             families["failed"].add_metric([depth.queue], depth.failed)
+            families["held"].add_metric([depth.queue], depth.held_keys)
         yield from families.values()
 
 

@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
 from . import filters as F
@@ -46,20 +46,58 @@ _RESERVED_MATCH = {
 _order = itertools.count()
 
 
+OPTION = {"option": True}
+"""Marks a ``Handler`` field as a handler option: a keyword of ``on`` and ``connect``."""
+ON_FAILURE = ("skip", "block")
+"""What an ordered handler's key does once an event of it fails for good."""
+
+
 @dataclass(frozen=True)
 class Handler:
-    """One registration: a function, the pattern it listens on, how it runs."""
+    """One registration: a function, the pattern it listens on, how it runs.
+
+    The fields marked ``OPTION`` are the handler options, spelled here and only
+    here: ``on`` and ``connect`` take them as keywords (``OPTIONS``) and
+    ``_check_options`` validates them.
+    """
 
     func: HandlerFunc
     pattern: str
     filter: F.Filter | None = None
-    background: bool = False
-    queue: str | None = None
-    retry: int | None = None
-    timeout: int | None = None
-    concurrency: int | None = None
+    background: bool = field(default=False, metadata=OPTION)
+    """Run on a worker after the answer, not in the request."""
+    queue: str | None = field(default=None, metadata=OPTION)
+    """The RQ queue its work goes to (default: ``queue_name``)."""
+    retry: int | None = field(default=None, metadata=OPTION)
+    """Extra attempts after the first (default: ``job_retries``)."""
+    timeout: int | None = field(default=None, metadata=OPTION)
+    """Seconds one attempt may take (default: ``job_timeout``)."""
+    concurrency: int | None = field(default=None, metadata=OPTION)
     """At most this many calls at once per worker process (a rate-limited API)."""
+    ordered_by: str | Callable[[Event], Any] | None = field(default=None, metadata=OPTION)
+    """An ``Event`` attribute name, or ``event -> str | None``: events with the same key run
+    one at a time, in acknowledgement order (``None``: that event is not ordered)."""
+    on_failure: str = field(default="skip", metadata=OPTION)
+    """Ordered handlers: once an event failed for good, its key ``skip``s it (default) or
+    ``block``s until an operator requeues or skips it."""
     order: int = 0
+
+    def order_key(self, event: Event) -> str | None:
+        """The event's order key for this handler, or ``None`` (not ordered).
+
+        Computed when the delivery is acknowledged. A key function that raises is
+        logged and its event runs unordered, as a filter that raises is no match:
+        the delivery must still be stored.
+        """
+        by = self.ordered_by
+        if by is None:
+            return None
+        try:
+            value = getattr(event, by) if isinstance(by, str) else by(event)
+        except Exception:
+            log.exception("ordered_by of %s raised on event %s: runs unordered", self.id, event.id)
+            return None
+        return None if value is None else str(value)
 
     @property
     def id(self) -> str:
@@ -82,6 +120,16 @@ class Handler:
             return False
 
 
+OPTIONS = tuple(f.name for f in fields(Handler) if f.metadata.get("option"))
+"""The handler options, in the order ``Handler`` declares them."""
+_EVENT_ATTRIBUTES = sorted(
+    name
+    for name in {*Event.__dataclass_fields__, *vars(Event)}
+    if not name.startswith("_") and not callable(getattr(Event, name, None)) and name != "graph"
+)
+"""What ``ordered_by`` may name: ``Event``'s data fields and accessors."""
+
+
 class Router:
     """Handler registry; ``create_app`` uses the module-level default one unless given another."""
 
@@ -90,36 +138,19 @@ class Router:
         self._receivers: dict[str, Callable[..., Handler | None]] = {}
 
     def on(
-        self,
-        name: str,
-        *filters: F.Filter | Callable[[Event], Any],
-        background: bool = False,
-        queue: str | None = None,
-        retry: int | None = None,
-        timeout: int | None = None,
-        concurrency: int | None = None,
-        **match: Any,
+        self, name: str, *filters: F.Filter | Callable[[Event], Any], **keywords: Any
     ) -> Callable[[T], T]:
         """Decorator: run the function for every event named ``name`` that passes the filters.
 
-        ``name`` is ``"topic.field"``, ``"topic.*"`` or ``"*"``. Keyword
-        arguments other than the options filter on event attributes
-        (``verb="add"``, ``integration="hr"``, ``kind="postback"``,
-        ``sender_id=ADMIN``). Returns the function unchanged.
+        ``name`` is ``"topic.field"``, ``"topic.*"`` or ``"*"``. Keywords are handler
+        options (``OPTIONS``: ``background=True``, ``retry=3``, ``ordered_by="sender_id"``,
+        see ``Handler``) or filters on event attributes (``verb="add"``,
+        ``integration="hr"``, ``kind="postback"``, ``sender_id=ADMIN``). Returns the
+        function unchanged.
         """
 
         def decorator(func: T) -> T:
-            self.connect(
-                name,
-                func,
-                *filters,
-                background=background,
-                queue=queue,
-                retry=retry,
-                timeout=timeout,
-                concurrency=concurrency,
-                **match,
-            )
+            self.connect(name, func, *filters, **keywords)
             return func
 
         return decorator
@@ -129,12 +160,7 @@ class Router:
         name: str,
         func: HandlerFunc,
         *filters: F.Filter | Callable[[Event], Any],
-        background: bool = False,
-        queue: str | None = None,
-        retry: int | None = None,
-        timeout: int | None = None,
-        concurrency: int | None = None,
-        **match: Any,
+        **keywords: Any,
     ) -> Handler:
         """The plain-call twin of ``on``."""
         if not _PATTERN.match(name):
@@ -149,44 +175,32 @@ class Router:
                 f"handler {getattr(func, '__qualname__', func)!r} for {name!r} must take the "
                 "event as its one argument: def handler(event): ..."
             )
+        options = {k: v for k, v in keywords.items() if k in OPTIONS}
+        match = {k: v for k, v in keywords.items() if k not in OPTIONS}
         unknown = set(match) - _RESERVED_MATCH
         if unknown:
             raise PluginError(
                 f"unknown option(s) {sorted(unknown)} for {name!r}; filter keywords are "
-                f"{sorted(_RESERVED_MATCH)}, options are background, queue, retry, timeout, "
-                "concurrency"
+                f"{sorted(_RESERVED_MATCH)}, options are {', '.join(OPTIONS)}"
             )
-        if retry is not None and retry < 0:
-            raise PluginError("retry must be >= 0 (extra attempts after the first)")
-        if timeout is not None and timeout <= 0:
-            raise PluginError("timeout must be a positive number of seconds")
-        if concurrency is not None and concurrency < 1:
-            raise PluginError("concurrency must be >= 1 (calls at once per worker process)")
+        _check_options(name, options)
         combined = _combine(
             [F.where(f) for f in filters]
             + [F.attribute(key, expected) for key, expected in match.items()]
         )
-        handler = Handler(
-            func=func,
-            pattern=name,
-            filter=combined,
-            background=background,
-            queue=queue,
-            retry=retry,
-            timeout=timeout,
-            concurrency=concurrency,
-            order=next(_order),
-        )
+        handler = Handler(func=func, pattern=name, filter=combined, order=next(_order), **options)
         if handler.id in self._handlers:
             self.disconnect(handler.id)
+        self._add(handler)
+        return handler
 
+    def _add(self, handler: Handler) -> None:
         def receive(sender: Any, event: Event) -> Handler | None:
             return handler if handler.matches(event) else None
 
-        event_signal(name).connect(receive, sender=self, weak=False)
+        event_signal(handler.pattern).connect(receive, sender=self, weak=False)
         self._handlers[handler.id] = handler
         self._receivers[handler.id] = receive
-        return handler
 
     def disconnect(self, handler_id: str) -> None:
         handler = self._handlers.pop(handler_id)
@@ -222,6 +236,20 @@ class Router:
         return sorted(self._handlers.values(), key=lambda h: h.order)
 
     @contextmanager
+    def set_aside(self, leave: Callable[[Handler], bool]) -> Iterator[Router]:
+        """Handlers for which ``leave`` is true are disconnected for the block, and come back
+        after it as they were, every option included (tests that must see only some)."""
+        aside = [h for h in self.handlers() if leave(h)]
+        for handler in aside:
+            self.disconnect(handler.id)
+        try:
+            yield self
+        finally:
+            for handler in aside:
+                if handler.id not in self._handlers:
+                    self._add(handler)
+
+    @contextmanager
     def isolated(self) -> Iterator[Router]:
         """Registrations made inside the block are removed after it (tests)."""
         before = set(self._handlers)
@@ -230,6 +258,45 @@ class Router:
         finally:
             for handler_id in set(self._handlers) - before:
                 self.disconnect(handler_id)
+
+
+def _check_options(name: str, options: dict[str, Any]) -> None:
+    """Refuse option values that cannot work, at registration, saying how to fix them."""
+    retry, timeout = options.get("retry"), options.get("timeout")
+    concurrency, ordered_by = options.get("concurrency"), options.get("ordered_by")
+    on_failure = options.get("on_failure", "skip")
+    if retry is not None and retry < 0:
+        raise PluginError("retry must be >= 0 (extra attempts after the first)")
+    if timeout is not None and timeout <= 0:
+        raise PluginError("timeout must be a positive number of seconds")
+    if concurrency is not None and concurrency < 1:
+        raise PluginError("concurrency must be >= 1 (calls at once per worker process)")
+    if isinstance(ordered_by, str):
+        if ordered_by not in _EVENT_ATTRIBUTES:
+            raise PluginError(
+                f"ordered_by={ordered_by!r} for {name!r} is not an Event attribute; name one of "
+                f"{', '.join(_EVENT_ATTRIBUTES)}, or pass a function event -> str | None"
+            )
+    elif ordered_by is not None and not (callable(ordered_by) and _takes_one_argument(ordered_by)):
+        raise PluginError(
+            f"ordered_by for {name!r} must be an Event attribute name (e.g. 'sender_id') or a "
+            "function taking the event and returning its key: ordered_by=lambda event: ..."
+        )
+    if ordered_by is not None and not options.get("background"):
+        raise PluginError(
+            f"ordered_by for {name!r} orders background work; add background=True (inline "
+            "handlers already run in the request, in the body's order)"
+        )
+    if on_failure not in ON_FAILURE:
+        raise PluginError(
+            f"on_failure={on_failure!r} for {name!r}; use 'skip' (the key moves on, the default) "
+            "or 'block' (the key waits for `receiver failed requeue` or `receiver failed skip`)"
+        )
+    if on_failure != "skip" and ordered_by is None:
+        raise PluginError(
+            f"on_failure={on_failure!r} for {name!r} applies to ordered handlers; add "
+            "ordered_by=... (an Event attribute or a key function)"
+        )
 
 
 def _takes_one_argument(func: Callable[..., Any]) -> bool:
@@ -315,35 +382,19 @@ def connect(
 
 
 def on(
-    name: str,
-    *filters: F.Filter | Callable[[Event], Any],
-    background: bool = False,
-    queue: str | None = None,
-    retry: int | None = None,
-    timeout: int | None = None,
-    concurrency: int | None = None,
-    **match: Any,
+    name: str, *filters: F.Filter | Callable[[Event], Any], **keywords: Any
 ) -> Callable[[T], T]:
     """The handler decorator: ``Router.on`` on the router being built, else the default one.
 
     A module that decorates at import time is enough: imported by an app's
     start-up (``handlers`` / ``RECEIVER_HANDLERS``), its handlers land on that
     app's router; imported on its own, on the default router every app uses
-    unless given another. Returns the function unchanged.
+    unless given another. Keywords are handler options (``OPTIONS``, see
+    ``Handler``) or attribute filters. Returns the function unchanged.
     """
 
     def decorator(func: T) -> T:
-        connect(
-            name,
-            func,
-            *filters,
-            background=background,
-            queue=queue,
-            retry=retry,
-            timeout=timeout,
-            concurrency=concurrency,
-            **match,
-        )
+        connect(name, func, *filters, **keywords)
         return func
 
     return decorator

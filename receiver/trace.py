@@ -136,6 +136,7 @@ def delivery_record(request: Request, result: Result) -> dict[str, Any]:
             for r in result.results
         ],
         "queued": result.queued,
+        **({"ordered": result.ordered} if result.ordered else {}),
         "stored": result.stored,
         "secret_index": result.secret_index,
     }

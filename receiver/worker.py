@@ -37,7 +37,7 @@ from rq.serializers import JSONSerializer
 
 from .app import build_core
 from .config import Settings
-from .queue import handoff, worker_claims, worker_drain
+from .queue import handoff, ordering, worker_claims, worker_drain
 from .queue.ops import queue_names
 from .runner import Runner
 
@@ -221,10 +221,11 @@ def _restart(runner: Runner) -> None:
 
 
 def maintain_all(connection: redis.Redis, queues: list[str], settings: Settings) -> None:
-    """Recover dead drainers' packets and make sure pending work has a drainer."""
+    """Recover dead drainers' packets, wake stalled lanes, make sure pending work has a drainer."""
     for queue in queues:
         try:
             reaped = worker_drain.reap(connection, queue)
+            ordering.nudge(connection, queue)
             handoff.kick(connection, queue, settings.max_drainers, settings.job_timeout)
         except redis.RedisError as exc:
             log.warning("maintenance of %s skipped: %s", queue, exc)

@@ -16,8 +16,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from receiver import Event, Router, create_app
+from receiver import Event, Router, create_app, default_router
 from receiver.embedded import SERVER_VARIABLE, server_binary
+from receiver.routing import OPTIONS
 from receiver.signals import delivery_finished
 from receiver.signature import signature_headers
 from receiver.testing import RedisServer
@@ -96,6 +97,18 @@ def seen(router: Router) -> list[Event]:
     events: list[Event] = []
     router.connect("*", events.append)
     return events
+
+
+def plugin_router(module: str) -> Router:
+    """A router with the default router's handlers from one plugin module, every option
+    kept: the web side of a test whose workers load only that module."""
+    router = Router()
+    for handler in default_router.handlers():
+        if handler.func.__module__ == module:
+            options = {option: getattr(handler, option) for option in OPTIONS}
+            filters = [handler.filter] if handler.filter is not None else []
+            router.connect(handler.pattern, handler.func, *filters, **options)
+    return router
 
 
 def base_config(**receiver: Any) -> dict[str, Any]:

@@ -389,7 +389,7 @@ def test_failed_work_is_requeued_or_deleted_by_a_form_never_by_a_link(
     choking_app: Flask, worker_env: dict[str, str]
 ) -> None:
     """What operators used rq-dashboard for, on the dashboard's own Failed work page: a
-    failed job with its traceback, requeued or deleted by a POST with the session's CSRF
+    failed job with its traceback, requeued or skipped by a POST with the session's CSRF
     token. A link (GET), rq-dashboard's old URLs included, changes nothing."""
     failed_job = fail_a_comment(choking_app, worker_env, "what is this")
     connection = redis.Redis.from_url(choking_app.extensions["receiver"].settings.redis_url)
@@ -397,21 +397,21 @@ def test_failed_work_is_requeued_or_deleted_by_a_form_never_by_a_link(
     client = choking_app.test_client()
     signed_in = login(client, data={"next": f"/admin/rq/job/{failed_job}/delete"})
     assert client.get(signed_in.headers["Location"]).status_code == 404
-    for url in ("/admin/failed/requeue", "/admin/failed/delete",
-                f"/admin/failed/delete?job_id={failed_job}", "/admin/rq/requeue/receiver",
+    for url in ("/admin/failed/requeue", "/admin/failed/skip",
+                f"/admin/failed/skip?job_id={failed_job}", "/admin/rq/requeue/receiver",
                 f"/admin/rq/job/{failed_job}/requeue", "/admin/rq/queue/receiver/failed/empty"):
         assert client.get(url).status_code in (404, 405), url
-    assert client.post("/admin/failed/delete", data={"job_id": failed_job}).status_code == 403
+    assert client.post("/admin/failed/skip", data={"job_id": failed_job}).status_code == 403
     assert registry.get_job_ids() == [failed_job]
 
     page = client.get("/admin/failed").text
-    assert f'data-testid="delete-{failed_job}"' in page and "cannot parse comment" in page
+    assert f'data-testid="skip-{failed_job}"' in page and "cannot parse comment" in page
     token = csrf_in(page)
-    deleted = client.post("/admin/failed/delete", data={"job_id": failed_job, "csrf_token": token})
-    assert deleted.status_code == 303 and deleted.headers["Location"].endswith("?deleted=1")
-    assert "Deleted 1 item(s)." in client.get(deleted.headers["Location"]).text
+    skipped = client.post("/admin/failed/skip", data={"job_id": failed_job, "csrf_token": token})
+    assert skipped.status_code == 303 and skipped.headers["Location"].endswith("?skipped=1")
+    assert "Skipped 1 item(s)." in client.get(skipped.headers["Location"]).text
     assert registry.get_job_ids() == [] and not connection.exists(f"rq:job:{failed_job}")
-    again = client.post("/admin/failed/delete", data={"job_id": failed_job, "csrf_token": token})
+    again = client.post("/admin/failed/skip", data={"job_id": failed_job, "csrf_token": token})
     assert again.status_code == 404 and "already requeued or removed" in again.text
 
 

@@ -66,6 +66,16 @@ def test_routes_table(env: None, monkeypatch: pytest.MonkeyPatch) -> None:
     assert "inline" in rows["handlers.log_events.log_event"]
 
 
+def test_routes_show_how_a_handler_is_ordered(env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECEIVER_HANDLERS", "tests.plugins.ordered")
+    result = CliRunner().invoke(main, ["routes"])
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[1]: line for line in result.output.splitlines()[1:]}
+    assert "background (receiver), ordered by sender_id" in rows["tests.plugins.ordered.say"]
+    assert "ordered by sender_id, blocks on failure" in rows["tests.plugins.ordered.block"]
+    assert "ordered by" not in rows["tests.plugins.ordered.free"]
+
+
 def test_check_reports_and_validates(env: None) -> None:
     result = CliRunner().invoke(main, ["check"])
     assert result.exit_code == 0, result.output
@@ -143,6 +153,7 @@ def test_spool_and_queues_commands(tmp_path: Path, worker_env: dict[str, str]) -
             "JOBS",
             "RETRIES",
             "FAILED",
+            "KEYS",
         ]
         assert lines[1].split()[:2] == ["receiver", "3"]
         assert receiver("worker", "--burst").returncode == 0

@@ -29,11 +29,10 @@ from rq.serializers import JSONSerializer
 from receiver import Event, Router, create_app
 from receiver.config import load_settings
 from receiver.errors import ConfigError, PluginError
-from receiver.routing import default_router
 from receiver.runner import Attempt, Runner
 from receiver.testing import free_port
 
-from .conftest import SECRET, TOKEN, base_config, envelope, signed
+from .conftest import SECRET, TOKEN, base_config, envelope, plugin_router, signed
 from .plugins import slow
 from .plugins.slow import runs
 from .processes import ROOT, gunicorn_command, receiver_command, stop, wait_for_http, wait_until
@@ -55,17 +54,7 @@ def client(redis_url: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch)
     (Other test modules import catch-all plugins into the default router.)
     """
     monkeypatch.setenv("RECORDING_DB", env["RECORDING_DB"])
-    router = Router()
-    for handler in default_router.handlers():
-        if handler.func.__module__ == slow.__name__:
-            router.connect(
-                handler.pattern,
-                handler.func,
-                background=True,
-                retry=handler.retry,
-                timeout=handler.timeout,
-                concurrency=handler.concurrency,
-            )
+    router = plugin_router(slow.__name__)
     return create_app(base_config(redis_url=redis_url), router=router).test_client()
 
 

@@ -291,23 +291,8 @@ class TestInARealWorker:
     def only_these_handlers(self, receiver_handlers: list[str]) -> Iterator[None]:
         """Earlier tests in this process left handlers on the default router that the
         worker would not load; set them aside so only the examples' events are queued."""
-        foreign = [
-            h for h in default_router.handlers() if h.func.__module__ not in receiver_handlers
-        ]
-        for handler in foreign:
-            default_router.disconnect(handler.id)
-        yield
-        for h in foreign:
-            default_router.connect(
-                h.pattern,
-                h.func,
-                *([h.filter] if h.filter is not None else []),
-                background=h.background,
-                queue=h.queue,
-                retry=h.retry,
-                timeout=h.timeout,
-                concurrency=h.concurrency,
-            )
+        with default_router.set_aside(lambda h: h.func.__module__ not in receiver_handlers):
+            yield
 
     @pytest.mark.slow
     def test_the_worker_posts_the_welcome_with_proof(

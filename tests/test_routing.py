@@ -120,6 +120,17 @@ def test_default_router_is_used_by_module_level_on() -> None:
         ("group.posts", {"verbb": "add"}, "unknown option"),
         ("group.posts", {"retry": -1}, "retry"),
         ("group.posts", {"timeout": 0}, "timeout"),
+        ("page.messages", {"ordered_by": "sender_id"}, "add background=True"),
+        ("page.messages", {"background": True, "ordered_by": "sender"}, "not an Event attr"),
+        ("page.messages", {"background": True, "ordered_by": "graph"}, "name one of"),
+        ("page.messages", {"background": True, "ordered_by": 3}, "or a function"),
+        ("page.messages", {"background": True, "ordered_by": lambda: 1}, "or a function"),
+        ("page.messages", {"background": True, "on_failure": "block"}, "add ordered_by="),
+        (
+            "page.messages",
+            {"background": True, "ordered_by": "sender_id", "on_failure": "stop"},
+            "use 'skip'",
+        ),
     ],
 )
 def test_registration_mistakes(
@@ -164,3 +175,39 @@ def test_every_item_of_a_batch_is_its_own_event(
     assert deliver(client, body)["events"] == 3
     assert [e.value["n"] for e in seen] == [0, 1, 2]
     assert len({e.delivery_id for e in seen}) == 1
+
+
+def test_ordered_handlers_and_their_keys(router: Router) -> None:
+    """``ordered_by`` names an attribute or is a function; ``None`` leaves an event unordered,
+    and a key function that raises does too (logged), as a filter that raises is no match."""
+    by_sender = router.connect(
+        "page.messages", lambda e: None, background=True, ordered_by="sender_id"
+    )
+
+    def conversation(event: Event) -> str | None:
+        if event.value.get("boom"):
+            raise ValueError("no conversation")
+        return event.value.get("thread")
+
+    by_thread = router.connect(
+        "group.posts", conversation, background=True, ordered_by=conversation, on_failure="block"
+    )
+    message = Event("page", "messages", {"sender": {"id": "42"}}, "e1", "d1", "default")
+    assert by_sender.order_key(message) == "42"
+    assert by_sender.order_key(Event("page", "messages", {}, "e2", "d1", "default")) is None
+    assert by_thread.order_key(Event("group", "posts", {"thread": 7}, "e3", "d1", "x")) == "7"
+    assert by_thread.order_key(Event("group", "posts", {"boom": 1}, "e4", "d1", "x")) is None
+    assert (by_thread.on_failure, by_sender.on_failure) == ("block", "skip")
+
+
+def test_handlers_set_aside_come_back_as_they_were(router: Router) -> None:
+    """Every option survives, ``ordered_by`` included (a copy spelling the options it knew
+    once dropped it, and later tests saw unordered handlers)."""
+    kept = router.connect("group.posts", lambda e: None)
+    aside = router.connect(
+        "page.messages", print, background=True, ordered_by="sender_id", on_failure="block"
+    )
+    with router.set_aside(lambda h: h is aside):
+        assert router.handlers() == [kept]
+    assert router.handlers() == [kept, aside]
+    assert router.handler(aside.id) is aside

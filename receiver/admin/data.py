@@ -23,7 +23,7 @@ from .. import switches, trace
 from ..capture import CaptureJournal, capture_files, read_captures
 from ..config import Integration, Settings
 from ..contracts import QueueDepth
-from ..queue import ops
+from ..queue import ops, ordering
 from ..queue.worker_drain import job_item
 from ..routing import Router
 
@@ -314,6 +314,18 @@ def queues(connection: redis.Redis, settings: Settings, router: Router) -> list[
         QueueRow(d, None if d.oldest_pending_at is None else max(0.0, now - d.oldest_pending_at))
         for d in ops.depths(connection, names)
     ]
+
+
+def waiting(connection: redis.Redis, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Where the delivery's ordered events wait, and behind what (``ordering.waiting``)."""
+    return ordering.waiting(connection, record) if record.get("ordered") else []
+
+
+def held_keys(
+    connection: redis.Redis, settings: Settings, router: Router
+) -> list[ordering.HeldKey]:
+    """Order keys whose events wait behind a failing one (``ordered_by`` handlers)."""
+    return ordering.held(connection, queue_names(connection, settings, router))
 
 
 def queue_names(connection: redis.Redis, settings: Settings, router: Router) -> list[str]:

@@ -332,6 +332,7 @@ def delivery(delivery_id: str) -> AnyResponse:
         fingerprint=fingerprint,
         replayable=data.replayable(captured, _core().settings.dev_mode),
         others=others,
+        waiting=data.waiting(connection, record) if connection is not None else [],
     )
 
 
@@ -407,14 +408,6 @@ def requeue() -> AnyResponse:
                           "requeued")
 
 
-@blueprint.route("/failed/delete", methods=["POST"])
-def delete_failed() -> AnyResponse:
-    """Drop a failed item for good: work that should not run again."""
-    from ..queue import ops
-
-    return _change_failed(ops.delete, "deleted")
-
-
 def _change_failed(
     change: Callable[[redis.Redis, list[str], list[str]], list[str]], done: str
 ) -> AnyResponse:
@@ -424,14 +417,31 @@ def _change_failed(
     try:
         changed = change(connection, names, request.form.getlist("job_id"))
     except UnknownFailedItem as exc:
-        return _page(
-            "message.html",
-            404,
-            title="Not in the failed registry",
-            message=f"{', '.join(exc.job_ids)}: already requeued or removed. Reload the list.",
-        )
+        return _not_in_registry(exc)
     log.warning("admin %s %d failed item(s) by %s", done, len(changed), escape(_address()))
     return redirect(url_for("admin.failed") + f"?{done}={len(changed)}", 303)
+
+
+@blueprint.route("/failed/skip", methods=["POST"])
+def skip() -> AnyResponse:
+    """Drop failed items for good, as ``receiver failed skip``: work that should not run
+    again; a key such an item holds (``on_failure="block"``) goes on past it."""
+    from ..queue import ops
+
+    def skipped(connection: redis.Redis, names: list[str], job_ids: list[str]) -> list[str]:
+        ops.skip(connection, names, job_ids)
+        return job_ids
+
+    return _change_failed(skipped, "skipped")
+
+
+def _not_in_registry(exc: UnknownFailedItem) -> AnyResponse:
+    return _page(
+        "message.html",
+        404,
+        title="Not in the failed registry",
+        message=f"{', '.join(exc.job_ids)}: already requeued or removed. Reload the list.",
+    )
 
 
 @blueprint.route("/queues")
@@ -439,25 +449,5 @@ def queues() -> AnyResponse:
     connection = _connection()
     core = _core()
     rows = data.queues(connection, core.settings, core.router)
-    return _page("queues.html", rows=rows, workers=data.workers(connection))
-
-
-# --- where rq-dashboard was ---------------------------------------------------------------------
-
-
-@blueprint.route("/rq/")
-def rq_dashboard() -> AnyResponse:
-    """rq-dashboard's front page, bookmarked: the Queues page shows what it showed."""
-    return redirect(url_for("admin.queues"), 303)
-
-
-@blueprint.route("/rq/<path:rest>")
-def rq_dashboard_page(rest: str) -> AnyResponse:
-    """Any other rq-dashboard URL: a 404 that names the pages to use (never ``rest``)."""
-    return _page(
-        "message.html",
-        404,
-        title="rq-dashboard is gone",
-        message="rq-dashboard is no longer part of this dashboard: see Queues for queues and "
-        "workers, and Failed work to see, requeue or delete failed jobs.",
-    )
+    held = data.held_keys(connection, core.settings, core.router)
+    return _page("queues.html", rows=rows, held=held, workers=data.workers(connection))

@@ -10,6 +10,7 @@ import json
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 from redis import Redis
@@ -28,6 +29,9 @@ BACKLOG_PER_DRAINER = 2 * POP_PACKETS
 """Another drainer starts only when this many packets wait per live one."""
 DRAIN_JOB_TIMEOUT = 3600
 """RQ's limit on one drain job, on top of four times ``job_timeout``."""
+LANE_TTL = 30 * 24 * 3600
+"""Seconds a lane lives without any event added or run: a backstop against leaks (a lane
+disappears by itself once its last event ran)."""
 
 
 def item(event: Event, handler: Handler) -> dict[str, Any]:
@@ -49,13 +53,27 @@ def packets(delivery_id: str, work: Work, default_queue: str) -> dict[str, str]:
     }
 
 
-def push(connection: Redis, queue: str, packets: list[bytes], max_drainers: int) -> str | None:
-    """Append packets (one round trip); return a new drainer id when one should be started."""
+def push(
+    connection: Redis,
+    queue: str,
+    packets: list[bytes],
+    max_drainers: int,
+    lanes: Sequence[tuple[str, str, str]] = (),
+) -> str | None:
+    """Append packets and ordered items (one round trip); return a new drainer id when one
+    should be started.
+
+    ``lanes`` holds ``(lane, element, wake)`` per ordered item, in acknowledgement order:
+    appended to its lane in the same script as the packets, so what is stored is in order.
+    """
     candidate = uuid.uuid4().hex
     script = scripts.script(connection, scripts.PUSH)
     wanted = script(
-        keys=[pending_key(queue), drainers_key(queue)],
-        args=[max_drainers, candidate, SLOT_GRACE, BACKLOG_PER_DRAINER, *packets],
+        keys=[pending_key(queue), drainers_key(queue), keys.lanes_key(queue)]
+        + [lane for lane, _, _ in lanes],
+        args=[max_drainers, candidate, SLOT_GRACE, BACKLOG_PER_DRAINER, LANE_TTL, len(packets)]
+        + [*packets]
+        + [text for _, element, wake in lanes for text in (element, wake)],
     )
     return candidate if wanted else None
 

@@ -12,6 +12,9 @@ Keys (all under ``receiver:``)::
     alive:<drainer>        string a drainer's heartbeat (expires when it is killed)
     state:<integration>:<handler>:<event id>
                            string one item's claim state, for ``dedupe_window``
+    lane:<digest>          list   one order key's waiting items, oldest first (``ordering``)
+    lanes:<queue>          zset   lane → epoch seconds its head last changed
+    held:<queue>           hash   lane → why its head holds it (a retry, or blocked)
 
 Claim states (see ``worker_claims``)::
 
@@ -26,6 +29,8 @@ Tokens name the claimant: ``d:<drainer id>`` (a drain job), ``r:<retry job id>``
 
 from __future__ import annotations
 
+import hashlib
+
 from redis import Redis
 from rq import Queue
 from rq.serializers import JSONSerializer
@@ -36,6 +41,9 @@ DRAINERS = f"{PREFIX}drainers:"
 INFLIGHT = f"{PREFIX}inflight:"
 ALIVE = f"{PREFIX}alive:"
 STATE = f"{PREFIX}state:"
+LANE = f"{PREFIX}lane:"
+LANES = f"{PREFIX}lanes:"
+HELD = f"{PREFIX}held:"
 
 DONE = "done"
 FAILED = "failed"
@@ -72,6 +80,20 @@ def alive_key(drainer: str) -> str:
 
 def state_key(integration: str, handler_id: str, event_id: str) -> str:
     return f"{STATE}{integration}:{handler_id}:{event_id}"
+
+
+def lane_key(handler_id: str, integration: str, key: str) -> str:
+    """One (handler, integration, order key)'s lane; hashed: keys are the users' strings."""
+    digest = hashlib.blake2b(f"{handler_id}\0{integration}\0{key}".encode(), digest_size=16)
+    return f"{LANE}{digest.hexdigest()}"
+
+
+def lanes_key(queue: str) -> str:
+    return f"{LANES}{queue}"
+
+
+def held_key(queue: str) -> str:
+    return f"{HELD}{queue}"
 
 
 def drainer_token(drainer: str) -> str:

@@ -15,7 +15,7 @@ from ..config import Settings
 from ..contracts import QueueDepth
 from ..errors import UnknownFailedItem
 from ..routing import Router
-from . import keys
+from . import keys, ordering
 from .worker_drain import job_item
 
 
@@ -28,6 +28,10 @@ class FailedItem:
     handler: str
     attempts: int
     error: str
+    key: str | None = None
+    """Its order key, for an ``ordered_by`` handler's item."""
+    blocks: bool = False
+    """It holds its key until requeued or skipped (``on_failure="block"``)."""
 
 
 def queue_names(settings: Settings, router: Router) -> list[str]:
@@ -71,6 +75,8 @@ def failed_items(connection: redis.Redis, queues: list[str]) -> tuple[list[Faile
                     handler=item["handler"],
                     attempts=attempts,
                     error=error[-1] if error else "",
+                    key=item.get("key"),
+                    blocks=bool(item.get("block")),
                 )
             )
     return items, drains
@@ -92,14 +98,6 @@ def requeue(connection: redis.Redis, queues: list[str], job_ids: list[str] | Non
     return list(wanted)
 
 
-def delete(connection: redis.Redis, queues: list[str], job_ids: list[str]) -> list[str]:
-    """Drop failed items for good, their jobs too: work nobody wants to run again."""
-    wanted, _ = _failed_named(connection, queues, job_ids)
-    for job_id, queue in wanted.items():
-        FailedJobRegistry(queue=keys.rq_queue(queue, connection)).remove(job_id, delete_job=True)
-    return list(wanted)
-
-
 def _failed_named(
     connection: redis.Redis, queues: list[str], job_ids: list[str] | None
 ) -> tuple[dict[str, str], list[str]]:
@@ -117,6 +115,24 @@ def _failed_named(
     return {job_id: queue for job_id, queue in found.items() if job_id in wanted}, drains
 
 
+def skip(connection: redis.Redis, queues: list[str], job_ids: list[str]) -> list[str]:
+    """Drop failed items for good (work nobody wants to run again), their jobs too; an
+    ordered one's key moves on past it.
+
+    Returns the keys that were held by them and now go on (a drainer picks them up
+    within one maintenance round).
+    """
+    wanted, _ = _failed_named(connection, queues, job_ids)
+    moved = []
+    for job_id, queue in wanted.items():
+        job = Job.fetch(job_id, connection=connection, serializer=JSONSerializer)
+        item = job_item(job) or {}
+        FailedJobRegistry(queue=keys.rq_queue(queue, connection)).remove(job_id, delete_job=True)
+        if ordering.skip(connection, queue, item, job_id):
+            moved.append(str(item.get("key")))
+    return moved
+
+
 def depths(connection: redis.Redis, queues: list[str]) -> list[QueueDepth]:
     out = []
     for name in queues:
@@ -130,6 +146,8 @@ def depths(connection: redis.Redis, queues: list[str]) -> list[QueueDepth]:
                 scheduled_retries=ScheduledJobRegistry(queue=queue).count,  # type: ignore[no-untyped-call]
                 failed=FailedJobRegistry(queue=queue).count,
                 oldest_pending_at=packet_time(connection.lindex(keys.pending_key(name), 0)),
+                ordered_keys=ordering.active(connection, name),
+                held_keys=int(connection.hlen(keys.held_key(name))),
             )
         )
     return out

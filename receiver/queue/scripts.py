@@ -3,6 +3,7 @@
 Every string a script compares or builds comes in as ARGV from ``keys``;
 a script spells no key prefix or claim state of its own. Scripts are
 registered once per Redis client (registering hashes the source every time).
+The script that moves ordered work on (``ordering.LANE``) lives with the rest of it.
 """
 
 from __future__ import annotations
@@ -45,16 +46,30 @@ return out
 """
 
 PUSH = """
--- KEYS[1] keys.pending_key(queue); KEYS[2] keys.drainers_key(queue).
+-- KEYS[1] keys.pending_key(queue); KEYS[2] keys.drainers_key(queue); KEYS[3] keys.lanes_key(queue);
+-- KEYS[3 + i] the lane (keys.lane_key) of the i-th ordered item.
 -- ARGV[1] max drainers; ARGV[2] a candidate drainer id; ARGV[3] seconds a new slot lasts
 -- before its job must beat; ARGV[4] packets waiting per live drainer before another
--- starts; ARGV[5..] the packets to append (none: only ask whether a drainer is wanted).
+-- starts; ARGV[5] seconds an idle lane lives; ARGV[6] how many packets follow (none: only
+-- ask whether a drainer is wanted); ARGV[7..] the packets to append; then per ordered item
+-- its lane element and the wake packet its lane gets if it was empty (see ``ordering``).
 -- Returns 1 when the candidate took a slot (the caller enqueues its drain job), else 0.
-if #ARGV > 4 then redis.call('RPUSH', KEYS[1], unpack(ARGV, 5)) end
+local n = tonumber(ARGV[6])
+if n > 0 then redis.call('RPUSH', KEYS[1], unpack(ARGV, 7, 6 + n)) end
 local now = tonumber(redis.call('TIME')[1])
+local at = 7 + n
+for i = 4, #KEYS do
+  if redis.call('RPUSH', KEYS[i], ARGV[at]) == 1 then
+    redis.call('RPUSH', KEYS[1], ARGV[at + 1])
+    redis.call('ZADD', KEYS[3], now, KEYS[i])
+  end
+  redis.call('EXPIRE', KEYS[i], ARGV[5])
+  at = at + 2
+end
 local live = redis.call('ZCOUNT', KEYS[2], now, '+inf')
-if live == 0 or (live < tonumber(ARGV[1])
-                 and redis.call('LLEN', KEYS[1]) > live * tonumber(ARGV[4])) then
+local waiting = redis.call('LLEN', KEYS[1])
+if waiting > 0 and (live == 0 or (live < tonumber(ARGV[1])
+                                  and waiting > live * tonumber(ARGV[4]))) then
   redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[2])
   return 1
 end

@@ -14,8 +14,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +27,18 @@ STALE_CLAIM = 60.0
 """Seconds after which another process may take over a claimed file (its flusher died)."""
 
 
+Lanes = Mapping[str, Sequence[Sequence[str]]]
+"""Queue name → ``(lane, element, wake)`` per ordered item (``ordering.elements``)."""
+
+
 @dataclass(frozen=True)
 class Spooled:
     path: Path
     delivery_id: str
     queues: dict[str, list[str]]
     """Queue name → packets (JSON text), as the web side would have pushed them."""
+    lanes: Lanes = field(default_factory=dict)
+    """Its ordered items; they join their keys' order when the spool is flushed."""
 
 
 def spool_folder(settings: Settings) -> Path:
@@ -43,14 +49,18 @@ class Spool:
     def __init__(self, folder: str | os.PathLike[str]) -> None:
         self.folder = Path(folder)
 
-    def write(self, delivery_id: str, packets: dict[str, str]) -> Path:
-        """Store one packet per queue durably; raise ``OSError`` when the disk cannot."""
+    def write(self, delivery_id: str, packets: dict[str, str], lanes: Lanes | None = None) -> Path:
+        """Store one packet per queue, and ordered items, durably; raise ``OSError`` when the
+        disk cannot."""
         # Lists on disk: the file format predates one packet per queue, and stays readable.
         queues = {queue: [packet] for queue, packet in packets.items()}
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         name = f"{time.time_ns():020d}-{delivery_id}.json"
         temporary = self.folder / f".{name}.tmp"
-        data = json.dumps({"delivery_id": delivery_id, "queues": queues}).encode()
+        content: dict[str, Any] = {"delivery_id": delivery_id, "queues": queues}
+        if lanes:
+            content["lanes"] = lanes
+        data = json.dumps(content).encode()
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.write(fd, data)
@@ -89,7 +99,7 @@ class Spool:
                 continue  # another process took it
             try:
                 data: dict[str, Any] = json.loads(claimed.read_bytes())
-                push(Spooled(path, data["delivery_id"], data["queues"]))
+                push(Spooled(path, data["delivery_id"], data["queues"], data.get("lanes", {})))
             except Exception:
                 os.rename(claimed, path)
                 raise

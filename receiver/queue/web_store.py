@@ -17,8 +17,9 @@ import redis
 from ..config import Settings
 from ..contracts import Work
 from ..errors import QueueUnavailable
+from . import ordering
 from .handoff import packets, push, start_drainer
-from .web_spool import Spool, Spooled, SpoolFlusher, spool_folder
+from .web_spool import Lanes, Spool, Spooled, SpoolFlusher, spool_folder
 
 log = logging.getLogger("receiver.queue")
 
@@ -39,10 +40,12 @@ class RQBackend:
             self.flusher.ensure_running()
 
     def submit(self, delivery_id: str, work: Work) -> str:
-        queues = packets(delivery_id, work, self.settings.queue_name)
+        ordered, unordered = ordering.split(work)
+        queues = packets(delivery_id, unordered, self.settings.queue_name)
+        lanes = ordering.elements(delivery_id, ordered, self.settings.queue_name)
         if time.monotonic() >= self._down_until:
             try:
-                self._push({queue: [packet] for queue, packet in queues.items()})
+                self._push({queue: [packet] for queue, packet in queues.items()}, lanes)
                 return "redis"
             except redis.RedisError as exc:
                 self._down_until = time.monotonic() + BREAKER_SECONDS
@@ -53,7 +56,7 @@ class RQBackend:
                 "the delivery was not acknowledged and Meta will retry it"
             )
         try:
-            self.spool.write(delivery_id, queues)
+            self.spool.write(delivery_id, queues, lanes)
         except OSError as exc:
             log.critical("spool write failed for delivery %s: %s", delivery_id, exc)
             raise QueueUnavailable(
@@ -63,10 +66,11 @@ class RQBackend:
         self.flusher.ensure_running()
         return "spool"
 
-    def _push(self, queues: dict[str, list[str]]) -> None:
-        for queue, items in queues.items():
-            encoded = [p.encode() for p in items]
-            drainer = push(self.connection, queue, encoded, self.settings.max_drainers)
+    def _push(self, queues: dict[str, list[str]], lanes: Lanes) -> None:
+        for queue in sorted(queues.keys() | lanes.keys()):
+            encoded = [p.encode() for p in queues.get(queue, [])]
+            ordered = [(lane, element, wake) for lane, element, wake in lanes.get(queue, [])]
+            drainer = push(self.connection, queue, encoded, self.settings.max_drainers, ordered)
             if drainer is not None:
                 try:
                     start_drainer(self.connection, queue, drainer, self.settings.job_timeout)
@@ -75,5 +79,5 @@ class RQBackend:
                     log.warning("stored delivery but could not start a drain job; workers will")
 
     def push_spooled(self, spooled: Spooled) -> None:
-        self._push(spooled.queues)
+        self._push(spooled.queues, spooled.lanes)
         self._down_until = 0.0

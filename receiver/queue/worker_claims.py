@@ -152,14 +152,15 @@ def record(
     context: WorkContext,
     states: list[tuple[Outcome, str]],
     then: Callable[[Any], None] | None = None,
-) -> None:
-    """Record outcomes in one round trip, then ``then(pipeline)``'s commands, in that order.
+) -> list[Any]:
+    """Record outcomes in one round trip, then ``then(pipeline)``'s commands, in that order;
+    return the replies (``then``'s are the last ones).
 
     Waits out a Redis outage: the handlers' side effects already happened.
     """
     connection = context.connection
     if connection is None or not (states or then):
-        return
+        return []
     deadline = time.monotonic() + STATE_PATIENCE
     while True:
         try:
@@ -168,8 +169,7 @@ def record(
                     pipe.set(outcome_key(outcome), state, ex=context.settings.dedupe_window)
                 if then is not None:
                     then(pipe)
-                pipe.execute()
-            return
+                return list(pipe.execute())
         except RedisError:
             if time.monotonic() > deadline:
                 raise

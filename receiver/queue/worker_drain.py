@@ -16,6 +16,12 @@ job (``retry_item``) with exponential backoff and jitter, which puts it back
 in a packet when due; once its attempts run out it lands in RQ's failed
 registry as a failed job with the event and the traceback.
 
+Ordered items (``ordering``) wait in their keys' lanes instead of packets; a
+packet that is a lane's *wake* makes this drainer run the lane's head and,
+once its outcome is recorded, the next one, until the lane empties, its head
+waits for a retry or an operator, or the drainer winds down (the wake then
+goes back to the queue).
+
 A drainer proves it is alive with a heartbeat key; when a worker is
 SIGKILLed the key expires, and any other worker's maintenance moves the dead
 drainer's in-flight packets back to the front of the queue and starts a drainer.
@@ -50,7 +56,7 @@ from ..errors import PluginError
 from ..events import Event
 from ..routing import Handler
 from ..runner import Attempt, Runner
-from . import keys, scripts
+from . import keys, ordering, scripts
 from .handoff import POP_PACKETS, SLOT_GRACE, push, start_drainer
 from .keys import drainers_key, pending_key
 from .worker_claims import (
@@ -155,12 +161,23 @@ class _Packet:
 
 
 class _Work:
-    __slots__ = ("outcome", "packet", "seq")
+    __slots__ = ("outcome", "packet", "seq", "lane", "wake")
 
-    def __init__(self, outcome: Outcome, packet: _Packet, seq: int) -> None:
+    def __init__(
+        self,
+        outcome: Outcome,
+        packet: _Packet,
+        seq: int,
+        lane: ordering.Lane | None = None,
+        wake: str = "",
+    ) -> None:
         self.outcome = outcome
         self.packet = packet
         self.seq = seq
+        self.lane = lane
+        """Set for an ordered item: the lane it is (or was) the head of."""
+        self.wake = wake
+        """The lane's wake packet, when this drainer runs the item as the lane's holder."""
 
 
 def drain(queue: str) -> dict[str, int]:
@@ -206,8 +223,10 @@ class _Drain:
         self.active: set[str] = set()
         """State keys this drainer claimed and has not recorded yet: copies wait their turn."""
         self.states: list[tuple[Outcome, str]] = []
-        self.failures: list[Outcome] = []
+        self.failures: list[_Work] = []
         """Failed items whose next attempt is not scheduled yet (kept across a Redis outage)."""
+        self.steps: list[tuple[ordering.Step, _Packet | None]] = []
+        """Lanes to move on or put to sleep with the next outcomes written (``ordering``)."""
         self.finished: list[bytes] = []
         self.traced: list[dict[str, Any]] = []
         """Attempts to append to their deliveries' traces with the next outcomes written."""
@@ -237,11 +256,7 @@ class _Drain:
         self._collect(self._wait())
         self._expire()
         self._flush()
-        winding = (
-            stop_requested.is_set()
-            or self.runner.exhausted
-            or time.monotonic() - self.began > BUDGET
-        )
+        winding = self._winding()
         if winding:
             self._give_back_untouched()
         elif self._want_more():
@@ -249,7 +264,8 @@ class _Drain:
                 self.pop_script(keys=[pending_key(self.queue), self.inflight], args=[POP_PACKETS])
             )
         self._dispatch()
-        if self.attempts or self.n_waiting or self.states or self.failures or self.finished:
+        busy = self.attempts or self.n_waiting or self.states or self.failures or self.steps
+        if busy or self.finished:
             return False
         if winding:
             if not self.finish_script(keys=self.done_keys, args=[self.drainer]):
@@ -267,6 +283,14 @@ class _Drain:
             self._take([moved])
             return False
         return bool(self.finish_script(keys=self.done_keys, args=[self.drainer]))
+
+    def _winding(self) -> bool:
+        """Stopping, restarting, or out of budget: start nothing new, hand the rest back."""
+        return (
+            stop_requested.is_set()
+            or self.runner.exhausted
+            or time.monotonic() - self.began > BUDGET
+        )
 
     def _wait(self) -> float:
         """How long to wait for a call to end before looking at the queue again."""
@@ -289,9 +313,13 @@ class _Drain:
         return out
 
     def _take(self, raws: list[Any]) -> None:
-        router = self.context.router
+        wakes: list[tuple[bytes, str]] = []
         for raw in raws:
-            items = json.loads(raw)["items"]
+            data = json.loads(raw)
+            if ordering.WAKE in data:
+                wakes.append((raw, data[ordering.WAKE]))
+                continue
+            items = data["items"]
             packet = _Packet(raw, len(items))
             self.counts["packets"] += 1
             if not items:
@@ -299,18 +327,59 @@ class _Drain:
                 continue
             self.open[id(packet)] = packet
             for item in items:
-                try:
-                    handler = router.handler(item["handler"])
-                except PluginError as exc:
-                    self._file_unrunnable(item, str(exc))
-                    self._packet_done(packet)
-                    continue
-                outcome = Outcome(item, handler, Event.from_dict(item["event"]), ran=False)
-                queue = self.waiting.get(handler.id)
-                if queue is None:
-                    queue = self.waiting[handler.id] = deque()
-                queue.append(_Work(outcome, packet, next(self.seq)))
-                self.n_waiting += 1
+                self._queue_item(item, packet)
+        if wakes:
+            self._take_lanes(wakes)
+
+    def _take_lanes(self, wakes: list[tuple[bytes, str]]) -> None:
+        """Wakes: this drainer now runs those lanes, from their heads (``ordering``)."""
+        heads = ordering.heads(self.connection, [lane for _, lane in wakes])
+        for (raw, _), head in zip(wakes, heads, strict=True):
+            packet = _Packet(raw, 1)
+            self.counts["packets"] += 1
+            if head is None:
+                self.finished.append(raw)  # a stray wake: its lane emptied meanwhile
+                continue
+            self.open[id(packet)] = packet
+            self._queue_item(json.loads(head), packet, wake=raw.decode())
+
+    def _queue_item(self, item: dict[str, Any], packet: _Packet, wake: str = "") -> None:
+        """One item waits for a slot; one whose handler is not loaded is filed at once."""
+        lane = ordering.Lane.of(item)
+        try:
+            handler = self.context.router.handler(item["handler"])
+        except PluginError as exc:
+            self._file_unrunnable(item, str(exc))
+            if lane is not None and lane.block:
+                event, attempts = Event.from_dict(item["event"]), int(item.get("attempts", 0))
+                why = ordering.held_info(
+                    event, str(item["handler"]), lane, "blocked", attempts, retry_job_id(item)
+                )
+                self._lane_step(lane, "sleep", packet, wake, held=why)
+            elif lane is not None:
+                self._lane_step(lane, "advance", packet, wake)
+            if not wake:
+                self._packet_done(packet)
+            return
+        outcome = Outcome(item, handler, Event.from_dict(item["event"]), ran=False)
+        queue = self.waiting.get(handler.id)
+        if queue is None:
+            queue = self.waiting[handler.id] = deque()
+        queue.append(_Work(outcome, packet, next(self.seq), lane, wake))
+        self.n_waiting += 1
+
+    def _lane_step(
+        self,
+        lane: ordering.Lane,
+        mode: str,
+        packet: _Packet | None,
+        wake: str,
+        state_key: str = "",
+        held: str = "",
+    ) -> None:
+        state = keys.DONE if mode == "settle" else ""
+        step = ordering.Step(lane, mode, wake, state_key, state, held)
+        self.steps.append((step, packet if wake else None))
 
     def _file_unrunnable(self, item: dict[str, Any], error: str) -> None:
         """An item for a handler this worker does not load (its module was removed from
@@ -321,7 +390,7 @@ class _Drain:
         follow = {**item, "attempts": int(item.get("attempts", 0)), "final": True}
         queue = keys.rq_queue(self.queue, self.connection)
         description = f"{item['handler']} on event {event.id} ({event.name}): not loaded"
-        _file_failed(queue, retry_job_id(item), follow, error, description)
+        _file_failed(queue, retry_job_id(item), follow, error, description, bool(item.get("block")))
         self.traced.append(outcomes.trace_entry(event, str(item["handler"]), 0, "failed", error, 0))
         outcomes.failed_for_good(event, str(item["handler"]), follow["attempts"], error)
         self.counts["failed"] += 1
@@ -397,7 +466,12 @@ class _Drain:
                 self.traced.append(
                     outcomes.duplicate_skipped(work.outcome.event, work.outcome.handler.id)
                 )
-                self._packet_done(work.packet)
+                if work.wake and work.lane is not None:
+                    # Ran already (the key moves on), or another drainer holds the lane.
+                    key = outcome_key(work.outcome)
+                    self._lane_step(work.lane, "settle", work.packet, work.wake, key)
+                else:
+                    self._packet_done(work.packet)
                 continue
             handler = work.outcome.handler
             attempt = self.runner.start(
@@ -448,10 +522,13 @@ class _Drain:
         )
         if error is None:
             self.states.append((outcome, keys.DONE))
+            if work.lane is not None:
+                self._lane_step(work.lane, "advance", work.packet, work.wake)
         else:
             self.counts["failed"] += 1
-            self.failures.append(outcome)
-        self._packet_done(work.packet)
+            self.failures.append(work)
+        if not work.wake:
+            self._packet_done(work.packet)
 
     def _packet_done(self, packet: _Packet) -> None:
         packet.left -= 1
@@ -462,25 +539,58 @@ class _Drain:
     def _flush(self) -> None:
         """Outcomes first, then finished packets leave the in-flight list: one round trip."""
         while self.failures:
-            outcome = self.failures[0]
-            self.states.append((outcome, _after_failure(outcome, self.context)))
+            work = self.failures[0]
+            state, final = _after_failure(work.outcome, self.context)
+            self.states.append((work.outcome, state))
+            if work.lane is not None:
+                self._failed_in_lane(work, state, final)
             self.failures.pop(0)
-        if not (self.states or self.finished):
+        if not (self.states or self.finished or self.steps):
             return
         finished = self.finished
         traced = self.traced
+        steps = self.steps
+        go_on = not self._winding()
 
         def remove(pipe: Any) -> None:
             for raw in finished:
                 pipe.lrem(self.inflight, 1, raw)
             outcomes.trace_commands(pipe, traced, self.context.settings.trace_ttl)
+            for step, _ in steps:
+                ordering.step_command(
+                    self.connection, pipe, step, self.queue, self.inflight, go_on
+                )
 
-        record(self.context, self.states, remove)
+        replies = record(self.context, self.states, remove)
         for outcome, _ in self.states:
             self.active.discard(outcome_key(outcome))
         self.states = []
         self.finished = []
         self.traced = []
+        self.steps = []
+        for (_, packet), head in zip(steps, replies[len(replies) - len(steps) :], strict=True):
+            if packet is None:
+                continue
+            if head:
+                packet.started = False  # the lane's next head: given back if winding
+                self._queue_item(json.loads(head), packet, wake=packet.raw.decode())
+            else:
+                self.open.pop(id(packet), None)  # its wake went with the lane's step
+
+    def _failed_in_lane(self, work: _Work, state: str, final: bool) -> None:
+        """A failed head: its key moves on, or waits for its retry or an operator."""
+        lane = work.lane
+        assert lane is not None
+        if state == keys.FAILED:
+            self._lane_step(lane, "advance", work.packet, work.wake)
+            return
+        outcome = work.outcome
+        why = "blocked" if final else "retrying"
+        attempts = int(outcome.item.get("attempts", 0)) + 1
+        held = ordering.held_info(
+            outcome.event, outcome.handler.id, lane, why, attempts, retry_job_id(outcome.item)
+        )
+        self._lane_step(lane, "sleep", work.packet, work.wake, held=held)
 
     def _give_back_untouched(self) -> None:
         """Hand-over: packets none of whose items started go back to the front of the queue."""
@@ -511,20 +621,23 @@ def _hand_over(connection: Redis, queue: str, drainer: str, context: WorkContext
     start_drainer(connection, queue, successor, context.settings.job_timeout)
 
 
-def _after_failure(outcome: Outcome, context: WorkContext) -> str:
-    """Schedule the item's next attempt as an RQ job, or file it as failed; return its state.
+def _after_failure(outcome: Outcome, context: WorkContext) -> tuple[str, bool]:
+    """Schedule the item's next attempt as an RQ job, or file it as failed; return its state,
+    and whether it failed for good.
 
     The item counts its attempts; the scheduled job only puts it back in a packet
     when due (``retry_item``), so every attempt runs in a drainer, concurrently
     and under its time limit. An item requeued by an operator is ``final``: one more
-    attempt, then back to the failed registry.
+    attempt, then back to the failed registry. An ordered item whose handler blocks on
+    failure is filed for as long as it takes an operator, and keeps a state only its
+    requeued job may claim: its key waits for it.
     """
     settings = context.settings
     handler = outcome.handler
     retries = settings.job_retries if handler.retry is None else handler.retry
     connection = context.connection
     if connection is None:
-        return keys.FAILED
+        return keys.FAILED, True
     made = int(outcome.item.get("attempts", 0)) + 1
     job_id = retry_job_id(outcome.item)
     token = keys.retry_token(job_id)
@@ -533,19 +646,21 @@ def _after_failure(outcome: Outcome, context: WorkContext) -> str:
         "handler": outcome.item["handler"],
         "attempts": made,
         "owner": token,
+        **ordering.carried(outcome.item),
     }
     queue = keys.rq_queue(handler.queue or settings.queue_name, connection)
     description = f"{handler.id} on event {outcome.event.id} ({outcome.event.name})"
     if outcome.item.get("final") or made > retries:
         follow["final"] = True
-        _file_failed(queue, job_id, follow, outcome.error or "", description)
+        blocks = bool(follow.get("block"))
+        _file_failed(queue, job_id, follow, outcome.error or "", description, blocks)
         outcomes.failed_for_good(outcome.event, handler.id, made, outcome.error)
-        return keys.FAILED
+        return (keys.retrying(token) if blocks else keys.FAILED), True
     job = _retry_job(queue, job_id, follow, description)
     delay = backoff(made, settings.retry_backoff)[-1]
     queue.schedule_job(job, datetime.now(UTC) + timedelta(seconds=delay))
     outcomes.retry_scheduled(outcome.event, handler.id, made, delay)
-    return keys.retrying(token)
+    return keys.retrying(token), False
 
 
 def _retry_job(queue: Queue, job_id: str, item: dict[str, Any], description: str) -> Job:
@@ -563,15 +678,25 @@ def _retry_job(queue: Queue, job_id: str, item: dict[str, Any], description: str
 
 
 def _file_failed(
-    queue: Queue, job_id: str, item: dict[str, Any], error: str, description: str
+    queue: Queue,
+    job_id: str,
+    item: dict[str, Any],
+    error: str,
+    description: str,
+    blocks: bool = False,
 ) -> None:
-    """A job with status ``failed`` and the traceback in RQ's failed registry."""
+    """A job with status ``failed`` and the traceback in RQ's failed registry.
+
+    One that ``blocks`` its key stays until an operator requeues or skips it (RQ keeps
+    what it files with a negative ttl for ever): the key must not lose its way out.
+    """
+    ttl = -1 if blocks else FAILURE_TTL
     job = _retry_job(queue, job_id, item, description)
     job.ended_at = datetime.now(UTC)
     with queue.connection.pipeline() as pipe:
         job.set_status(JobStatus.FAILED, pipeline=pipe)
-        FailedJobRegistry(queue=queue).add(job, ttl=FAILURE_TTL, exc_string=error, pipeline=pipe)
-        Result.create_failure(job, FAILURE_TTL, exc_string=error, pipeline=pipe)
+        FailedJobRegistry(queue=queue).add(job, ttl=ttl, exc_string=error, pipeline=pipe)
+        Result.create_failure(job, ttl, exc_string=error, pipeline=pipe)
         pipe.execute()
 
 

@@ -11,9 +11,11 @@ import asyncio
 import os
 import sqlite3
 import time
-from typing import Any
 
 from receiver import Event, on
+
+from . import noted
+from . import value_of as _value
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS runs (name TEXT, n INTEGER, pid INTEGER, phase TEXT, at REAL)"
 
@@ -29,22 +31,7 @@ def _note(event: Event, phase: str) -> None:
 
 def runs(path: str, phase: str, name: str | None = None) -> list[tuple[str, int, int, float]]:
     """(name, n, pid, at) rows of one phase (``start`` or ``end``), oldest first."""
-    if not os.path.exists(path):
-        return []
-    query = "SELECT name, n, pid, at FROM runs WHERE phase = ?"
-    args: list[Any] = [phase]
-    if name is not None:
-        query += " AND name = ?"
-        args.append(name)
-    with sqlite3.connect(path, timeout=30) as connection:
-        try:
-            return connection.execute(query + " ORDER BY at", args).fetchall()
-        except sqlite3.OperationalError:
-            return []
-
-
-def _value(event: Event) -> dict[str, Any]:
-    return event.value if isinstance(event.value, dict) else {}
+    return noted(path, "SELECT name, n, pid, at FROM runs WHERE phase = ?", phase, name, "at")
 
 
 @on("slow.wait", background=True)
