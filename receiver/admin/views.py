@@ -451,3 +451,24 @@ def queues() -> AnyResponse:
     rows = data.queues(connection, core.settings, core.router)
     held = data.held_keys(connection, core.settings, core.router)
     return _page("queues.html", rows=rows, held=held, workers=data.workers(connection))
+
+
+# --- where rq-dashboard was ---------------------------------------------------------------------
+
+
+@blueprint.route("/rq/")
+def rq_dashboard() -> AnyResponse:
+    """rq-dashboard's front page, bookmarked: the Queues page shows what it showed."""
+    return redirect(url_for("admin.queues"), 303)
+
+
+@blueprint.route("/rq/<path:rest>")
+def rq_dashboard_page(rest: str) -> AnyResponse:
+    """Any other rq-dashboard URL: a 404 that names the pages to use (never ``rest``)."""
+    return _page(
+        "message.html",
+        404,
+        title="rq-dashboard is gone",
+        message="rq-dashboard is no longer part of this dashboard: see Queues for queues and "
+        "workers, and Failed work to see, requeue or skip failed jobs.",
+    )
