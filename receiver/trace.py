@@ -25,7 +25,7 @@ from typing import Any
 import redis
 
 from . import defaults
-from .contracts import Request, Result
+from .contracts import REPLICATION_TIMEOUT, Request, Result
 from .events import Event
 
 log = logging.getLogger("receiver.trace")
@@ -208,7 +208,7 @@ def _write(pipe: Any, batch: list[tuple[Request, Result]], ttl: int) -> None:
         day = day_key(integration, when.date())
         if 200 <= result.status < 300 and result.events:
             counts[(integration, day)][result.events[0].topic] += 1
-        elif result.reason is not None:
+        elif result.reason is not None and result.reason != REPLICATION_TIMEOUT:
             counts[(integration, day)]["!signature_failures"] += 1
         else:
             counts[(integration, day)]["!rejected"] += 1

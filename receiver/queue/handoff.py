@@ -49,14 +49,22 @@ def packets(delivery_id: str, work: Work, default_queue: str) -> dict[str, str]:
     }
 
 
+def push_call(
+    queue: str, packets: list[bytes], max_drainers: int, candidate: str
+) -> tuple[list[str], list[Any]]:
+    """``scripts.PUSH``'s KEYS and ARGV: append ``packets``, and give ``candidate`` a drain
+    slot if one is wanted."""
+    return (
+        [pending_key(queue), drainers_key(queue)],
+        [max_drainers, candidate, SLOT_GRACE, BACKLOG_PER_DRAINER, *packets],
+    )
+
+
 def push(connection: Redis, queue: str, packets: list[bytes], max_drainers: int) -> str | None:
     """Append packets (one round trip); return a new drainer id when one should be started."""
     candidate = uuid.uuid4().hex
-    script = scripts.script(connection, scripts.PUSH)
-    wanted = script(
-        keys=[pending_key(queue), drainers_key(queue)],
-        args=[max_drainers, candidate, SLOT_GRACE, BACKLOG_PER_DRAINER, *packets],
-    )
+    script_keys, args = push_call(queue, packets, max_drainers, candidate)
+    wanted = scripts.script(connection, scripts.PUSH)(keys=script_keys, args=args)
     return candidate if wanted else None
 
 

@@ -12,6 +12,8 @@ Keys (all under ``receiver:``)::
     alive:<drainer>        string a drainer's heartbeat (expires when it is killed)
     state:<integration>:<handler>:<event id>
                            string one item's claim state, for ``dedupe_window``
+    replication-probe      string a counter the web side increments when it needs a write
+                           for WAIT to cover (``durability``)
 
 Claim states (see ``worker_claims``)::
 
@@ -36,6 +38,7 @@ DRAINERS = f"{PREFIX}drainers:"
 INFLIGHT = f"{PREFIX}inflight:"
 ALIVE = f"{PREFIX}alive:"
 STATE = f"{PREFIX}state:"
+REPLICATION_PROBE = f"{PREFIX}replication-probe"
 
 DONE = "done"
 FAILED = "failed"
