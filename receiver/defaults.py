@@ -60,7 +60,8 @@ REPLICATION_TIMEOUT = 1.0
 
 REPLICATION_FSYNC = False
 """With ``replicated``: wait until the master and the replicas have also fsynced the packet
-to their append-only files (``WAITAOF``: Redis >= 7.2, Valkey)."""
+to their append-only files (``WAITAOF``: Redis >= 7.2, Valkey); about a second per round,
+so it needs ``replication_timeout`` of 2 s or more."""
 
 DEDUPE_WINDOW = 24 * 3600
 """Seconds a handled event id is remembered, well past Meta's first-retry horizon."""

@@ -124,6 +124,17 @@ class ReplicatedRedis:
         for sentinel in self.sentinels:
             wait_until(lambda s=sentinel: aware(s), timeout, f"sentinel {sentinel.port}")
 
+    def __enter__(self) -> ReplicatedRedis:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
     def in_sync(self, replica: RedisServer) -> bool:
         """The replica's link is up, and the master counts it online (after its first ack)."""
         try:

@@ -76,7 +76,7 @@ def _other_value(key: str, default: Any) -> tuple[str, Any]:
 _REPLICATED = {"REDIS_URL": "redis://localhost:6390/0", "RECEIVER_DURABILITY": "replicated"}
 _NEEDED_WITH: dict[str, dict[str, str]] = {
     "durability": {"REDIS_URL": _REPLICATED["REDIS_URL"]},
-    "replication_fsync": _REPLICATED,
+    "replication_fsync": {**_REPLICATED, "RECEIVER_REPLICATION_TIMEOUT": "2"},
 }
 """Settings that only make sense beside others (replicated durability needs a Redis URL)."""
 

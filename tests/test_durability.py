@@ -46,6 +46,10 @@ QUEUE = pending_key("receiver")
         ({"durability": "quorum"}, "use 'local'"),
         ({"durability": "replicated"}, "needs REDIS_URL"),
         ({"replication_fsync": True}, "needs durability = 'replicated'"),
+        (
+            {"durability": "replicated", "redis_url": "redis://h/0", "replication_fsync": True},
+            "2 s",
+        ),
         ({"durability": "replicated", "redis_url": "redis://h/0", "min_replicas": 0}, "between 1"),
         ({"durability": "local", "replication_timeout": 0}, "more than 0"),
         ({"durability": "local", "replication_timeout": 30.0}, "at most 10"),
@@ -99,23 +103,15 @@ def test_a_held_file_keeps_its_mark_until_released_or_forgotten(tmp_path: Path) 
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[ReplicatedRedis]:
     """A master and one replica, in sync."""
-    servers = ReplicatedRedis(tmp_path / "redis", replicas=1, sentinels=False)
-    try:
-        servers.start()
+    with ReplicatedRedis(tmp_path / "redis", replicas=1, sentinels=False) as servers:
         yield servers
-    finally:
-        servers.stop()
 
 
 @pytest.fixture
 def alone(tmp_path: Path) -> Iterator[ReplicatedRedis]:
     """A master without replicas: a replicated deployment after a failover."""
-    servers = ReplicatedRedis(tmp_path / "redis", replicas=0, sentinels=False)
-    try:
-        servers.start()
+    with ReplicatedRedis(tmp_path / "redis", replicas=0, sentinels=False) as servers:
         yield servers
-    finally:
-        servers.stop()
 
 
 class Receiver:
@@ -303,8 +299,9 @@ def test_check_counts_replicas_and_refuses_too_few(pair: ReplicatedRedis, tmp_pa
     found = server_version(pair.client().info("server"))
     if found.version >= durability.WAITAOF_FROM[found.name]:
         assert any(
-            "fsync (WAITAOF)" in line for line in check_redis(settings(replication_fsync=True))
+            "fsync (WAITAOF" in line
+            for line in check_redis(settings(replication_fsync=True, replication_timeout=2))
         )
     else:
         with pytest.raises(ConfigError, match="WAITAOF"):
-            check_redis(settings(replication_fsync=True))
+            check_redis(settings(replication_fsync=True, replication_timeout=2))

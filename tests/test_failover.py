@@ -52,12 +52,8 @@ class Burst:
 
 @pytest.fixture
 def replicated(tmp_path: Path) -> Iterator[ReplicatedRedis]:
-    cluster = ReplicatedRedis(tmp_path / "cluster")
-    try:
-        cluster.start()
+    with ReplicatedRedis(tmp_path / "cluster") as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def delivery(n: int) -> dict[str, object]:
