@@ -522,8 +522,8 @@ def _validate_durability(settings: Settings) -> None:
             )
         return
     if settings.replication_fsync and settings.replication_timeout < 2:
-        # bench/durability_bench.py: WAITAOF returns once a replica's once-a-second
-        # acknowledgement reports its fsync, ~1 s after the write, whatever appendfsync says.
+        # bench/durability_bench.py: a lone WAITAOF returns with a replica's once-a-second
+        # acknowledgement, ~1 s after the write, whatever appendfsync says.
         raise ConfigError(
             "replication_fsync waits about a second for replicas to report their fsync: "
             "set replication_timeout to 2 seconds or more, or every delivery times out"

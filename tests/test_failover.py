@@ -12,6 +12,7 @@ handled twice only if a drainer held it at the kill.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +49,8 @@ class Burst:
     statuses: dict[int, int] = field(default_factory=dict)
     in_flight_at_kill: int = 0
     """Packets drainers had taken and not finished (the replica's copy, at the kill)."""
+    failover_seconds: float = 0.0
+    """From the kill until the Sentinels named the promoted replica (reported, not asserted)."""
 
 
 @pytest.fixture
@@ -73,11 +76,13 @@ def burst_with_failover(cluster: ReplicatedRedis, deployment: Deployment) -> Bur
         try:
             wait_until(lambda: sent[0] >= KILL_AT, 120, f"{KILL_AT} deliveries")
             lost = cluster.lose_master()
+            killed = time.monotonic()
             # Until it is promoted the replica holds still: what drainers held at the kill.
             replica = redis.Redis(port=cluster.replicas[0].port, socket_timeout=10)
             inflight = replica.keys(f"{keys.INFLIGHT}*")
             burst.in_flight_at_kill = sum(replica.llen(k) for k in inflight)
             cluster.wait_for_promotion(lost)
+            burst.failover_seconds = time.monotonic() - killed
         except BaseException as exc:  # reported by the test, not lost in the thread
             errors.append(exc)
         finally:
@@ -128,7 +133,10 @@ def test_replicated_failover_loses_nothing(replicated: ReplicatedRedis, tmp_path
     assert set(burst.statuses.values()) == {200}  # nothing answered 5xx
     assert set(handled) == set(range(TOTAL))  # every acknowledged delivery handled
     doubled = [n for n, times in Counter(handled).items() if times > 1]
-    print(f"replicated: {len(doubled)} handled twice; {burst.in_flight_at_kill} packets in flight")
+    print(
+        f"replicated: lost 0 of {TOTAL}; {len(doubled)} handled twice; "
+        f"{burst.in_flight_at_kill} packets in flight; failover {burst.failover_seconds:.1f}s"
+    )
     assert len(doubled) <= burst.in_flight_at_kill  # at most what drainers held at the kill
 
 
@@ -144,6 +152,7 @@ def test_local_failover_reports_what_it_loses(replicated: ReplicatedRedis, tmp_p
     doubled = [n for n, times in Counter(handled).items() if times > 1]
     print(
         f"local: lost {len(lost)} of {TOTAL} acknowledged deliveries {lost[:20]}; "
-        f"{len(doubled)} handled twice; {burst.in_flight_at_kill} packets in flight"
+        f"{len(doubled)} handled twice; {burst.in_flight_at_kill} packets in flight; "
+        f"failover {burst.failover_seconds:.1f}s"
     )
     assert len(doubled) <= burst.in_flight_at_kill

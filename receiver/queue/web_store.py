@@ -103,7 +103,8 @@ class RQBackend:
             return
         self._unconfirmed = not confirmed
         if exc is not None:
-            log.warning("replicas did not confirm deliveries (%s): holding them in the spool", exc)
+            then = "holding them" if self.settings.spool_mode == "spool" else "refusing them (503)"
+            log.warning("replicas did not confirm deliveries (%s): %s", exc, then)
         else:
             log.warning("replicas confirm deliveries again")
 
