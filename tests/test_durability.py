@@ -22,6 +22,7 @@ from receiver.checks import check_redis
 from receiver.config import load_settings
 from receiver.contracts import REPLICATION_TIMEOUT, Result
 from receiver.errors import ConfigError, NotReplicated
+from receiver.health import readiness
 from receiver.queue import durability
 from receiver.queue.durability import GroupCommit, live_replicas
 from receiver.queue.keys import pending_key
@@ -182,6 +183,8 @@ def test_without_live_replicas_deliveries_are_held_then_confirmed(
     assert master.llen(QUEUE) == 3  # in Redis, so workers handle them now...
     spool = receiver.spool
     assert len(spool.held()) == 3 and not len(spool)  # ...and kept here until replicated
+    ready, checks = readiness(receiver.app.extensions["receiver"])
+    assert ready and checks["spool"]["held"] == 3  # every web process holds alike: still ready
     # Only the first round waited: its INFO showed no live replica, so the next did not.
     assert waits(master) == 1
     writer = receiver.app.extensions["receiver.trace"]
