@@ -116,8 +116,8 @@ class EmbeddedRedis:
             )
         if announce or self.started_here:
             log.warning(
-                "embedded server (%s) at %s (data in %s, append-only file on): fine for one machine, "
-                "not a deployment; set REDIS_URL to a managed Redis for production",
+                "embedded server (%s) at %s (data in %s, append-only file on): fine for one "
+                "machine, not a deployment; set REDIS_URL to a managed Redis for production",
                 self.version,
                 self.url,
                 self.folder,
