@@ -21,7 +21,7 @@ from .embedded import EmbeddedRedis, spawn_worker
 from .errors import ConfigError
 from .metrics import BacklogCollector
 from .plugins import load_plugins
-from .queue import ops, worker_claims
+from .queue import durability, ops, worker_claims
 from .queue.inline import InlineBackend
 from .queue.web_store import RQBackend
 from .queue.worker_claims import WorkContext
@@ -76,8 +76,9 @@ def build_core(
             check_server(
                 connection,
                 "the Redis in REDIS_URL" if settings.redis_url else "the embedded server",
+                settings,
             )
-            backend = RQBackend(settings, connection)
+            backend = RQBackend(settings, connection, replication_client(settings, url))
     return Runtime(settings, router, backend, capture_journal(settings))
 
 
@@ -145,14 +146,23 @@ def create_app(
     return app
 
 
-def connect(url: str, timeout: float) -> redis.Redis:
+def replication_client(settings: Settings, url: str) -> redis.Redis | None:
+    """With replicated durability, a client whose reads outlast a WAIT; otherwise none."""
+    if settings.durability != "replicated":
+        return None
+    wait = settings.redis_timeout + settings.replication_timeout
+    return connect(url, settings.redis_timeout, read_timeout=wait)
+
+
+def connect(url: str, timeout: float, *, read_timeout: float | None = None) -> redis.Redis:
     """A client that fails fast: one quick retry (a pooled connection may predate a restart).
 
-    ``redis+sentinel://[:password@]host:port[,host:port…]/service[/db]`` asks
+    ``timeout`` bounds connecting and each reply, unless ``read_timeout`` is given for
+    replies. ``redis+sentinel://[:password@]host:port[,host:port…]/service[/db]`` asks
     the Sentinels for the current master, and follows a failover.
     """
     options: dict[str, Any] = {
-        "socket_timeout": timeout,
+        "socket_timeout": read_timeout or timeout,
         "socket_connect_timeout": timeout,
         "retry": Retry(NoBackoff(), 1),
         "health_check_interval": 30,
@@ -179,7 +189,13 @@ def _sentinel_master(url: str, options: dict[str, Any]) -> redis.Redis:
         raise ConfigError(
             "a Sentinel URL names the master's service: redis+sentinel://host:26379/mymaster/0"
         )
-    sentinel = Sentinel(hosts, socket_timeout=options["socket_timeout"])  # type: ignore[no-untyped-call, unused-ignore]
+    sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
+        hosts,
+        sentinel_kwargs={
+            "socket_timeout": options["socket_connect_timeout"],
+            "socket_connect_timeout": options["socket_connect_timeout"],
+        },
+    )
     db = int(path[1]) if len(path) > 1 else 0
     master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call, unused-ignore]
         path[0], db=db, password=password, **options
@@ -187,13 +203,20 @@ def _sentinel_master(url: str, options: dict[str, Any]) -> redis.Redis:
     return master
 
 
-def check_server(connection: redis.Redis, where: str = "the Redis in REDIS_URL") -> None:
-    """Refuse a server outside the supported range; warn when it keeps nothing on disk.
+def check_server(
+    connection: redis.Redis, where: str = "the Redis in REDIS_URL", settings: Settings | None = None
+) -> None:
+    """Refuse a server outside the supported range, or one that cannot keep the durability
+    ``settings`` ask for; warn when it keeps nothing on disk, or lacks live replicas.
 
     An unreachable Redis is only a warning: a web process spools until it is back.
     """
     try:
         require_supported(connection.info("server"), where)
+        if settings is not None and settings.durability == "replicated":
+            line, live = durability.check(connection, settings)
+            if live < settings.min_replicas:
+                log.warning("%s: deliveries are held in the spool until replicas join", line)
         info = connection.info("persistence")
         save = connection.config_get("save").get("save", "")
     except redis.ResponseError:

@@ -1,4 +1,5 @@
-"""What ``receiver check`` asks of Redis: reachable, the right kind of URL, keeping what it acks.
+"""What ``receiver check`` asks of Redis: reachable, the right kind of URL, keeping what it acks
+(and, with replicated durability, replicas enough to confirm it).
 
 The web and worker processes only warn at start-up (a Redis outage must not
 stop a web process: it spools). ``check`` is where an operator asks whether
@@ -15,6 +16,7 @@ from .app import connect
 from .config import Settings
 from .embedded import EmbeddedRedis, server_binary
 from .errors import ConfigError
+from .queue import durability
 from .supported import RANGE, require_supported
 
 CHECK_TIMEOUT = 3.0
@@ -41,7 +43,17 @@ def check_redis(settings: Settings, timeout: float = CHECK_TIMEOUT) -> list[str]
     url = masked(settings.redis_url)
     connection = connect(settings.redis_url, timeout)
     version = require_supported(connection.info("server"), f"Redis at {url}")
-    return [f"redis: {url} answers: {version} (supported: {RANGE})", *_persistence(connection, url)]
+    lines = [f"redis: {url} answers: {version} (supported: {RANGE})"]
+    lines += _persistence(connection, url)
+    if settings.durability == "replicated":
+        line, live = durability.check(connection, settings)
+        if live < settings.min_replicas:
+            raise ConfigError(
+                f"{line}: too few replicas to confirm deliveries, so each would be "
+                "acknowledged from the local spool; start replicas, or lower min_replicas"
+            )
+        lines.append(line)
+    return lines
 
 
 def _embedded(settings: Settings) -> list[str]:

@@ -498,6 +498,9 @@ def spool(drain_now: bool) -> None:
     click.echo(f"{len(folder)} delivery(ies) spooled in {folder.folder}")
     if files:
         click.echo(f"oldest: {files[0].name}")
+    held = folder.held()
+    if held:
+        click.echo(f"{len(held)} more in Redis, kept here until replicas confirm them")
     if drain_now and len(folder):
         from .app import build_core
         from .queue.web_store import RQBackend

@@ -86,6 +86,10 @@ class Settings:
     worker_concurrency: int = defaults.WORKER_CONCURRENCY
     redis_timeout: float = defaults.REDIS_TIMEOUT
     spool_mode: str = defaults.SPOOL_MODE
+    durability: str = defaults.DURABILITY
+    min_replicas: int = defaults.MIN_REPLICAS
+    replication_timeout: float = defaults.REPLICATION_TIMEOUT
+    replication_fsync: bool = defaults.REPLICATION_FSYNC
     dedupe_window: int = defaults.DEDUPE_WINDOW
     sync_topics: tuple[str, ...] = defaults.SYNC_TOPICS
     secret_key: str | None = field(default=None, repr=False)
@@ -460,6 +464,7 @@ def _validate(settings: Settings, require_integrations: bool = True) -> None:
         raise ConfigError("job_retries must be >= 0; job_timeout and dedupe_window > 0")
     if settings.spool_mode not in ("spool", "reject"):
         raise ConfigError("spool_mode must be 'spool' (ack from a local spool) or 'reject' (503)")
+    _validate_durability(settings)
     if settings.max_drainers < 1 or settings.redis_timeout <= 0 or settings.retry_backoff <= 0:
         raise ConfigError("max_drainers must be >= 1; redis_timeout and retry_backoff > 0")
     if not 1 <= settings.worker_concurrency <= 1024:
@@ -494,6 +499,39 @@ def _validate(settings: Settings, require_integrations: bool = True) -> None:
         raise ConfigError(
             "no integration is configured: set RECEIVER_APP_SECRET and RECEIVER_VERIFY_TOKEN, "
             "or name integrations in the file RECEIVER_CONFIG points to"
+        )
+
+
+def _validate_durability(settings: Settings) -> None:
+    if settings.durability not in ("local", "replicated"):
+        raise ConfigError(
+            f"durability={settings.durability!r}: use 'local' (acknowledged once the Redis "
+            "master holds a delivery) or 'replicated' (once min_replicas replicas hold it too)"
+        )
+    if not 1 <= settings.min_replicas <= 16:
+        raise ConfigError("min_replicas must be between 1 and 16 (replicas that confirm a packet)")
+    if not 0 < settings.replication_timeout <= 10:
+        raise ConfigError(
+            "replication_timeout must be more than 0 and at most 10 seconds "
+            "(Meta gives up on an answer after 20 s)"
+        )
+    if settings.durability == "local":
+        if settings.replication_fsync:
+            raise ConfigError(
+                "replication_fsync waits for replicas, so it needs durability = 'replicated'"
+            )
+        return
+    if settings.replication_fsync and settings.replication_timeout < 2:
+        # bench/durability_bench.py: a lone WAITAOF returns with a replica's once-a-second
+        # acknowledgement, ~1 s after the write, whatever appendfsync says.
+        raise ConfigError(
+            "replication_fsync waits about a second for replicas to report their fsync: "
+            "set replication_timeout to 2 seconds or more, or every delivery times out"
+        )
+    if settings.redis_url is None:
+        raise ConfigError(
+            "durability = 'replicated' needs REDIS_URL naming a Redis master with replicas "
+            "(redis+sentinel://... or a managed Redis); the embedded Redis has no replica"
         )
 
 

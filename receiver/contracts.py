@@ -25,11 +25,28 @@ without the body (integration, address, client certificate) is refused unread.
 """
 
 
+REPLICATION_TIMEOUT = "replication_timeout"
+"""The ``reason`` of a delivery its replicas did not confirm in time (spooled, or 503)."""
+
+
+class Stored(str):
+    """Where ``submit`` put the work (``redis``, ``spool``, ``inline``: compares as that string),
+    and ``reason``, why, when it went somewhere other than usual (``REPLICATION_TIMEOUT``)."""
+
+    reason: str | None
+
+    def __new__(cls, where: str, reason: str | None = None) -> Stored:
+        stored = super().__new__(cls, where)
+        stored.reason = reason
+        return stored
+
+
 class Backend(Protocol):
     """Where background work goes once the delivery is verified and parsed."""
 
     def submit(self, delivery_id: str, work: Work) -> str:
-        """Store the work durably (or run it); say where it went. Raise ``QueueUnavailable``."""
+        """Store the work durably (or run it); say where it went (a ``str``, or a ``Stored``
+        giving the reason). Raise ``QueueUnavailable``."""
         ...
 
 
@@ -130,7 +147,9 @@ class Result:
     """``ok``, ``unchecked`` (development mode), ``failed``, or ``None`` when not reached."""
     error: str | None = None
     reason: str | None = None
-    """Why a signature failed (``signature.FAILURE_REASONS``): for operators, never the client."""
+    """For operators, never the client: why a signature failed (``signature.FAILURE_REASONS``),
+    or ``REPLICATION_TIMEOUT`` (acknowledged from the spool, or 503, because replicas did
+    not confirm the delivery in time)."""
     queued: int = 0
     """Background (event, handler) pairs stored for workers."""
     ordered: list[list[str]] = field(default_factory=list)

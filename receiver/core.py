@@ -22,7 +22,7 @@ from typing import Any
 from . import envelope, marking, origin, signature
 from .capture import CaptureJournal
 from .config import Integration, Settings
-from .contracts import Backend, BodySource, HandlerResult, Headers, Request, Result
+from .contracts import Backend, BodySource, HandlerResult, Headers, Request, Result, Stored
 from .errors import (
     HandshakeRejected,
     PayloadRejected,
@@ -275,8 +275,11 @@ class Core:
                     {"error": exc.code, "message": str(exc)},
                     error=exc.code,
                     events=events,
+                    reason=exc.reason,
                     **context,
                 )
+            if isinstance(stored, Stored) and stored.reason is not None:
+                context["reason"] = stored.reason
         sync = [(e, h) for e, h in inline if e.topic in self.settings.sync_topics]
         results = [
             self._run(e, h)[0] for e, h in inline if e.topic not in self.settings.sync_topics

@@ -48,6 +48,21 @@ REDIS_TIMEOUT = 0.5
 SPOOL_MODE = "spool"
 """When Redis cannot take a delivery: ``spool`` it to local disk and ack, or ``reject`` (503)."""
 
+DURABILITY = "local"
+"""When a delivery is acknowledged: ``local`` once the Redis master holds its packet,
+``replicated`` once ``min_replicas`` replicas hold it too (Redis's ``WAIT``)."""
+
+MIN_REPLICAS = 1
+"""Replicas that must confirm a packet before ``replicated`` durability acknowledges it."""
+
+REPLICATION_TIMEOUT = 1.0
+"""Seconds a delivery waits for its replicas; then it is held in the local spool (or 503)."""
+
+REPLICATION_FSYNC = False
+"""With ``replicated``: wait until the master and the replicas have also fsynced the packet
+to their append-only files (``WAITAOF``: Redis >= 7.2, Valkey); about a second per round,
+so it needs ``replication_timeout`` of 2 s or more."""
+
 DEDUPE_WINDOW = 24 * 3600
 """Seconds a handled event id is remembered, well past Meta's first-retry horizon."""
 

@@ -4,6 +4,7 @@
     ├── ConfigError            bad or missing configuration; start-up stops
     ├── PluginError            a handler module failed to import or register
     ├── QueueUnavailable       neither Redis nor the spool could take background work (→ 503)
+    ├── NotReplicated          the Redis master took the work, too few replicas confirmed in time
     ├── HandlerFailed          a background handler raised (RQ retries, then fails the job)
     ├── ReplayError            a replay source cannot be read
     ├── UnknownFailedItem      a job id given for requeue or delete is not a failed item
@@ -49,6 +50,26 @@ class QueueUnavailable(ReceiverError):
 
     status = 503
     code = "queue_unavailable"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        """Why, for operators (the trace's and the log's ``reason``), e.g. a replication timeout."""
+
+
+class NotReplicated(ReceiverError):
+    """The master stored the packets, but fewer than ``min_replicas`` replicas confirmed them
+    within ``replication_timeout``: they would not survive the loss of the master's machine.
+
+    ``replid`` and ``offset`` place the packets in that master's replication history
+    (``INFO replication``): once replicas of a master with this ``replid`` have confirmed a
+    later write, they hold these packets too. ``replid`` is empty when it was not learnt.
+    """
+
+    def __init__(self, message: str, *, replid: str = "", offset: int = 0) -> None:
+        super().__init__(message)
+        self.replid = replid
+        self.offset = offset
 
 
 class HandlerFailed(ReceiverError):

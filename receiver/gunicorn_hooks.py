@@ -30,7 +30,7 @@ def on_starting(server: Any) -> None:
     try:
         settings = load_settings()
         if settings.redis_url:
-            check_server(connect(settings.redis_url, settings.redis_timeout))
+            check_server(connect(settings.redis_url, settings.redis_timeout), settings=settings)
     except ConfigError as exc:
         sys.stderr.write(f"Error: {' '.join(str(exc).split())}\n")
         sys.exit(1)

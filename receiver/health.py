@@ -43,9 +43,13 @@ def _redis(core: Core) -> dict[str, Any]:
 
 
 def _spool(core: Core) -> dict[str, Any]:
-    files = len(Spool(spool_folder(core.settings)))
+    """Deliveries only this machine holds; copies held until replicas confirm them are
+    counted apart and never make the process unready (every web process holds them alike
+    while replicas are away: taking all out of rotation would stop every delivery)."""
+    spool = Spool(spool_folder(core.settings))
+    files = len(spool)
     limit = core.settings.ready_max_spool
-    return {"ok": files <= limit, "files": files, "limit": limit}
+    return {"ok": files <= limit, "files": files, "limit": limit, "held": len(spool.held())}
 
 
 def _handlers(core: Core) -> dict[str, Any]:

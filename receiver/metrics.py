@@ -30,7 +30,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .config import Settings
-from .contracts import QueueDepth, Request, Result
+from .contracts import REPLICATION_TIMEOUT, QueueDepth, Request, Result
 from .queue.web_spool import Spool, spool_folder
 
 log = logging.getLogger("receiver.metrics")
@@ -91,6 +91,13 @@ RETRIES_SCHEDULED = Counter(
     ["handler"],
     registry=_OWN,
 )
+REPLICATION_TIMEOUTS = Counter(
+    "receiver_replication_timeouts",
+    "Deliveries whose replicas did not confirm them within replication_timeout, by "
+    "integration and outcome (spooled: held in the local spool, 200; rejected: 503).",
+    ["integration", "outcome"],
+    registry=_OWN,
+)
 FINAL_FAILURES = Counter(
     "receiver_final_failures",
     "Background (event, handler) pairs that failed for good (into RQ's failed registry).",
@@ -120,7 +127,10 @@ def observe_delivery(sender: Any, request: Request, result: Result, **_: Any) ->
         return
     _child(DELIVERIES, integration, status).inc()
     _child(DELIVERY_SECONDS, integration).observe(result.seconds)
-    if result.reason is not None:
+    if result.reason == REPLICATION_TIMEOUT:
+        then = "spooled" if result.status < 300 else "rejected"
+        _child(REPLICATION_TIMEOUTS, integration, then).inc()
+    elif result.reason is not None:
         _child(SIGNATURE_FAILURES, integration, result.reason).inc()
     names: dict[str, int] = {}
     for event in result.events:  # a batch of 1,000 of one name is one increment
@@ -174,8 +184,16 @@ class BacklogCollector(Collector):
         spool = GaugeMetricFamily(
             "receiver_spool_files", "Deliveries acknowledged from this machine's local spool."
         )
-        spool.add_metric([], len(Spool(spool_folder(self.settings))))
+        local = Spool(spool_folder(self.settings))
+        spool.add_metric([], len(local))
         yield spool
+        held = GaugeMetricFamily(
+            "receiver_spool_unreplicated_files",
+            "Deliveries in Redis that replicas have not confirmed yet, also kept in this "
+            "machine's spool (durability = replicated).",
+        )
+        held.add_metric([], len(local.held()))
+        yield held
         up = GaugeMetricFamily("receiver_redis_up", "1 when Redis answered this scrape.")
         try:
             connection = self.connection()

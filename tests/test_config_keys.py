@@ -52,6 +52,7 @@ def _other_value(key: str, default: Any) -> tuple[str, Any]:
         "data_dir": ("/tmp/elsewhere", "/tmp/elsewhere"),
         "queue_name": ("second", "second"),
         "spool_mode": ("reject", "reject"),
+        "durability": ("replicated", "replicated"),
         "secret_key": ("a-secret-key-for-markers", "a-secret-key-for-markers"),
         "metrics_token": ("metrics-token", "metrics-token"),
         "metrics_bind": ("127.0.0.1:9108", "127.0.0.1:9108"),
@@ -72,11 +73,20 @@ def _other_value(key: str, default: Any) -> tuple[str, Any]:
     raise AssertionError(f"no test value for {key}: add one")
 
 
+_REPLICATED = {"REDIS_URL": "redis://localhost:6390/0", "RECEIVER_DURABILITY": "replicated"}
+_NEEDED_WITH: dict[str, dict[str, str]] = {
+    "durability": {"REDIS_URL": _REPLICATED["REDIS_URL"]},
+    "replication_fsync": {**_REPLICATED, "RECEIVER_REPLICATION_TIMEOUT": "2"},
+}
+"""Settings that only make sense beside others (replicated durability needs a Redis URL)."""
+
+
 @pytest.mark.parametrize("key", list(config._RECEIVER_KEYS))
 def test_every_key_can_be_set_from_the_environment(key: str) -> None:
     raw, expected = _other_value(key, getattr(DEFAULTS, key))
     name = config.env_name(key)
-    settings = load_settings({}, environ={name: raw}, require_integrations=False)
+    environ = {**_NEEDED_WITH.get(key, {}), name: raw}
+    settings = load_settings({}, environ=environ, require_integrations=False)
     assert getattr(settings, key) == expected
     assert expected != getattr(DEFAULTS, key)
 

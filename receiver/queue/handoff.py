@@ -53,6 +53,28 @@ def packets(delivery_id: str, work: Work, default_queue: str) -> dict[str, str]:
     }
 
 
+def push_call(
+    queue: str,
+    packets: Sequence[bytes],
+    max_drainers: int,
+    candidate: str,
+    lanes: Sequence[tuple[str, str, str]] = (),
+) -> tuple[list[str], list[Any]]:
+    """``scripts.PUSH``'s KEYS and ARGV: append ``packets`` and ordered items, and give
+    ``candidate`` a drain slot if one is wanted.
+
+    ``lanes`` holds ``(lane, element, wake)`` per ordered item, in acknowledgement order:
+    appended to its lane in the same script as the packets, so what is stored is in order.
+    """
+    return (
+        [pending_key(queue), drainers_key(queue), keys.lanes_key(queue)]
+        + [lane for lane, _, _ in lanes],
+        [max_drainers, candidate, SLOT_GRACE, BACKLOG_PER_DRAINER, LANE_TTL, len(packets)]
+        + [*packets]
+        + [text for _, element, wake in lanes for text in (element, wake)],
+    )
+
+
 def push(
     connection: Redis,
     queue: str,
@@ -61,20 +83,10 @@ def push(
     lanes: Sequence[tuple[str, str, str]] = (),
 ) -> str | None:
     """Append packets and ordered items (one round trip); return a new drainer id when one
-    should be started.
-
-    ``lanes`` holds ``(lane, element, wake)`` per ordered item, in acknowledgement order:
-    appended to its lane in the same script as the packets, so what is stored is in order.
-    """
+    should be started."""
     candidate = uuid.uuid4().hex
-    script = scripts.script(connection, scripts.PUSH)
-    wanted = script(
-        keys=[pending_key(queue), drainers_key(queue), keys.lanes_key(queue)]
-        + [lane for lane, _, _ in lanes],
-        args=[max_drainers, candidate, SLOT_GRACE, BACKLOG_PER_DRAINER, LANE_TTL, len(packets)]
-        + [*packets]
-        + [text for _, element, wake in lanes for text in (element, wake)],
-    )
+    script_keys, args = push_call(queue, packets, max_drainers, candidate, lanes)
+    wanted = scripts.script(connection, scripts.PUSH)(keys=script_keys, args=args)
     return candidate if wanted else None
 
 

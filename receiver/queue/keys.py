@@ -15,6 +15,8 @@ Keys (all under ``receiver:``)::
     lane:<digest>          list   one order key's waiting items, oldest first (``ordering``)
     lanes:<queue>          zset   lane → epoch seconds its head last changed
     held:<queue>           hash   lane → why its head holds it (a retry, or blocked)
+    replication-probe      string a counter the web side increments when it needs a write
+                           for WAIT to cover (``durability``)
 
 Claim states (see ``worker_claims``)::
 
@@ -44,6 +46,7 @@ STATE = f"{PREFIX}state:"
 LANE = f"{PREFIX}lane:"
 LANES = f"{PREFIX}lanes:"
 HELD = f"{PREFIX}held:"
+REPLICATION_PROBE = f"{PREFIX}replication-probe"
 
 DONE = "done"
 FAILED = "failed"

@@ -5,10 +5,17 @@ created 0600, written then fsynced then renamed into place (a half-written
 file is never seen). A flusher claims a file by renaming it, pushes it to
 Redis and removes it; a crash in between means a second push, which the
 per-item dedupe in Redis turns into a no-op.
+
+With ``durability = "replicated"`` a file may also be *held*: its packets are
+in Redis, but replicas had not confirmed them (``queue.durability``). A held
+file's name carries the master's replication id and offset
+(``….json.held-<replid>-<offset>``); it stays until replicas confirm, or goes
+back to waiting when that master is gone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -17,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..config import Settings
 
@@ -41,6 +48,21 @@ class Spooled:
     """Its ordered items; they join their keys' order when the spool is flushed."""
 
 
+class Held(NamedTuple):
+    """A spool file whose packets are in a master, unconfirmed by its replicas."""
+
+    path: Path
+    replid: str
+    offset: int
+
+
+HELD = ".held-"
+"""Between a file's waiting name and the mark of a held one."""
+
+Mark = tuple[str, int]
+"""A master's ``(replid, offset)`` at or past a held file's packets."""
+
+
 def spool_folder(settings: Settings) -> Path:
     return Path(settings.data_dir) / "spool"
 
@@ -49,9 +71,18 @@ class Spool:
     def __init__(self, folder: str | os.PathLike[str]) -> None:
         self.folder = Path(folder)
 
-    def write(self, delivery_id: str, packets: dict[str, str], lanes: Lanes | None = None) -> Path:
+    def write(
+        self,
+        delivery_id: str,
+        packets: dict[str, str],
+        lanes: Lanes | None = None,
+        held: Mark | None = None,
+    ) -> Path:
         """Store one packet per queue, and ordered items, durably; raise ``OSError`` when the
-        disk cannot."""
+        disk cannot.
+
+        ``held``: the packets are in Redis already, at this mark, unconfirmed by replicas.
+        """
         # Lists on disk: the file format predates one packet per queue, and stays readable.
         queues = {queue: [packet] for queue, packet in packets.items()}
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -68,6 +99,8 @@ class Spool:
         finally:
             os.close(fd)
         final = self.folder / name
+        if held is not None:
+            final = _held_name(final, held)
         os.rename(temporary, final)
         directory = os.open(self.folder, os.O_RDONLY)
         try:
@@ -85,10 +118,35 @@ class Spool:
         )
 
     def __len__(self) -> int:
+        """Deliveries only this machine holds (waiting or being pushed), not held copies."""
         return len(self.files()) + len(self._claims())
 
-    def flush(self, push: Callable[[Spooled], None]) -> int:
-        """Push waiting deliveries in order, stopping at the first failure; return the count."""
+    def held(self) -> list[Held]:
+        """Files whose packets are in Redis, kept until replicas confirm them."""
+        if not self.folder.is_dir():
+            return []
+        found = []
+        for path in sorted(self.folder.iterdir()):
+            _, sep, mark = path.name.partition(f".json{HELD}")
+            replid, _, offset = mark.rpartition("-")
+            if sep and offset.isdigit():
+                found.append(Held(path, replid, int(offset)))
+        return found
+
+    def release(self, path: Path) -> None:
+        """A held file waits again, to be pushed (its master is gone)."""
+        with contextlib.suppress(FileNotFoundError):  # another process released it
+            os.rename(path, path.with_name(path.name.split(HELD)[0]))
+
+    def forget(self, path: Path) -> None:
+        """A held file's packets are confirmed: the copy goes."""
+        path.unlink(missing_ok=True)
+
+    def flush(self, push: Callable[[Spooled], Mark | None]) -> int:
+        """Push waiting deliveries in order, stopping at the first failure; return the count.
+
+        A push that returns a mark stored the packets unconfirmed: the file is kept, held.
+        """
         self._release_stale_claims()
         moved = 0
         for path in self.files():
@@ -99,11 +157,16 @@ class Spool:
                 continue  # another process took it
             try:
                 data: dict[str, Any] = json.loads(claimed.read_bytes())
-                push(Spooled(path, data["delivery_id"], data["queues"], data.get("lanes", {})))
+                held = push(
+                    Spooled(path, data["delivery_id"], data["queues"], data.get("lanes", {}))
+                )
             except Exception:
                 os.rename(claimed, path)
                 raise
-            claimed.unlink()
+            if held is None:
+                claimed.unlink()
+            else:
+                os.rename(claimed, _held_name(path, held))
             moved += 1
         return moved
 
@@ -121,13 +184,28 @@ class Spool:
                 pass
 
 
-class SpoolFlusher:
-    """A daemon thread per web process that empties the spool once Redis answers again."""
+def _held_name(path: Path, held: Mark) -> Path:
+    replid, offset = held
+    return path.with_name(f"{path.name}{HELD}{replid}-{offset}")
 
-    def __init__(self, spool: Spool, push: Callable[[Spooled], None], every: float = 1.0) -> None:
+
+class SpoolFlusher:
+    """A daemon thread per web process that empties the spool once Redis answers again.
+
+    ``tend``, when given, runs first on every pass (``durability.tend_held``).
+    """
+
+    def __init__(
+        self,
+        spool: Spool,
+        push: Callable[[Spooled], Mark | None],
+        every: float = 1.0,
+        tend: Callable[[], None] | None = None,
+    ) -> None:
         self.spool = spool
         self.push = push
         self.every = every
+        self.tend = tend
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pid = 0
@@ -144,6 +222,11 @@ class SpoolFlusher:
     def _run(self) -> None:
         while True:
             time.sleep(self.every)
+            if self.tend is not None:
+                try:
+                    self.tend()
+                except Exception as exc:
+                    log.debug("held deliveries not confirmed yet: %s", exc)
             if not len(self.spool):
                 continue
             try:

@@ -5,6 +5,9 @@ trip (a Lua script that also says whether a drain job must be started).
 When Redis is unreachable or slower than ``redis_timeout``, the delivery is
 spooled to local disk and still acknowledged (``spool_mode = "spool"``), or
 refused with 503 so Meta retries (``"reject"``, or when the spool fails too).
+With ``durability = "replicated"`` packets go through ``durability.GroupCommit``
+(stored once replicas confirm), and what replicas do not confirm in time is
+held in the spool (or refused, with ``"reject"``).
 """
 
 from __future__ import annotations
@@ -15,11 +18,12 @@ import time
 import redis
 
 from ..config import Settings
-from ..contracts import Work
-from ..errors import QueueUnavailable
+from ..contracts import REPLICATION_TIMEOUT, Stored, Work
+from ..errors import NotReplicated, QueueUnavailable
 from . import ordering
+from .durability import GroupCommit, tend_held
 from .handoff import packets, push, start_drainer
-from .web_spool import Lanes, Spool, Spooled, SpoolFlusher, spool_folder
+from .web_spool import Lanes, Mark, Spool, Spooled, SpoolFlusher, spool_folder
 
 log = logging.getLogger("receiver.queue")
 
@@ -28,15 +32,30 @@ BREAKER_SECONDS = 1.0
 
 
 class RQBackend:
-    """Durable: answers only once Redis, or the local spool, holds the work."""
+    """Durable: answers only once Redis, or the local spool, holds the work.
 
-    def __init__(self, settings: Settings, connection: redis.Redis) -> None:
+    ``replication``, given with ``durability = "replicated"``, is a client whose reads
+    may block ``replication_timeout`` longer than ``connection``'s (the rounds' WAIT).
+    """
+
+    def __init__(
+        self, settings: Settings, connection: redis.Redis, replication: redis.Redis | None = None
+    ) -> None:
         self.settings = settings
         self.connection = connection
         self.spool = Spool(spool_folder(settings))
-        self.flusher = SpoolFlusher(self.spool, self.push_spooled)
+        self.commit = (
+            GroupCommit(replication, settings, self._start_drainer) if replication else None
+        )
+        self.flusher = SpoolFlusher(
+            self.spool, self.push_spooled, tend=self._tend if self.commit else None
+        )
         self._down_until = 0.0
-        if settings.spool_mode == "spool" and self.spool.files():
+        self._unconfirmed = False
+        if self.commit is None:
+            for copy in self.spool.held():  # replicated durability was switched off
+                self.spool.release(copy.path)
+        if settings.spool_mode == "spool" and (self.spool.files() or self.spool.held()):
             self.flusher.ensure_running()
 
     def submit(self, delivery_id: str, work: Work) -> str:
@@ -46,7 +65,18 @@ class RQBackend:
         if time.monotonic() >= self._down_until:
             try:
                 self._push({queue: [packet] for queue, packet in queues.items()}, lanes)
+                self._confirmed(True)
                 return "redis"
+            except NotReplicated as exc:
+                self._confirmed(False, exc)
+                if self.settings.spool_mode != "spool":
+                    raise QueueUnavailable(
+                        "replicas did not confirm the delivery in time; "
+                        "not acknowledged, Meta will retry it",
+                        reason=REPLICATION_TIMEOUT,
+                    ) from exc
+                self._spool(delivery_id, queues, lanes, (exc.replid, exc.offset))
+                return Stored("spool", REPLICATION_TIMEOUT)
             except redis.RedisError as exc:
                 self._down_until = time.monotonic() + BREAKER_SECONDS
                 log.error("Redis did not take delivery %s: %s", delivery_id, exc)
@@ -55,29 +85,71 @@ class RQBackend:
                 "background work could not be stored (Redis unreachable); "
                 "the delivery was not acknowledged and Meta will retry it"
             )
+        self._spool(delivery_id, queues, lanes)
+        return "spool"
+
+    def _spool(
+        self, delivery_id: str, queues: dict[str, str], lanes: Lanes, held: Mark | None = None
+    ) -> None:
         try:
-            self.spool.write(delivery_id, queues, lanes)
+            self.spool.write(delivery_id, queues, lanes, held)
         except OSError as exc:
             log.critical("spool write failed for delivery %s: %s", delivery_id, exc)
             raise QueueUnavailable(
                 "neither Redis nor the local spool could store the delivery; "
-                "not acknowledged, Meta will retry it"
+                "not acknowledged, Meta will retry it",
+                reason=REPLICATION_TIMEOUT if held else None,
             ) from exc
         self.flusher.ensure_running()
-        return "spool"
+
+    def _confirmed(self, confirmed: bool, exc: NotReplicated | None = None) -> None:
+        """Log when replicas stop confirming deliveries, and when they start again."""
+        if self.commit is None or confirmed != self._unconfirmed:
+            return
+        self._unconfirmed = not confirmed
+        if exc is not None:
+            then = "holding them" if self.settings.spool_mode == "spool" else "refusing them (503)"
+            log.warning("replicas did not confirm deliveries (%s): %s", exc, then)
+        else:
+            log.warning("replicas confirm deliveries again")
 
     def _push(self, queues: dict[str, list[str]], lanes: Lanes) -> None:
-        for queue in sorted(queues.keys() | lanes.keys()):
-            encoded = [p.encode() for p in queues.get(queue, [])]
-            ordered = [(lane, element, wake) for lane, element, wake in lanes.get(queue, [])]
-            drainer = push(self.connection, queue, encoded, self.settings.max_drainers, ordered)
+        encoded = {queue: [p.encode() for p in items] for queue, items in queues.items()}
+        ordered = {
+            queue: [(lane, element, wake) for lane, element, wake in items]
+            for queue, items in lanes.items()
+        }
+        if self.commit is not None:
+            self.commit.store(encoded, ordered)
+            return
+        for queue in sorted(encoded.keys() | ordered.keys()):
+            drainer = push(
+                self.connection,
+                queue,
+                encoded.get(queue, []),
+                self.settings.max_drainers,
+                ordered.get(queue, []),
+            )
             if drainer is not None:
-                try:
-                    start_drainer(self.connection, queue, drainer, self.settings.job_timeout)
-                except redis.RedisError:
-                    # Stored; worker maintenance starts a drainer once the slot lapses.
-                    log.warning("stored delivery but could not start a drain job; workers will")
+                self._start_drainer(queue, drainer)
 
-    def push_spooled(self, spooled: Spooled) -> None:
-        self._push(spooled.queues, spooled.lanes)
+    def _start_drainer(self, queue: str, drainer: str) -> None:
+        try:
+            start_drainer(self.connection, queue, drainer, self.settings.job_timeout)
+        except redis.RedisError:
+            # Stored; worker maintenance starts a drainer once the slot lapses.
+            log.warning("stored delivery but could not start a drain job; workers will")
+
+    def push_spooled(self, spooled: Spooled) -> Mark | None:
+        """Push one spooled delivery; a mark when replicas have not confirmed it (keep it held)."""
+        try:
+            self._push(spooled.queues, spooled.lanes)
+        except NotReplicated as exc:
+            self._down_until = 0.0
+            return (exc.replid, exc.offset)
         self._down_until = 0.0
+        return None
+
+    def _tend(self) -> None:
+        assert self.commit is not None
+        tend_held(self.spool, self.commit)
