@@ -29,7 +29,7 @@ from receiver.queue.keys import pending_key
 from receiver.queue.web_spool import Spool, Spooled
 from receiver.queue.web_store import RQBackend
 from receiver.supported import server_version
-from receiver.testing import Recorder, SignedClient, group_post
+from receiver.testing import Recorder, SignedClient, group_post, page_message
 
 from .conftest import SECRET, TOKEN
 from .processes import wait_until
@@ -308,3 +308,30 @@ def test_check_counts_replicas_and_refuses_too_few(pair: ReplicatedRedis, tmp_pa
     else:
         with pytest.raises(ConfigError, match="WAITAOF"):
             check_redis(settings(replication_fsync=True, replication_timeout=2))
+
+
+@pytest.mark.redis
+def test_ordered_items_reach_the_replica_in_order_within_the_round(
+    pair: ReplicatedRedis, tmp_path: Path
+) -> None:
+    """Replicated rounds carry ordered handlers' lane items with the packets: a key's
+    events are on the replica, in acknowledgement order, before each answer."""
+    router = Router()
+    router.on("page.messages", background=True, ordered_by="sender_id")(lambda event: None)
+    app = create_app(
+        {
+            "receiver": {"durability": "replicated", "redis_url": pair.url,
+                         "data_dir": str(tmp_path / "data")},
+            "integrations": {"default": {"app_secrets": [SECRET], "verify_token": TOKEN}},
+        },
+        router=router,
+    )
+    client = SignedClient(app.test_client(), secret=SECRET)
+    replica = redis.Redis(port=pair.replicas[0].port)
+    for n in range(3):
+        answer = client.deliver(page_message(text=f"message {n}", mid=f"m-{n}"))
+        assert answer.status_code == 200 and answer.get_json()["queued"] == 1
+        [lane] = replica.keys("receiver:lane:*")
+        items = replica.lrange(lane, 0, -1)
+        assert len(items) == n + 1  # on the replica before the answer
+    assert [f"message {n}" in item.decode() for n, item in enumerate(items)] == [True] * 3
