@@ -229,7 +229,8 @@ def check_server(
     if not info.get("aof_enabled") and not save:
         log.warning(
             "the Redis this process uses keeps nothing on disk (no AOF, no RDB snapshots): "
-            "a Redis restart loses acknowledged events; set appendonly yes (see README)"
+            "a Redis restart loses acknowledged events; set appendonly yes "
+            "(see docs/delivery-guarantees.md)"
         )
 
 

@@ -48,7 +48,7 @@ class Event:
 
         return client(self.integration)
 
-    # Accessors: the same facts from every shape (README "Events" has where each
+    # Accessors: the same facts from every shape (docs/events.md has where each
     # comes from per object). Derived from ``value``, so they survive to_dict/from_dict.
 
     @property

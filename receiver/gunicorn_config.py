@@ -11,13 +11,13 @@ stayed connected; with gevent each connection is a greenlet, the headers must
 arrive within `keepalive` seconds (gunicorn's own bound) and the body within
 the receiver's `read_timeout` (15 s, enforced by the callback adapter), and
 50 stalled connections leave `/healthz` and deliveries answering at once
-(`tests/test_hostile_clients.py`; figures in the README, `bench/http_bench.py`).
+(`tests/test_hostile_clients.py`; figures in docs/performance.md, `bench/http_bench.py`).
 
 gevent patches sockets, `time.sleep`, threads and subprocesses in the worker,
 so Redis round trips and handlers' network I/O overlap without threads. An
 inline handler that blocks in C code (a database driver without gevent
 support) or computes for long holds its whole worker: keep inline handlers
-fast and move such work to background handlers (README, "Handlers").
+fast and move such work to background handlers (docs/handlers.md).
 
 Override with WEB_CONCURRENCY (workers), GUNICORN_WORKER_CLASS (gthread,
 sync) and GUNICORN_THREADS (gthread only): those classes do not bound a

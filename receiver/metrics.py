@@ -54,7 +54,7 @@ HANDSHAKES = Counter(
 )
 SIGNATURE_FAILURES = Counter(
     "receiver_signature_failures",
-    "Deliveries refused for their signature, by integration and why (see README).",
+    "Deliveries refused for their signature, by integration and why (see docs/security.md).",
     ["integration", "reason"],
     registry=_OWN,
 )

@@ -20,7 +20,7 @@ MINIMUM: Mapping[str, tuple[int, ...]] = {"redis": (7, 0), "valkey": (7, 2)}
 """Oldest supported release of each server, by the name ``INFO server`` gives."""
 
 RANGE = "Redis >= 7.0 or Valkey >= 7.2"
-"""The range as the README, ``receiver check`` and error messages state it."""
+"""The range as the manual, ``receiver check`` and error messages state it."""
 
 
 def _display(name: str, version: tuple[int, ...]) -> str:

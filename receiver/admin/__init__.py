@@ -8,7 +8,7 @@ puts around everything, gives every answer under ``/admin`` the dashboard's
 headers, whoever wrote it.
 
 rq-dashboard was mounted at ``/admin/rq`` until its templates had given a
-stored and then a reflected XSS (README "Dashboard"): the dashboard's own
+stored and then a reflected XSS (docs/dashboard.md): the dashboard's own
 Queues and Failed work pages show what operators used it for, and what
 was under ``/admin/rq/`` answers a redirect to them or a 404.
 """

@@ -301,6 +301,6 @@ def check(connection: redis.Redis, settings: Settings) -> tuple[str, int]:
             line += (
                 f"; NOTE appendfsync is {every or 'unknown'}: replicas report their fsync once "
                 "a second, so under load rounds run into a 2 s timeout; set appendfsync always "
-                "on the master and its replicas (README, Deployment)"
+                "on the master and its replicas (docs/deployment.md)"
             )
     return line, live
