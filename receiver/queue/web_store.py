@@ -84,6 +84,7 @@ class GroupCommit:
         with self._lock:
             group, self._waiting = [me, *self._waiting], []
         error: BaseException | None = None
+        successor: _Waiter | None = None
         try:
             self._write(_merged(group) if len(group) > 1 else queues)
         except BaseException as exc:  # every caller of the group gets it, and the spool
@@ -94,7 +95,6 @@ class GroupCommit:
                     successor = self._waiting.pop(0)
                     successor.leads = True
                 else:
-                    successor = None
                     self._busy = False
             for waiter in group[1:]:
                 waiter.error = error
