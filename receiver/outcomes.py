@@ -84,7 +84,7 @@ def trace_entry(
 
 
 def retry_scheduled(event: Event, handler: str, attempt: int, delay: float) -> None:
-    metrics.RETRIES_SCHEDULED.labels(handler).inc()
+    metrics.increment(metrics.RETRIES_SCHEDULED, handler)
     log.warning(
         "retry handler=%r event_id=%r attempt=%d in %ds",
         handler,
@@ -104,7 +104,7 @@ def retry_scheduled(event: Event, handler: str, attempt: int, delay: float) -> N
 
 def failed_for_good(event: Event, handler: str, attempts: int, error: str | None) -> None:
     """Every attempt failed: the one line with the traceback (then RQ's failed registry)."""
-    metrics.FINAL_FAILURES.labels(handler).inc()
+    metrics.increment(metrics.FINAL_FAILURES, handler)
     log.error(
         "failed handler=%r event_id=%r (%s) after %d attempt(s); see `receiver failed`",
         handler,
