@@ -142,7 +142,12 @@ LOG_LEVEL = "INFO"
 
 
 def drain_rate(
-    url: str, events: int, per_delivery: int, processes: int, env: dict[str, str]
+    url: str,
+    events: int,
+    per_delivery: int,
+    processes: int,
+    env: dict[str, str],
+    root: Path = ROOT,
 ) -> tuple[float, float]:
     """Events per second of wall time, and per second of the workers' CPU.
 
@@ -157,7 +162,10 @@ def drain_rate(
     # The shipped level, INFO: a line per attempt, written to a file as a deployment's would be.
     with tempfile.TemporaryFile() as log:
         workers = [
-            subprocess.Popen(command, env=env, cwd=ROOT, stderr=log) for _ in range(processes)
+            subprocess.Popen(
+                command, env={**env, "PYTHONPATH": str(root)}, cwd=root, stderr=log
+            )
+            for _ in range(processes)
         ]
         return _timed_drain(connection, workers, events, processes)
 
@@ -230,8 +238,11 @@ def repeat(runs: int, measure: Callable[[], float]) -> list[float]:
     return [measure() for _ in range(runs)]
 
 
-def print_drain_table(url: str, events: int, runs: int, env: dict[str, str]) -> None:
-    """Worker drain rates: plain RQ one job per event, then `receiver worker` × 1 and × 2."""
+def print_drain_table(
+    url: str, events: int, runs: int, env: dict[str, str], root: Path = ROOT
+) -> None:
+    """Worker drain rates: plain RQ one job per event, then `receiver worker` × 1 and × 2,
+    run from the checkout ``root``."""
     env = {**env, "RECEIVER_HANDLERS": "bench.noop", "REDIS_URL": url}
     print(f"\nworker drain, no-op background handler, {events} events")
     print(f"{'':>40}  {'events/s':>26}  {'events per worker CPU s':>26}")
@@ -240,7 +251,7 @@ def print_drain_table(url: str, events: int, runs: int, env: dict[str, str]) -> 
     for per_delivery in (1, 100):
         for processes in (1, 2):
             rates = [
-                drain_rate(url, events, per_delivery, processes, env) for _ in range(runs)
+                drain_rate(url, events, per_delivery, processes, env, root) for _ in range(runs)
             ]
             label = f"receiver, {per_delivery} ev/delivery, {processes} proc"
             print(
