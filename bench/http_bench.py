@@ -44,6 +44,13 @@ A third table is worker drain (``bench/queue_bench.py``'s): no-op background
 events per second for one and two ``receiver worker`` processes, next to plain
 RQ draining one job per event.
 
+The receiver logs as shipped (``--log-level``, default INFO: a line per
+request and per background attempt, to a file), with metrics in multiprocess
+mode, traces and stats. ``--before PATH`` also serves the receiver (both
+no-op scenarios, the size table and worker drain) from another checkout, e.g.
+``git worktree add /tmp/main-ref main``, with this harness, interleaved with
+this checkout's: before and after in one run.
+
 Each (scenario, run) gets a flushed Redis and fresh processes; ``--runs N``
 reports medians with the spread (min–max). Nothing but loopback; every
 process started here is stopped on the way out.
@@ -206,7 +213,7 @@ class Lab:
         return redis.Redis.from_url(self.redis_url, socket_timeout=10)
 
 
-def base_env(redis_url: str, data_dir: Path) -> dict[str, str]:
+def base_env(redis_url: str, data_dir: Path, log_level: str = "INFO") -> dict[str, str]:
     """This process's environment without any receiver or gunicorn tuning, plus the bench's."""
     tuning = ("RECEIVER_", "GUNICORN_", "WEB_CONCURRENCY", "PORT")
     env = {k: v for k, v in os.environ.items() if not k.startswith(tuning)}
@@ -214,7 +221,7 @@ def base_env(redis_url: str, data_dir: Path) -> dict[str, str]:
         RECEIVER_APP_SECRET=SECRET,
         RECEIVER_VERIFY_TOKEN="t",
         RECEIVER_DATA_DIR=str(data_dir),
-        RECEIVER_LOG_LEVEL="WARNING",
+        RECEIVER_LOG_LEVEL=log_level,
         REDIS_URL=redis_url,
         PYTHONPATH=str(ROOT),
     )
@@ -222,11 +229,13 @@ def base_env(redis_url: str, data_dir: Path) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def spawn(command: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A child process, logging to ``log``, stopped (SIGTERM, then SIGKILL) however we leave."""
+def spawn(
+    command: list[str], env: dict[str, str], log: Path, root: Path = ROOT
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A child process in ``root``, logging to ``log``, stopped (SIGTERM, then SIGKILL)."""
     with open(log, "ab") as output:
         process = subprocess.Popen(
-            command, env=env, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT
+            command, env=env, cwd=root, stdout=output, stderr=subprocess.STDOUT
         )
     try:
         yield process
@@ -263,12 +272,19 @@ def answers(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def gunicorn(lab: Lab, app: str, env: dict[str, str]) -> Iterator[tuple[int, int]]:
+def gunicorn(
+    lab: Lab, app: str, env: dict[str, str], root: Path = ROOT
+) -> Iterator[tuple[int, int]]:
     """gunicorn as the Procfile runs it, on a free loopback port: yields (port, master pid)."""
     port = free_port()
-    command = gunicorn_command(port, GUNICORN_WORKERS, app)
+    # A checkout from before the config moved into the package keeps it as a file.
+    old_config = root / "config" / "gunicorn.conf.py"
+    command = gunicorn_command(
+        port, GUNICORN_WORKERS, app, config=old_config if old_config.exists() else
+        "python:receiver.gunicorn_config"
+    )
     log = lab.folder / "gunicorn.log"
-    with spawn(command, env, log) as process:
+    with spawn(command, {**env, "PYTHONPATH": str(root)}, log, root) as process:
 
         def ready() -> bool:
             if process.poll() is not None:
@@ -280,11 +296,11 @@ def gunicorn(lab: Lab, app: str, env: dict[str, str]) -> Iterator[tuple[int, int
 
 
 @contextlib.contextmanager
-def receiver_worker(lab: Lab, env: dict[str, str]) -> Iterator[int]:
+def receiver_worker(lab: Lab, env: dict[str, str], root: Path = ROOT) -> Iterator[int]:
     """One ``receiver worker``, idle and registered with RQ before the load starts."""
     command = [sys.executable, "-m", "receiver", "worker"]
     log = lab.folder / "worker.log"
-    with spawn(command, env, log) as process:
+    with spawn(command, {**env, "PYTHONPATH": str(root)}, log, root) as process:
 
         def ready() -> bool:
             if process.poll() is not None:
@@ -446,6 +462,8 @@ class Scenario:
     """``RECEIVER_HANDLERS``; ``None`` for the reference apps."""
     check: str | None = None
     """How handled events are counted once drained: ``states`` or ``counter``; None: no worker."""
+    root: Path = ROOT
+    """The checkout that serves it (``--before``: another one)."""
 
 
 RECEIVER_APP = "receiver:create_app()"
@@ -483,8 +501,12 @@ def measure(lab: Lab, scenario: Scenario, duration: int) -> Outcome:
     if scenario.handlers:
         env["RECEIVER_HANDLERS"] = scenario.handlers
     with contextlib.ExitStack() as stack:
-        worker = stack.enter_context(receiver_worker(lab, env)) if scenario.check else None
-        port, master = stack.enter_context(gunicorn(lab, scenario.app, env))
+        worker = (
+            stack.enter_context(receiver_worker(lab, env, scenario.root))
+            if scenario.check
+            else None
+        )
+        port, master = stack.enter_context(gunicorn(lab, scenario.app, env, scenario.root))
         acked = warm_up(port)
         start = Usage.now(lab, master, worker)
         wrk = run_wrk(lab, port, duration)
@@ -532,7 +554,7 @@ def percentile(values: Sequence[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
-def ack_sizes(lab: Lab, duration: int) -> list[SizeOutcome]:
+def ack_sizes(lab: Lab, duration: int, root: Path = ROOT) -> list[SizeOutcome]:
     """Sequential signed POSTs of growing deliveries to the background no-op receiver."""
     bodies = {
         changes: [delivery(size_index * 10**8 + i * changes, changes) for i in range(count)]
@@ -541,7 +563,10 @@ def ack_sizes(lab: Lab, duration: int) -> list[SizeOutcome]:
     lab.connection.flushall()
     env = {**lab.env, "RECEIVER_HANDLERS": "bench.noop"}
     outcomes = []
-    with receiver_worker(lab, env), gunicorn(lab, RECEIVER_APP, env) as (port, master):
+    with receiver_worker(lab, env, root), gunicorn(lab, RECEIVER_APP, env, root) as (
+        port,
+        master,
+    ):
         warm_up(port)
         expected = WARMUP_REQUESTS
         for changes, _ in SIZES:
@@ -587,15 +612,15 @@ def verdict(checks: Sequence[bool | None]) -> str:
     return "yes" if passed == len(checks) else f"no ({len(checks) - passed}/{len(checks)} runs)"
 
 
-def print_load_table(results: dict[str, list[Outcome]]) -> None:
-    bare = results[SCENARIOS[0].label]
+def print_load_table(scenarios: Sequence[Scenario], results: dict[str, list[Outcome]]) -> None:
+    bare = results[scenarios[0].label]
     header = (
         f"{'scenario':<39}{'req/s':>20}{'p50 ms':>20}{'p99 ms':>20}{'CPU µs/req':>20}"
         f"{'× bare':>20}{'RSS MB/worker':>20}{'non-2xx':>9}  all acked handled"
     )
     print(header)
     print("-" * len(header))
-    for scenario in SCENARIOS:
+    for scenario in scenarios:
         runs = results[scenario.label]
         ratios = [r.cpu_us / b.cpu_us for r, b in zip(runs, bare, strict=True)]
         print(
@@ -609,7 +634,7 @@ def print_load_table(results: dict[str, list[Outcome]]) -> None:
             f"{sum(r.wrk.non2xx for r in runs):>9}  {verdict([r.handled_ok for r in runs])}"
         )
     print()
-    for scenario in SCENARIOS:
+    for scenario in scenarios:
         for number, outcome in enumerate(results[scenario.label], 1):
             print(f"  {scenario.label}, run {number}: {outcome.note}")
 
@@ -669,7 +694,19 @@ def main() -> None:
         help="gunicorn worker class (gevent, gthread, sync); default: the Procfile's config",
     )
     parser.add_argument(
-        "--drain-events", type=int, default=20000, help="events per worker drain measurement"
+        "--drain-events",
+        type=int,
+        default=20000,
+        help="events per worker drain measurement (0: no drain table)",
+    )
+    parser.add_argument(
+        "--log-level", default="INFO", help="the receiver's (RECEIVER_LOG_LEVEL); INFO as shipped"
+    )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="another checkout whose receiver is measured too, interleaved (before/after)",
     )
     args = parser.parse_args()
     require_wrk()
@@ -685,7 +722,7 @@ def main() -> None:
         server.start()
         try:
             assert server.process is not None
-            env = base_env(server.url, folder / "data")
+            env = base_env(server.url, folder / "data", args.log_level)
             if args.threads is not None:
                 env["GUNICORN_THREADS"] = str(args.threads)
             if args.worker_class is not None:
@@ -704,17 +741,31 @@ def main() -> None:
                 + (f"median of {args.runs} runs (min–max)" if args.runs > 1 else "1 run")
                 + "\n"
             )
-            results: dict[str, list[Outcome]] = {s.label: [] for s in SCENARIOS}
+            roots = [ROOT] if args.before is None else [args.before.resolve(), ROOT]
+            scenarios = list(SCENARIOS)
+            if args.before is not None:
+                scenarios[2:2] = [
+                    Scenario(f"{s.label} (before)", s.app, s.handlers, s.check, roots[0])
+                    for s in SCENARIOS[2:4]
+                ]
+            results: dict[str, list[Outcome]] = {s.label: [] for s in scenarios}
             for _ in range(args.runs):
-                for scenario in SCENARIOS:
+                for scenario in scenarios:
                     results[scenario.label].append(measure(lab, scenario, args.duration))
-            print_load_table(results)
-            print(
-                "\nack cost by delivery size: receiver, background no-op, one sequential "
-                "client, fresh connection per POST; CPU = gunicorn master + workers"
-            )
-            print_size_table([ack_sizes(lab, args.duration) for _ in range(args.runs)])
-            print_drain_table(server.url, args.drain_events, args.runs, env)
+            print_load_table(scenarios, results)
+            for root in roots:
+                which = " (before)" if root != ROOT else ""
+                print(
+                    f"\nack cost by delivery size{which}: receiver, background no-op, one "
+                    "sequential client, fresh connection per POST; CPU = gunicorn master + workers"
+                )
+                print_size_table(
+                    [ack_sizes(lab, args.duration, root) for _ in range(args.runs)]
+                )
+            for root in roots if args.drain_events > 0 else ():
+                if root != ROOT:
+                    print("\n(before)", end="")
+                print_drain_table(server.url, args.drain_events, args.runs, env, root)
         finally:
             server.stop()
 

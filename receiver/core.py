@@ -19,7 +19,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
 from typing import Any
 
-from . import envelope, marking, origin, signature
+from . import envelope, logsafe, marking, origin, signature
 from .capture import CaptureJournal
 from .config import Integration, Settings
 from .contracts import Backend, BodySource, HandlerResult, Headers, Request, Result, Stored
@@ -419,5 +419,5 @@ def _log_answer(request: Request, result: Result) -> None:
         fields["error"] = result.error
     if result.reason:
         fields["reason"] = result.reason
-    text = " ".join(f"{k}={v!r}" for k, v in fields.items() if k != "kind")
-    log.info("%s %s", fields["kind"], text, extra=fields)
+    text = " ".join([f"{k}={v!r}" for k, v in fields.items() if k != "kind"])
+    logsafe.emit(log, logging.INFO, "%s %s", (fields["kind"], text), fields)

@@ -11,8 +11,10 @@ scraped, so every process reports the same truth.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -106,39 +108,99 @@ FINAL_FAILURES = Counter(
 )
 
 
+class _Cell:
+    """One value of a labelled child, added to without prometheus_client's per-call overhead.
+
+    In multiprocess mode every ``inc`` of the library takes a lock, asks the
+    kernel for the process id and packs the value into its mmap file: a
+    delivery's seven writes cost 8.0 µs in ``observe_delivery`` (timeit), 3.6 µs
+    with cells (``bench/observe_bench.py --multiprocess``: +13 → +8 µs). A cell adds to
+    the same value and writes it to the same place in the same file, so a scrape
+    from any process reads it at once, exactly as before; the callers below take
+    one lock per delivery instead of one per value, and a fork drops every cell
+    (``os.register_at_fork``) instead of each write checking the process id. The
+    value is private to prometheus_client (pinned below 1); with any other value
+    class (not multiprocess mode) the library's own ``inc`` runs.
+    """
+
+    __slots__ = ("_value", "_direct")
+
+    def __init__(self, value: Any) -> None:
+        self._direct = bool(getattr(value, "_multiprocess", False))
+        if self._direct:
+            value.get()  # the library reopens its files here if this process is a fork
+        self._value = value
+
+    def inc(self, amount: float) -> None:
+        """Add ``amount``; callers hold ``_WRITING`` (gthread workers run requests on threads)."""
+        value = self._value
+        if not self._direct:
+            value.inc(amount)
+            return
+        value._value += amount
+        value._timestamp = 0.0
+        value._file.write_value(value._key, value._value, 0.0)
+
+
+_WRITING = threading.Lock()
+"""Held while cells are written: their read-modify-write must not interleave."""
+
+
+class _HistogramCell:
+    __slots__ = ("_sum", "_buckets", "_bounds")
+
+    def __init__(self, child: Any) -> None:
+        self._sum = _Cell(child._sum)
+        self._buckets = [_Cell(bucket) for bucket in child._buckets]
+        self._bounds = list(child._upper_bounds)
+
+    def observe(self, amount: float) -> None:
+        self._sum.inc(amount)
+        self._buckets[bisect.bisect_left(self._bounds, amount)].inc(1.0)
+
+
 _children: dict[tuple[int, tuple[str, ...]], Any] = {}
+os.register_at_fork(after_in_child=_children.clear)
 
 
 def _child(metric: Any, *labels: str) -> Any:
-    """``metric.labels(*labels)``, kept: the lookup is most of a counter's cost per request."""
+    """A cell for ``metric.labels(*labels)``, kept: the lookup is most of a counter's cost."""
     key = (id(metric), labels)
     child = _children.get(key)
     if child is None:
-        child = _children[key] = metric.labels(*labels)
+        labelled = metric.labels(*labels)
+        child = _children[key] = (
+            _HistogramCell(labelled) if isinstance(metric, Histogram) else _Cell(labelled._value)
+        )
     return child
 
 
 def observe_delivery(sender: Any, request: Request, result: Result, **_: Any) -> None:
     """``delivery_finished`` receiver: count the answer, its events and inline handlers."""
+    with _WRITING:
+        _observe_delivery(request, result)
+
+
+def _observe_delivery(request: Request, result: Result) -> None:
     integration = result.integration or UNKNOWN_INTEGRATION  # the core names known ones
     status = str(result.status)
     if request.method != "POST":
-        _child(HANDSHAKES, integration, status).inc()
+        _child(HANDSHAKES, integration, status).inc(1.0)
         return
-    _child(DELIVERIES, integration, status).inc()
+    _child(DELIVERIES, integration, status).inc(1.0)
     _child(DELIVERY_SECONDS, integration).observe(result.seconds)
     if result.reason == REPLICATION_TIMEOUT:
         then = "spooled" if result.status < 300 else "rejected"
-        _child(REPLICATION_TIMEOUTS, integration, then).inc()
+        _child(REPLICATION_TIMEOUTS, integration, then).inc(1.0)
     elif result.reason is not None:
-        _child(SIGNATURE_FAILURES, integration, result.reason).inc()
+        _child(SIGNATURE_FAILURES, integration, result.reason).inc(1.0)
     names: dict[str, int] = {}
     for event in result.events:  # a batch of 1,000 of one name is one increment
         names[event.name] = names.get(event.name, 0) + 1
     for name, count in names.items():
         _child(EVENTS, integration, name).inc(count)
     for outcome in result.results:
-        observe_handler(
+        _observe_handler(
             outcome.handler, "inline", _outcome(outcome.ok, outcome.error), outcome.seconds
         )
 
@@ -147,8 +209,19 @@ UNKNOWN_INTEGRATION = "(unknown)"
 """The one label for requests to names not configured: attackers choose those names."""
 
 
+def increment(metric: Counter, *labels: str) -> None:
+    """Add one to a counter's labelled child, as the per-request metrics do."""
+    with _WRITING:
+        _child(metric, *labels).inc(1.0)
+
+
 def observe_handler(handler: str, mode: str, outcome: str, seconds: float | None) -> None:
-    _child(HANDLER_RUNS, handler, mode, outcome).inc()
+    with _WRITING:
+        _observe_handler(handler, mode, outcome, seconds)
+
+
+def _observe_handler(handler: str, mode: str, outcome: str, seconds: float | None) -> None:
+    _child(HANDLER_RUNS, handler, mode, outcome).inc(1.0)
     if seconds is not None:
         _child(HANDLER_SECONDS, handler, mode).observe(seconds)
 

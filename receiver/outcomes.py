@@ -8,14 +8,13 @@ pipeline (no extra round trip): ``trace_commands`` adds them.
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from . import metrics
+from . import logsafe, metrics
 from .events import Event
-from .trace import attempts_key
+from .trace import attempt_commands
 
 log = logging.getLogger("receiver.worker")
 
@@ -41,13 +40,8 @@ def attempt_ended(
     entry = trace_entry(event, handler, attempt, outcome, error, seconds)
     level = logging.INFO if outcome == "ok" else logging.WARNING
     if log.isEnabledFor(level):
-        text = " ".join(f"{k}={v!r}" for k, v in entry.items() if k != "at" and v is not None)
-        log.log(
-            level,
-            "attempt %s",
-            text,
-            extra={"kind": "attempt", **entry},
-        )
+        text = " ".join([f"{k}={v!r}" for k, v in entry.items() if k != "at" and v is not None])
+        logsafe.emit(log, level, "attempt %s", (text,), {"kind": "attempt", **entry})
     return entry
 
 
@@ -84,7 +78,7 @@ def trace_entry(
 
 
 def retry_scheduled(event: Event, handler: str, attempt: int, delay: float) -> None:
-    metrics.RETRIES_SCHEDULED.labels(handler).inc()
+    metrics.increment(metrics.RETRIES_SCHEDULED, handler)
     log.warning(
         "retry handler=%r event_id=%r attempt=%d in %ds",
         handler,
@@ -104,7 +98,7 @@ def retry_scheduled(event: Event, handler: str, attempt: int, delay: float) -> N
 
 def failed_for_good(event: Event, handler: str, attempts: int, error: str | None) -> None:
     """Every attempt failed: the one line with the traceback (then RQ's failed registry)."""
-    metrics.FINAL_FAILURES.labels(handler).inc()
+    metrics.increment(metrics.FINAL_FAILURES, handler)
     log.error(
         "failed handler=%r event_id=%r (%s) after %d attempt(s); see `receiver failed`",
         handler,
@@ -123,8 +117,6 @@ def failed_for_good(event: Event, handler: str, attempts: int, error: str | None
 
 
 def trace_commands(pipe: Any, entries: list[dict[str, Any]], ttl: int) -> None:
-    """Append attempts to their deliveries' traces, in the caller's pipeline."""
-    for entry in entries:
-        key = attempts_key(entry["delivery_id"])
-        pipe.rpush(key, json.dumps(entry, separators=(",", ":")))
-        pipe.expire(key, ttl)
+    """Append attempts to their deliveries' traces, in the caller's pipeline: one command."""
+    if entries:
+        attempt_commands(pipe, entries, ttl)

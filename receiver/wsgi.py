@@ -177,7 +177,41 @@ def _answer(
         return _HangUpAfter(body, _client_socket(environ))
     if body_unread:
         return _HangUpAfter(body, _client_socket(environ), linger=_unread_size(environ))
-    return body
+    sock = _client_socket(environ) if _CORK else None
+    if sock is None:
+        return body
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, _CORK, 1)
+    except OSError:
+        return body
+    return _Uncork(body, sock)
+
+
+_CORK: int = getattr(socket, "TCP_CORK", 0)
+"""Linux: hold partial segments until uncorked. 0 elsewhere: no coalescing, as before."""
+
+
+class _Uncork(list[bytes]):
+    """The answer's body; the socket is corked until the server has written all of it.
+
+    gunicorn sends the status line and headers, then the body, in two ``send``
+    calls: two TCP segments, each costing the kernel a full trip through the
+    network stack (on loopback, the receiving side's too, in the sender's
+    system call). In py-spy samples of a gevent worker under ``wrk`` load that
+    header ``send`` was 46 % of the worker's time for inline deliveries. Corked,
+    headers and body leave as one segment when ``close`` uncorks (gunicorn closes
+    the iterable after writing it; the kernel sends a forgotten cork after 200 ms).
+    """
+
+    def __init__(self, body: list[bytes], sock: socket.socket) -> None:
+        super().__init__(body)
+        self._sock = sock
+
+    def close(self) -> None:
+        try:
+            self._sock.setsockopt(socket.IPPROTO_TCP, _CORK, 0)
+        except OSError:
+            pass  # the client went away: nothing is waiting to be sent
 
 
 def _announces_body(environ: Mapping[str, Any]) -> bool:
