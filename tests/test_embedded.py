@@ -73,6 +73,16 @@ class Serve:
         result: dict[str, object] = answer.json()
         return result
 
+    def deliver_and_wait(self, comment_id: str, db: str) -> None:
+        """A background delivery, acknowledged as queued, then handled by serve's worker."""
+        assert self.deliver(comment_id)["queued"] == 1
+        wait_until(
+            lambda: comment_id in _handled(db),
+            timeout=60,
+            what=f"delivery {comment_id} to be handled",
+            context=self.text,
+        )
+
 
 @pytest.fixture
 def workdir() -> Iterator[Path]:
@@ -112,13 +122,7 @@ def test_serve_restarted_at_once_comes_back_healthy(workdir: Path) -> None:
         # time to do harm, then ask again.
         time.sleep(3)
         assert second.ready(), second.text()
-        assert second.deliver("after")["queued"] == 1
-        wait_until(
-            lambda: "after" in _handled(db),
-            timeout=60,
-            what="the second delivery",
-            context=second.text,
-        )
+        second.deliver_and_wait("after", db)
         # Its server never went away under it (the watchdog would have had to step in).
         assert "stopped answering" not in second.text(), second.text()
         assert "spool" not in second.text().lower(), second.text()
@@ -161,13 +165,7 @@ def test_serve_starts_its_server_again_when_it_dies(workdir: Path) -> None:
             context=serve.text,
         )
         wait_until(serve.ready, timeout=30, what="readiness again", context=serve.text)
-        assert serve.deliver("revived")["queued"] == 1
-        wait_until(
-            lambda: "revived" in _handled(db),
-            timeout=60,
-            what="the delivery after the restart",
-            context=serve.text,
-        )
+        serve.deliver_and_wait("revived", db)
     finally:
         assert stop(serve.process, signal.SIGINT) == 0, serve.text()
 

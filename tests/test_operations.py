@@ -357,6 +357,25 @@ def test_unknown_integration_names_leave_nothing_behind(router: Router, redis_ur
     assert (after[0] - before[0], after[1] - before[1]) == (20, 20)
 
 
+def traced_in_the_cli(
+    app: Flask, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[dict[str, Any], Any]:
+    """Post the sample comment, flush its trace, and show it with ``receiver trace``."""
+    from click.testing import CliRunner
+
+    from receiver.cli import main
+
+    body = payload("group__comments__add.json")
+    answer = app.test_client().post("/webhook", data=body, headers=signed(body)).get_json()
+    flush(app)
+    monkeypatch.setenv("RECEIVER_APP_SECRET", SECRET)
+    monkeypatch.setenv("RECEIVER_VERIFY_TOKEN", "token")
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    shown = CliRunner().invoke(main, ["trace", answer["delivery_id"]])
+    assert shown.exit_code == 0, shown.output
+    return answer, shown
+
+
 def test_trace_and_stats_commands(
     traced: Flask, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -364,14 +383,7 @@ def test_trace_and_stats_commands(
 
     from receiver.cli import main
 
-    body = payload("group__comments__add.json")
-    answer = traced.test_client().post("/webhook", data=body, headers=signed(body)).get_json()
-    flush(traced)
-    monkeypatch.setenv("RECEIVER_APP_SECRET", SECRET)
-    monkeypatch.setenv("RECEIVER_VERIFY_TOKEN", "token")
-    monkeypatch.setenv("REDIS_URL", redis_url)
-    shown = CliRunner().invoke(main, ["trace", answer["delivery_id"]])
-    assert shown.exit_code == 0, shown.output
+    answer, shown = traced_in_the_cli(traced, redis_url, monkeypatch)
     assert f"delivery {answer['delivery_id']}" in shown.output and "status 200" in shown.output
     assert "group.comments" in shown.output and "  ok  " in shown.output
     record = trace.load(redis.Redis.from_url(redis_url), answer["delivery_id"])
@@ -390,23 +402,12 @@ def test_trace_and_stats_commands(
 def test_trace_shows_an_inline_failure_with_its_message(
     router: Router, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from click.testing import CliRunner
-
-    from receiver.cli import main
-
     def refuse(event: Event) -> None:
         raise ValueError(f"comments on {event.entry_id} are closed\nsecond line")
 
     router.connect("group.comments", refuse)
     app = create_app(base_config(redis_url=redis_url), router=router)
-    body = payload("group__comments__add.json")
-    answer = app.test_client().post("/webhook", data=body, headers=signed(body)).get_json()
-    flush(app)
-    monkeypatch.setenv("RECEIVER_APP_SECRET", SECRET)
-    monkeypatch.setenv("RECEIVER_VERIFY_TOKEN", "token")
-    monkeypatch.setenv("REDIS_URL", redis_url)
-    shown = CliRunner().invoke(main, ["trace", answer["delivery_id"]])
-    assert shown.exit_code == 0, shown.output
+    _, shown = traced_in_the_cli(app, redis_url, monkeypatch)
     [line] = [ln for ln in shown.output.splitlines() if "refuse" in ln]
     assert "failed (ValueError: comments on" in line and "are closed second line)" in line
 

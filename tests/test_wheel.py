@@ -32,6 +32,13 @@ def remember(event: Event) -> None:
 """
 
 
+def pip(*args: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "pip", *args, "--quiet"], check=True, timeout=300,
+        capture_output=True,
+    )
+
+
 def _procfile() -> dict[str, str]:
     lines = (ROOT / "Procfile").read_text().splitlines()
     return dict(line.split(": ", 1) for line in lines if ": " in line)
@@ -39,40 +46,9 @@ def _procfile() -> dict[str, str]:
 
 def test_the_procfile_serves_from_an_installed_wheel(tmp_path: Path, redis_url: str) -> None:
     wheels, site, deploy = tmp_path / "wheels", tmp_path / "site", tmp_path / "deploy"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--wheel-dir",
-            str(wheels),
-            str(ROOT),
-        ],
-        check=True,
-        timeout=300,
-        capture_output=True,
-    )
+    pip("wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", str(wheels), str(ROOT))
     [wheel] = wheels.glob("receiver-*.whl")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--target",
-            str(site),
-            str(wheel),
-        ],
-        check=True,
-        timeout=300,
-        capture_output=True,
-    )
+    pip("install", "--no-deps", "--target", str(site), str(wheel))
     deploy.mkdir()
     (deploy / "my_handlers.py").write_text(HANDLER)
     port = free_port()
