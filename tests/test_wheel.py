@@ -78,7 +78,7 @@ def test_the_procfile_serves_from_an_installed_wheel(tmp_path: Path, redis_url: 
 
     procfile = _procfile()
     web = subprocess.Popen(
-        ["sh", "-c", procfile["web"]], env=env, cwd=deploy, start_new_session=True
+        ["sh", "-c", "exec " + procfile["web"]], env=env, cwd=deploy, start_new_session=True
     )
     worker = subprocess.Popen(
         ["sh", "-c", "exec " + procfile["worker"]], env=env, cwd=deploy, start_new_session=True
