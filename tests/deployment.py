@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,15 @@ from receiver.testing import RedisServer, free_port, without_settings
 
 from .conftest import SECRET, TOKEN, signed
 from .plugins.recording import successful
-from .processes import ROOT, gunicorn_command, receiver_command, stop, wait_for_http, wait_until
+from .processes import (
+    ROOT,
+    gunicorn_command,
+    receiver_command,
+    stop,
+    stop_group,
+    wait_for_http,
+    wait_until,
+)
 
 
 class Deployment:
@@ -120,13 +127,7 @@ class Deployment:
         if self.web is not None:
             stop(self.web)
         for worker in self.workers:
-            if worker.poll() is None:
-                os.killpg(worker.pid, signal.SIGTERM)
-                try:
-                    worker.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(worker.pid, signal.SIGKILL)
-                    worker.wait()
+            stop_group(worker)
         self.redis.stop()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -79,6 +80,18 @@ def stop(process: subprocess.Popen[bytes], signal_number: int | None = None) -> 
             process.kill()
             process.wait()
     return process.returncode
+
+
+def stop_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a process started in a session of its own, with its children (a worker's
+    scheduler); SIGKILL them all if they are not gone within 30 s."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 @dataclass

@@ -7,8 +7,6 @@ which note in SQLite when each call started and ended.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import threading
 import time
@@ -35,7 +33,15 @@ from receiver.testing import free_port
 from .conftest import SECRET, TOKEN, base_config, envelope, plugin_router, signed
 from .plugins import slow
 from .plugins.slow import runs
-from .processes import ROOT, gunicorn_command, receiver_command, stop, wait_for_http, wait_until
+from .processes import (
+    ROOT,
+    gunicorn_command,
+    receiver_command,
+    stop,
+    stop_group,
+    wait_for_http,
+    wait_until,
+)
 
 HANDLERS = "tests.plugins.slow"
 
@@ -71,13 +77,7 @@ def worker(env: dict[str, str], *args: str, log: Path | None = None) -> Iterator
     try:
         yield process
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_group(process)
         if log is not None:
             out.close()  # type: ignore[union-attr]
 
