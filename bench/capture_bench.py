@@ -18,12 +18,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from receiver import Router  # noqa: E402
-from receiver.capture import CaptureJournal  # noqa: E402
-from receiver.config import load_settings  # noqa: E402
-from receiver.core import Core, Headers, Request  # noqa: E402
-from receiver.queue.inline import InlineBackend  # noqa: E402
-from receiver.queue.worker_claims import WorkContext  # noqa: E402
-from receiver.signature import signature_headers  # noqa: E402
+from receiver.core.handling import Core, Headers, Request  # noqa: E402
+from receiver.core.signature import signature_headers  # noqa: E402
+from receiver.observe.capture import CaptureJournal  # noqa: E402
+from receiver.settings.config import load_settings  # noqa: E402
+from receiver.worker.claims import WorkContext  # noqa: E402
+from receiver.worker.inline import InlineBackend  # noqa: E402
 
 BODY = (
     Path(__file__).resolve().parent.parent / "tests/payloads/group__comments__add.json"

@@ -76,7 +76,7 @@ from bench.http_bench import (  # noqa: E402
     wrk_version,
 )
 from receiver.queue.durability import WAITAOF_FROM  # noqa: E402
-from receiver.supported import server_version  # noqa: E402
+from receiver.server.supported import server_version  # noqa: E402
 from receiver.testing import RedisServer  # noqa: E402
 
 SEQUENTIAL_BASE = 800_000_000

@@ -26,7 +26,7 @@ from werkzeug.serving import make_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from receiver.graph import GraphClient, GraphConfig  # noqa: E402
+from receiver.graph.calls import GraphClient, GraphConfig  # noqa: E402
 from receiver.testing import free_port  # noqa: E402
 
 BODY = b'{"id": "1001", "name": "Ada"}'

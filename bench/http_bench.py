@@ -4,7 +4,7 @@
 
 Needs ``wrk`` (Debian: ``apt-get install -y wrk``). Starts a private
 redis-server (AOF on) on a free loopback port, then serves each scenario in
-turn with gunicorn as the Procfile does (``--config python:receiver.gunicorn_config``,
+turn with gunicorn as the Procfile does (``--config python:receiver.deploy.gunicorn_config``,
 ``--workers 2``, worker class and threads as the config says unless
 ``--worker-class`` / ``--threads N``; bound to a free 127.0.0.1 port):
 
@@ -281,7 +281,7 @@ def gunicorn(
     old_config = root / "config" / "gunicorn.conf.py"
     command = gunicorn_command(
         port, GUNICORN_WORKERS, app, config=old_config if old_config.exists() else
-        "python:receiver.gunicorn_config"
+        "python:receiver.deploy.gunicorn_config"
     )
     log = lab.folder / "gunicorn.log"
     with spawn(command, {**env, "PYTHONPATH": str(root)}, log, root) as process:
@@ -729,7 +729,7 @@ def main() -> None:
                 env["GUNICORN_WORKER_CLASS"] = args.worker_class
             lab = Lab(folder, server.url, server.process.pid, env)
             body = delivery(0)
-            worker_class = args.worker_class or "as in receiver/gunicorn_config.py"
+            worker_class = args.worker_class or "as in receiver/deploy/gunicorn_config.py"
             threads = f" --threads {args.threads}" if args.threads else ""
             print(
                 f"{os.cpu_count()} cores; {wrk_version()}; redis-server {server.binary} "

@@ -33,16 +33,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import redis  # noqa: E402
 
-from receiver import Router, metrics  # noqa: E402
-from receiver.config import load_settings  # noqa: E402
-from receiver.core import Core, Headers, Request  # noqa: E402
-from receiver.logsafe import SafeFormatter  # noqa: E402
-from receiver.queue.inline import InlineBackend  # noqa: E402
-from receiver.queue.worker_claims import WorkContext  # noqa: E402
-from receiver.signals import delivery_finished  # noqa: E402
-from receiver.signature import signature_headers  # noqa: E402
+from receiver import Router
+from receiver.core.handling import Core, Headers, Request  # noqa: E402
+from receiver.core.signature import signature_headers  # noqa: E402
+from receiver.observe import metrics  # noqa: E402
+from receiver.observe.logsafe import SafeFormatter  # noqa: E402
+from receiver.observe.trace import TraceWriter  # noqa: E402
+from receiver.routing.signals import delivery_finished  # noqa: E402
+from receiver.settings.config import load_settings  # noqa: E402
 from receiver.testing import RedisServer  # noqa: E402
-from receiver.trace import TraceWriter  # noqa: E402
+from receiver.worker.claims import WorkContext  # noqa: E402
+from receiver.worker.inline import InlineBackend  # noqa: E402
 
 BODY = (
     Path(__file__).resolve().parent.parent / "tests/payloads/group__comments__add.json"

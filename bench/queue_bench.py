@@ -40,9 +40,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from receiver import Router, build_core  # noqa: E402
-from receiver.core import Headers, Request  # noqa: E402
+from receiver.core.handling import Headers, Request  # noqa: E402
+from receiver.core.signature import signature_headers  # noqa: E402
 from receiver.queue import handoff, keys  # noqa: E402
-from receiver.signature import signature_headers  # noqa: E402
 from receiver.testing import RedisServer  # noqa: E402
 
 SECRET = "bench-secret"
@@ -106,8 +106,8 @@ STAGING = "bench:staging"
 def preload(connection: redis.Redis, events: int, per_delivery: int) -> None:
     """Packets as the web side stores them, staged aside so no worker starts on them early."""
     from bench.noop import noop
-    from receiver.events import Event
-    from receiver.routing import Handler
+    from receiver.model.events import Event
+    from receiver.routing.handlers import Handler
 
     handler = Handler(func=noop, pattern="*", background=True)
     for start in range(0, events, per_delivery):

@@ -46,9 +46,9 @@ from rq.serializers import JSONSerializer
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from receiver.events import Event  # noqa: E402
+from receiver.model.events import Event  # noqa: E402
 from receiver.queue import handoff, keys, ordering  # noqa: E402
-from receiver.routing import Handler, HandlerFunc  # noqa: E402
+from receiver.routing.handlers import Handler, HandlerFunc  # noqa: E402
 from receiver.testing import RedisServer, free_port  # noqa: E402
 
 QUEUE = "receiver"

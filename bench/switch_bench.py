@@ -20,8 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from receiver import Router, create_app  # noqa: E402
-from receiver.core import Core, Headers, Request  # noqa: E402
-from receiver.signature import signature_headers  # noqa: E402
+from receiver.core.handling import Core, Headers, Request  # noqa: E402
+from receiver.core.signature import signature_headers  # noqa: E402
 from receiver.testing import RedisServer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,8 +9,8 @@ Flask's ``__init__`` imports no extension.
 import importlib as _importlib
 import typing as _typing
 
-from . import filters
-from .errors import (
+from receiver import filters
+from receiver.errors import (
     ConfigError,
     GraphAuthError,
     GraphBadId,
@@ -29,19 +29,19 @@ from .errors import (
     SignatureRejected,
     TargetRejected,
 )
-from .events import Event
-from .routing import Handler, Router, connect, default_router, on
+from receiver.model.events import Event
+from receiver.routing.handlers import Handler, Router, connect, default_router, on
 
 if _typing.TYPE_CHECKING:
-    from .app import build_core, create_app
-    from .core import Core, Request, Result
+    from receiver.app import build_core, create_app
+    from receiver.core.handling import Core, Request, Result
 
 _LAZY = {
     "build_core": "app",
     "create_app": "app",
-    "Core": "core",
-    "Request": "core",
-    "Result": "core",
+    "Core": "core.handling",
+    "Request": "core.handling",
+    "Result": "core.handling",
 }
 """Public names whose modules are heavy: imported when first asked for."""
 

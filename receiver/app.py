@@ -5,31 +5,36 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from flask import Flask
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from . import metrics
-from .capture import CaptureJournal
-from .config import Settings, load_settings
-from .contracts import Backend
-from .core import Core
-from .embedded import EmbeddedRedis, spawn_worker
-from .errors import ConfigError
-from .metrics import BacklogCollector
-from .plugins import load_plugins
-from .queue import durability, ops, worker_claims
-from .queue.inline import InlineBackend
-from .queue.web_store import RQBackend
-from .queue.worker_claims import WorkContext
-from .routing import Router, default_router
-from .runtime import activate
-from .signals import delivery_finished
-from .supported import require_supported
-from .trace import TraceWriter, live_connection
+from receiver.core.handling import Core
+from receiver.errors import ConfigError
+from receiver.model.events import use_graph
+from receiver.observe import metrics
+from receiver.observe.capture import CaptureJournal
+from receiver.observe.metrics import BacklogCollector
+from receiver.observe.trace import TraceWriter, live_connection
+from receiver.queue import durability, ops
+from receiver.queue.web_spool import spool_counts
+from receiver.queue.web_store import RQBackend
+from receiver.routing.contracts import Backend
+from receiver.routing.handlers import Router, default_router
+from receiver.routing.plugins import load_plugins
+from receiver.routing.signals import delivery_finished
+from receiver.server.embedded import EmbeddedRedis, spawn_worker
+from receiver.server.supported import require_supported
+from receiver.settings.active import activate
+from receiver.settings.config import Settings, load_settings
+from receiver.worker.claims import WorkContext
+from receiver.worker.inline import InlineBackend
+
+if TYPE_CHECKING:
+    from receiver.graph.calls import GraphClient
 
 log = logging.getLogger("receiver")
 
@@ -42,8 +47,11 @@ class Runtime(Core):
         return WorkContext(router=self.router, settings=self.settings, connection=connection)
 
 
-def _work_context_from_environment() -> WorkContext:
-    return build_core(require_redis=True).work_context()
+def _graph_client(integration: str) -> GraphClient:
+    """``Event.graph``'s lookup: the Graph layer (and httpx) load on a handler's first call."""
+    from receiver import graph
+
+    return graph.client(integration)
 
 
 def build_core(
@@ -61,6 +69,7 @@ def build_core(
     settings = config if isinstance(config, Settings) else load_settings(config)
     router = router if router is not None else default_router
     activate(settings)
+    use_graph(_graph_client)
     load_plugins(settings.handlers, router)
     if settings.dev_mode:
         log.warning(
@@ -88,6 +97,7 @@ def backlog(core: Core) -> BacklogCollector:
         core.settings,
         lambda: live_connection(core.backend),
         lambda connection: ops.depths(connection, ops.queue_names(core.settings, core.router)),
+        lambda: spool_counts(core.settings),
     )
 
 
@@ -125,9 +135,9 @@ def create_app(
     environment still applies on top. Without ``REDIS_URL``, background work
     goes to an embedded Redis started on first need, with a worker beside it.
     """
-    from . import admin
-    from .web import blueprint, register_error_handlers
-    from .wsgi import CallbackMiddleware
+    from receiver import admin
+    from receiver.web.callback import CallbackMiddleware
+    from receiver.web.endpoints import blueprint, register_error_handlers
 
     core = build_core(config, router=router, backend=backend)
     # Operators' view of what this app answers: metrics, traces and stats.
@@ -261,6 +271,42 @@ class _LazyEmbeddedBackend:
         return self._backend
 
 
-worker_claims.context_factory = _work_context_from_environment
+def run_worker(
+    queues: list[str] | None = None,
+    *,
+    burst: bool = False,
+    parent_pid: int | None = None,
+    concurrency: int | None = None,
+    metrics: tuple[str, int] | None = None,
+) -> bool:
+    """``receiver worker``: the core as a worker needs it, its metrics port, then the worker."""
+    from receiver.worker.process import WORKER_REDIS_TIMEOUT
+    from receiver.worker.process import run_worker as work
 
-__all__ = ["Runtime", "backlog", "build_core", "connect", "create_app", "inline_backend"]
+    core = build_core(require_redis=True, redis_timeout=WORKER_REDIS_TIMEOUT)
+    if metrics is not None:
+        from prometheus_client import start_http_server
+
+        from receiver.observe.metrics import registry_for
+
+        host, port = metrics
+        start_http_server(port, addr=host, registry=registry_for(backlog(core)))
+        log.info("worker metrics at http://%s:%d/metrics", host, port)
+    return work(
+        core.work_context(),
+        queues,
+        burst=burst,
+        parent_pid=parent_pid,
+        concurrency=concurrency,
+    )
+
+
+__all__ = [
+    "Runtime",
+    "backlog",
+    "build_core",
+    "connect",
+    "create_app",
+    "inline_backend",
+    "run_worker",
+]

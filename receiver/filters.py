@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .events import Event
+from receiver.model.events import Event
 
 _MISSING = object()
 

@@ -20,14 +20,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from . import marking
-from .capture import read_captures, record_body, record_time
-from .core import REPLAY_OUTCOMES_HEADER, Core, Headers, Request
-from .defaults import DEFAULT_INTEGRATION
-from .envelope import parse
-from .errors import ReceiverError, ReplayError
-from .queue.inline import InlineBackend
-from .signature import signature_headers
+from receiver.core.handling import REPLAY_OUTCOMES_HEADER, Core, Headers, Request
+from receiver.core.signature import signature_headers
+from receiver.errors import ReceiverError, ReplayError
+from receiver.model import marking
+from receiver.model.envelope import parse
+from receiver.observe.capture import read_captures, record_body, record_time
+from receiver.settings.defaults import DEFAULT_INTEGRATION
+from receiver.worker.inline import InlineBackend
 
 
 @dataclass

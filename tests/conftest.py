@@ -17,12 +17,12 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from receiver import Event, Router, create_app, default_router
-from receiver.embedded import SERVER_VARIABLE, server_binary
-from receiver.routing import OPTIONS
-from receiver.signals import delivery_finished
-from receiver.signature import signature_headers
+from receiver.core.signature import signature_headers
+from receiver.observe.trace import TraceWriter
+from receiver.routing.handlers import OPTIONS
+from receiver.routing.signals import delivery_finished
+from receiver.server.embedded import SERVER_VARIABLE, server_binary
 from receiver.testing import RedisServer
-from receiver.trace import TraceWriter
 
 HERE = Path(__file__).parent
 PAYLOADS = HERE / "payloads"

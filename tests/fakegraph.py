@@ -17,7 +17,7 @@ from typing import Any
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from receiver.signature import appsecret_proof
+from receiver.core.signature import appsecret_proof
 
 
 @dataclass

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from receiver.logsafe import formatter, is_secret_query_key
+from receiver.observe.logsafe import formatter, is_secret_query_key
 from receiver.testing import free_port
 
 from .conftest import SECRET, TOKEN
@@ -140,7 +140,7 @@ def test_json_logs_and_tracebacks_mask_urls_the_same_way() -> None:
         record.exc_info = sys.exc_info()
     text = formatter("%(message)s", log_format="text").format(record)
     assert secrets_in(text) == [] and MASKED_QUERY in text
-    from receiver.logsafe import mask_urls
+    from receiver.observe.logsafe import mask_urls
 
     assert mask_urls("did you mean 'token'? token") == "did you mean 'token'? token"
 

@@ -20,11 +20,12 @@ from rq.registry import FailedJobRegistry
 from werkzeug.security import generate_password_hash
 from werkzeug.test import TestResponse
 
-from receiver import Event, Router, create_app, trace
+from receiver import Event, Router, create_app
 from receiver.admin.data import fingerprint
-from receiver.config import load_settings
+from receiver.admin.switches import Switches, switch
 from receiver.errors import ConfigError
-from receiver.switches import Switches, switch
+from receiver.observe import trace
+from receiver.settings.config import load_settings
 from receiver.testing import body_of, group_comment
 
 from .conftest import (

@@ -17,9 +17,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from receiver import Event, Router, create_app, trace
+from receiver import Event, Router, create_app
 from receiver.admin.auth import Gate
-from receiver.config import load_settings
+from receiver.observe import trace
+from receiver.settings.config import load_settings
 from receiver.testing import RedisServer
 
 from .conftest import PASSWORD, admin_config, csrf, login

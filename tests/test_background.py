@@ -11,7 +11,8 @@ import pytest
 import redis
 from flask.testing import FlaskClient
 
-from receiver import create_app, trace
+from receiver import create_app
+from receiver.observe import trace
 
 from .conftest import base_config, drain_worker, envelope, payload, signed
 from .plugins.recording import calls

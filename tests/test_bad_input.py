@@ -9,7 +9,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from receiver import Event, Router, create_app
-from receiver.signature import sign
+from receiver.core.signature import sign
 
 from .conftest import SECRET, TOKEN, base_config, envelope, payload, signed
 

@@ -13,8 +13,8 @@ import pytest
 from flask import Flask
 
 from receiver import Event, Router, create_app
-from receiver.capture import CaptureJournal, capture_files, read_captures, record_body
-from receiver.core import Headers, Request, Result
+from receiver.core.handling import Headers, Request, Result
+from receiver.observe.capture import CaptureJournal, capture_files, read_captures, record_body
 
 from .conftest import SECRET, TOKEN, base_config, payload, signed
 

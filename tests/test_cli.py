@@ -11,7 +11,7 @@ import redis
 from click.testing import CliRunner
 
 from receiver.cli import main
-from receiver.signature import verify
+from receiver.core.signature import verify
 
 from .conftest import PAYLOADS, SECRET, TOKEN
 from .processes import ROOT, one_error_line, receiver_command
@@ -111,10 +111,10 @@ def test_worker_without_redis_url_refuses_plainly(tmp_path: Path) -> None:
 
 def test_spool_and_queues_commands(tmp_path: Path, worker_env: dict[str, str]) -> None:
     """What a web process spooled while Redis was down: shown, drained by hand, queued, handled."""
-    from receiver.envelope import parse
+    from receiver.model.envelope import parse
     from receiver.queue.handoff import packets
     from receiver.queue.web_spool import Spool
-    from receiver.routing import Handler
+    from receiver.routing.handlers import Handler
     from receiver.testing import RedisServer
 
     from .plugins.recording import calls, record
@@ -283,7 +283,7 @@ def test_embedded_warning_comes_from_the_command_that_starts_the_server(
     tmp_path: Path, worker_env: dict[str, str]
 ) -> None:
     """Once is enough: commands run beside a running server (``serve``'s) stay quiet."""
-    from receiver.embedded import EmbeddedRedis
+    from receiver.server.embedded import EmbeddedRedis
 
     data = tmp_path / "d"
     env = {k: v for k, v in worker_env.items() if k != "REDIS_URL"}
@@ -300,7 +300,7 @@ def test_embedded_warning_comes_from_the_command_that_starts_the_server(
 def test_embedded_warning_once_however_often_a_process_reaches_for_it(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from receiver.embedded import EmbeddedRedis
+    from receiver.server.embedded import EmbeddedRedis
 
     data = tmp_path / "d"
     try:
@@ -354,8 +354,9 @@ def test_payload_text_reaches_the_terminal_escaped(
 ) -> None:
     """A signed payload naming its topic, field and ids with ESC and BEL: trace, stats and
     captures print them as ``\\x1b`` and ``\\x07``, never as terminal commands."""
-    from receiver import create_app, trace
-    from receiver.signature import signature_headers
+    from receiver import create_app
+    from receiver.core.signature import signature_headers
+    from receiver.observe import trace
 
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.setenv("RECEIVER_CAPTURE", "1")

@@ -25,9 +25,9 @@ from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
 from receiver import Event, Router, create_app
-from receiver.config import load_settings
+from receiver.core.runner import Attempt, Runner
 from receiver.errors import ConfigError, PluginError
-from receiver.runner import Attempt, Runner
+from receiver.settings.config import load_settings
 from receiver.testing import free_port
 
 from .conftest import SECRET, TOKEN, base_config, envelope, plugin_router, signed

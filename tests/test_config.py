@@ -8,7 +8,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from receiver import ConfigError, Event, Router, create_app
-from receiver.config import load_settings
+from receiver.settings.config import load_settings
 
 from .conftest import SECRET, TOKEN, base_config, payload, signed
 
@@ -182,7 +182,7 @@ class TestRotation:
     def test_sha1_accepted_where_enabled(
         self, router: Router, redis_url: str, seen: list[Event]
     ) -> None:
-        from receiver.signature import sign
+        from receiver.core.signature import sign
 
         config = base_config(redis_url=redis_url)
         config["integrations"]["default"]["accept_sha1"] = True

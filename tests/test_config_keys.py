@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from receiver import config
-from receiver.config import Settings, load_settings
+from receiver.settings import config
+from receiver.settings.config import Settings, load_settings
 
 pytestmark = pytest.mark.redis  # starts servers of its own
 

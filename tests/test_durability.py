@@ -17,19 +17,20 @@ from typing import Any
 import pytest
 import redis
 
-from receiver import Router, create_app, metrics, trace
-from receiver.checks import check_redis
-from receiver.config import load_settings
-from receiver.contracts import REPLICATION_TIMEOUT, Result
+from receiver import Router, create_app
+from receiver.deploy.checks import check_redis
 from receiver.errors import ConfigError, NotReplicated
-from receiver.health import readiness
+from receiver.observe import metrics, trace
 from receiver.queue import durability
 from receiver.queue.durability import GroupCommit, live_replicas
 from receiver.queue.keys import pending_key
 from receiver.queue.web_spool import Spool, Spooled
 from receiver.queue.web_store import RQBackend
-from receiver.supported import server_version
+from receiver.routing.contracts import REPLICATION_TIMEOUT, Result
+from receiver.server.supported import server_version
+from receiver.settings.config import load_settings
 from receiver.testing import Recorder, SignedClient, group_post, page_message
+from receiver.web.health import readiness
 
 from .conftest import SECRET, TOKEN
 from .processes import wait_until

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from receiver.embedded import EmbeddedRedis
-from receiver.signature import signature_headers
+from receiver.core.signature import signature_headers
+from receiver.server.embedded import EmbeddedRedis
 from receiver.testing import free_port, group_comment, without_settings
 from tests.plugins import recording
 

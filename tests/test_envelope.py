@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from receiver.envelope import parse, to_utc
 from receiver.errors import PayloadRejected
+from receiver.model.envelope import parse, to_utc
 
 
 def events(data: Any) -> list[Any]:

@@ -12,9 +12,10 @@ import pytest
 from pytest_httpserver import HTTPServer
 
 from handlers import bot_reply, link_preview, mention_ack, welcome
-from receiver import graph, marking, testing
-from receiver.routing import default_router
-from receiver.signature import appsecret_proof
+from receiver import graph, testing
+from receiver.core.signature import appsecret_proof
+from receiver.model import marking
+from receiver.routing.handlers import default_router
 
 from .fakegraph import FakeGraph, graph_error
 

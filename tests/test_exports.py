@@ -34,6 +34,6 @@ def test_a_handler_module_imports_no_heavy_library() -> None:
 
 def test_lazy_names_resolve_to_the_real_objects() -> None:
     from receiver.app import create_app
-    from receiver.core import Core
+    from receiver.core.handling import Core
 
     assert receiver.create_app is create_app and receiver.Core is Core

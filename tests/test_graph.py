@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from pytest_httpserver import HTTPServer
 
-from receiver import graph, runtime
-from receiver.config import Integration, load_settings
+from receiver import graph
+from receiver.core.signature import appsecret_proof
 from receiver.errors import (
     ConfigError,
     GraphAuthError,
@@ -21,10 +21,11 @@ from receiver.errors import (
     GraphUnavailable,
     ReceiverError,
 )
-from receiver.events import Event
-from receiver.graph import AsyncGraphClient, GraphClient, GraphConfig
-from receiver.ratelimit import GraphErrorFields, RetryPolicy, is_retryable, to_error, usage
-from receiver.signature import appsecret_proof
+from receiver.graph.calls import AsyncGraphClient, GraphClient, GraphConfig
+from receiver.graph.ratelimit import GraphErrorFields, RetryPolicy, is_retryable, to_error, usage
+from receiver.model.events import Event, use_graph
+from receiver.settings import active as runtime
+from receiver.settings.config import Integration, load_settings
 from receiver.testing import free_port
 
 from .fakegraph import Answer, FakeGraph, graph_error
@@ -428,6 +429,7 @@ def test_handlers_get_a_pooled_client_per_integration(fake: FakeGraph) -> None:
     event = Event("group", "comments", {}, "e1", "d1", "hr-bot")
     try:
         runtime.activate(settings(TOKEN))
+        use_graph(graph.client)  # what the app does when it is built
         assert event.graph is graph.client("hr-bot") is graph.client("hr-bot")
         fake.answer("GET", "/v23.0/me", {"id": "42"})
         assert event.graph.get("/me") == {"id": "42"}

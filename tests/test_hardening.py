@@ -16,10 +16,10 @@ import pytest
 from flask import Flask
 
 from receiver import ConfigError, Event, Router, create_app
-from receiver.capture import capture_files, read_captures
-from receiver.config import load_settings
-from receiver.contracts import Work
-from receiver.logsafe import SafeFormatter, escape, mask_query_string
+from receiver.observe.capture import capture_files, read_captures
+from receiver.observe.logsafe import SafeFormatter, escape, mask_query_string
+from receiver.routing.contracts import Work
+from receiver.settings.config import load_settings
 
 from .conftest import SECRET, TOKEN, base_config, payload, signed
 
@@ -340,7 +340,7 @@ class Trickle:
 
 
 def test_bodies_are_read_in_bounded_pieces() -> None:
-    from receiver.wsgi import _PIECE, _read_within
+    from receiver.web.callback import _PIECE, _read_within
 
     stream = Trickle(size=100_000, step=100_000)
     body = _read_within(stream, 100_000, None, time.monotonic() + 10)
@@ -349,7 +349,7 @@ def test_bodies_are_read_in_bounded_pieces() -> None:
 
 
 def test_the_read_deadline_is_total_not_per_read() -> None:
-    from receiver.wsgi import _read_within
+    from receiver.web.callback import _read_within
 
     stream = Trickle(size=1000, step=1, delay=0.05)  # every read succeeds, slowly
     started = time.monotonic()

@@ -1,6 +1,6 @@
 """A hostile client against the Procfile's gunicorn, over raw sockets.
 
-One real gunicorn (``receiver/gunicorn_config.py``, its own Redis) takes every
+One real gunicorn (``receiver/deploy/gunicorn_config.py``, its own Redis) takes every
 attack an outside client can make: broken chunked framing, smuggling,
 size edges, odd methods and paths, handshake variants, log forging,
 forged replay markers and stalled connections. Each case asserts the exact
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from receiver.signature import signature_headers
+from receiver.core.signature import signature_headers
 
 from .conftest import SECRET, TOKEN, payload
 from .processes import gunicorn_on_own_redis, wait_until

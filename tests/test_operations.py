@@ -23,10 +23,11 @@ import requests
 from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 
-from receiver import Event, Router, create_app, outcomes, trace
-from receiver.capture import capture_files, read_captures
-from receiver.contracts import Request, Result
-from receiver.signature import SHA1_HEADER, SHA256_HEADER, diagnose, sign
+from receiver import Event, Router, create_app
+from receiver.core.signature import SHA1_HEADER, SHA256_HEADER, diagnose, sign
+from receiver.observe import outcomes, trace
+from receiver.observe.capture import capture_files, read_captures
+from receiver.routing.contracts import Request, Result
 from receiver.testing import free_port
 
 from .conftest import SECRET, base_config, envelope, payload, signed

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from receiver import PluginError, Router, create_app
-from receiver.routing import default_router
+from receiver.routing.handlers import default_router
 
 from .conftest import base_config, envelope, signed
 

@@ -18,9 +18,10 @@ import redis
 import requests
 from flask import Flask
 
-from receiver import Router, create_app, trace
-from receiver.contracts import Headers, Request
-from receiver.signature import SHA256_HEADER, sign
+from receiver import Router, create_app
+from receiver.core.signature import SHA256_HEADER, sign
+from receiver.observe import trace
+from receiver.routing.contracts import Headers, Request
 
 from .conftest import SECRET, TOKEN, base_config, payload, signed
 from .processes import Served, gunicorn_on_own_redis, wait_until

@@ -11,7 +11,8 @@ import pytest
 import requests
 from flask.testing import FlaskClient
 
-from receiver import Event, Router, marking
+from receiver import Event, Router
+from receiver.model import marking
 from receiver.replay import Replayed, compare, load, report
 from receiver.testing import free_port, group_membership
 
@@ -181,7 +182,7 @@ def test_dry_run_lists_without_sending(worker_env: dict[str, str]) -> None:
 
 def test_in_process_replay_of_events_keeps_ids(tmp_path: Path) -> None:
     found, _ = load([PAYLOADS / "group__comments__add.json"])
-    from receiver.envelope import parse
+    from receiver.model.envelope import parse
 
     [event] = parse(found[0].body, delivery_id="x", integration="default", max_depth=64)
     assert isinstance(event, Event) and event.id == "c590b0ab8a80107da514b1c8e7b21510"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from receiver.cli import banner
-from receiver.embedded import EmbeddedRedis
+from receiver.server.embedded import EmbeddedRedis
 from receiver.testing import free_port
 
 from .processes import ROOT, stop, wait_until

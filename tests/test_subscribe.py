@@ -12,7 +12,7 @@ from werkzeug.serving import make_server
 
 from receiver import create_app
 from receiver.cli import main
-from receiver.signature import appsecret_proof
+from receiver.core.signature import appsecret_proof
 
 from .conftest import SECRET, TOKEN, base_config
 from .fakegraph import FakeGraph

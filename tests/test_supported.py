@@ -20,7 +20,7 @@ import redis
 from click.testing import CliRunner
 
 from receiver.cli import main
-from receiver.supported import RANGE, UnsupportedServer, require_supported, server_version
+from receiver.server.supported import RANGE, UnsupportedServer, require_supported, server_version
 from receiver.testing import RedisServer, free_port
 
 from .conftest import SECRET, TOKEN

@@ -16,13 +16,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from receiver import Event, Router
-from receiver.config import load_settings
-from receiver.core import Core, Headers, Request
-from receiver.envelope import parse, to_utc
+from receiver.core.handling import Core, Headers, Request
+from receiver.core.signature import signature_headers
 from receiver.errors import PayloadRejected
-from receiver.queue.inline import InlineBackend
-from receiver.queue.worker_claims import WorkContext
-from receiver.signature import signature_headers
+from receiver.model.envelope import parse, to_utc
+from receiver.settings.config import load_settings
+from receiver.worker.claims import WorkContext
+from receiver.worker.inline import InlineBackend
 
 SECRET = "s"
 SETTINGS = load_settings(

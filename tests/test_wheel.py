@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from receiver.signature import signature_headers
+from receiver.core.signature import signature_headers
 from receiver.testing import free_port, group_membership, without_settings
 
 from .conftest import SECRET, TOKEN

@@ -21,12 +21,12 @@ from typing import Any
 import redis
 from flask import Flask
 
-from ..core import Core
-from ..embedded import EmbeddedRedis
-from ..switches import Switches
-from ..trace import live_connection
-from .auth import Gate
-from .shared import Admin
+from receiver.admin.auth import Gate
+from receiver.admin.shared import Admin
+from receiver.admin.switches import Switches
+from receiver.core.handling import Core
+from receiver.observe.trace import live_connection
+from receiver.server.embedded import EmbeddedRedis
 
 PREFIX = "/admin"
 CSP = (
@@ -50,7 +50,7 @@ def install(app: Flask, core: Core) -> bool:
     """Turn the dashboard on when a password is configured; say whether it is on."""
     if not core.settings.admin_password:
         return False
-    from .views import blueprint
+    from receiver.admin.views import blueprint
 
     gate = Gate(core.settings)
     switches = Switches(_live_connection(core))

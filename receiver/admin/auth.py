@@ -36,8 +36,8 @@ import redis
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from .. import defaults
-from ..config import Settings
+from receiver.settings import defaults
+from receiver.settings.config import Settings
 
 log = logging.getLogger("receiver.admin")
 

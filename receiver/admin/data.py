@@ -19,13 +19,14 @@ from rq import Worker
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from .. import switches, trace
-from ..capture import CaptureJournal, capture_files, read_captures
-from ..config import Integration, Settings
-from ..contracts import QueueDepth
-from ..queue import ops, ordering
-from ..queue.worker_drain import job_item
-from ..routing import Router
+from receiver.admin import switches
+from receiver.observe import trace
+from receiver.observe.capture import CaptureJournal, capture_files, read_captures
+from receiver.queue import ops, ordering
+from receiver.queue.handoff import job_item
+from receiver.routing.contracts import QueueDepth
+from receiver.routing.handlers import Router
+from receiver.settings.config import Integration, Settings
 
 PALETTE = ("#1b6ac9", "#d9480f", "#2b8a3e", "#862e9c", "#e67700", "#0b7285", "#c2255c")
 """Bar colours per topic, chosen to stay apart for common colour blindness (with labels too)."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..switches import Switches
-from .auth import Gate
+from receiver.admin.auth import Gate
+from receiver.admin.switches import Switches
 
 
 @dataclass

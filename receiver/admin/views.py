@@ -31,14 +31,14 @@ from flask import (
 from werkzeug.exceptions import NotFound
 from werkzeug.wrappers import Response as AnyResponse
 
-from .. import switches, trace
-from ..core import Core, Headers, Request
-from ..errors import ConfigError, UnknownFailedItem
-from ..logsafe import escape
-from ..signature import signature_headers
-from . import data
-from .auth import COOKIE, COOKIE_PATH, CSRF_FIELD, LOGIN_COOKIE, Refused, safe_next
-from .shared import Admin
+from receiver.admin import data, switches
+from receiver.admin.auth import COOKIE, COOKIE_PATH, CSRF_FIELD, LOGIN_COOKIE, Refused, safe_next
+from receiver.admin.shared import Admin
+from receiver.core.handling import Core, Headers, Request
+from receiver.core.signature import signature_headers
+from receiver.errors import ConfigError, UnknownFailedItem
+from receiver.observe import trace
+from receiver.observe.logsafe import escape
 
 log = logging.getLogger("receiver.admin")
 
@@ -347,7 +347,7 @@ def _trace(connection: redis.Redis, delivery_id: str) -> dict[str, Any] | None:
 @blueprint.route("/deliveries/<delivery_id>/replay", methods=["POST"])
 def replay(delivery_id: str) -> AnyResponse:
     """Send a captured delivery through this receiver's core again, re-signed, marked replayed."""
-    from ..capture import record_body
+    from receiver.observe.capture import record_body
 
     core = _core()
     record = _trace(_connection(), delivery_id)
@@ -401,7 +401,7 @@ def failed() -> AnyResponse:
 @blueprint.route("/failed/requeue", methods=["POST"])
 def requeue() -> AnyResponse:
     """Run failed items again (all, or the one named), as ``receiver failed requeue``."""
-    from ..queue import ops
+    from receiver.queue import ops
 
     everything = request.form.get("all") == "1"
     return _change_failed(lambda c, names, ids: ops.requeue(c, names, None if everything else ids),
@@ -426,7 +426,7 @@ def _change_failed(
 def skip() -> AnyResponse:
     """Drop failed items for good, as ``receiver failed skip``: work that should not run
     again; a key such an item holds (``on_failure="block"``) goes on past it."""
-    from ..queue import ops
+    from receiver.queue import ops
 
     def skipped(connection: redis.Redis, names: list[str], job_ids: list[str]) -> list[str]:
         ops.skip(connection, names, job_ids)

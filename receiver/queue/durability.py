@@ -58,12 +58,12 @@ from typing import Any
 
 import redis
 
-from ..config import Settings
-from ..errors import ConfigError, NotReplicated
-from ..supported import server_version
-from . import keys, scripts
-from .handoff import push_call
-from .web_spool import Spool
+from receiver.errors import ConfigError, NotReplicated
+from receiver.queue import keys, scripts
+from receiver.queue.handoff import push_call
+from receiver.queue.web_spool import Spool
+from receiver.server.supported import server_version
+from receiver.settings.config import Settings
 
 log = logging.getLogger("receiver.queue")
 

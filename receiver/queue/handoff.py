@@ -11,15 +11,18 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis import Redis
 
-from ..contracts import Work
-from ..events import Event
-from ..routing import Handler
-from . import keys, scripts
-from .keys import drainers_key, pending_key
+from receiver.model.events import Event
+from receiver.queue import keys, scripts
+from receiver.queue.keys import drainers_key, pending_key
+from receiver.routing.contracts import Work
+from receiver.routing.handlers import Handler
+
+if TYPE_CHECKING:
+    from rq.job import Job
 
 SLOT_GRACE = 60
 """Seconds a newly enqueued drain job may wait in the queue before its slot lapses."""
@@ -114,3 +117,11 @@ def kick(connection: Redis, queue: str, max_drainers: int, job_timeout: int) -> 
         start_drainer(connection, queue, drainer, job_timeout)
         return True
     return False
+
+
+def job_item(job: Job) -> dict[str, Any] | None:
+    """The item a retry job carries, for the operators' CLI."""
+    if job.func_name not in (keys.RETRY_FUNCTION, *keys.LEGACY_RETRY_FUNCTIONS) or not job.args:
+        return None
+    value = job.args[0]
+    return value if isinstance(value, dict) else None

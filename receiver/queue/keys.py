@@ -18,7 +18,7 @@ Keys (all under ``receiver:``)::
     replication-probe      string a counter the web side increments when it needs a write
                            for WAIT to cover (``durability``)
 
-Claim states (see ``worker_claims``)::
+Claim states (see ``receiver.worker.claims``)::
 
     failed                 may run again (a redelivery re-runs a failure)
     running:<token>        a claimant runs it
@@ -57,12 +57,17 @@ DRAINER_TOKEN = "d:"
 RETRY_TOKEN = "r:"
 INLINE_TOKEN = "i:"
 
-DRAIN_FUNCTION = "receiver.queue.worker_drain.drain"
-RETRY_FUNCTION = "receiver.queue.worker_drain.retry_item"
+DRAIN_FUNCTION = "receiver.worker.drain.drain"
+RETRY_FUNCTION = "receiver.worker.drain.retry_item"
 """RQ job functions, by the dotted path stored in each job."""
-LEGACY_DRAIN_FUNCTIONS = ("receiver.drain.drain",)
-LEGACY_RETRY_FUNCTIONS = ("receiver.drain.retry_item",)
-"""Paths of jobs stored before the queue side became a package (``receiver/drain.py`` runs them)."""
+LEGACY_DRAIN_FUNCTIONS = ("receiver.drain.drain", "receiver.queue.worker_drain.drain")
+LEGACY_RETRY_FUNCTIONS = ("receiver.drain.retry_item", "receiver.queue.worker_drain.retry_item")
+"""Paths that jobs queued by earlier versions still name; the worker's job class runs them."""
+JOB_ALIASES = {
+    **dict.fromkeys(LEGACY_DRAIN_FUNCTIONS, DRAIN_FUNCTION),
+    **dict.fromkeys(LEGACY_RETRY_FUNCTIONS, RETRY_FUNCTION),
+}
+"""Old dotted path -> today's: an upgrade with work in the queue loses nothing."""
 
 
 def pending_key(queue: str) -> str:

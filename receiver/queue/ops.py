@@ -11,12 +11,12 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 
-from ..config import Settings
-from ..contracts import QueueDepth
-from ..errors import UnknownFailedItem
-from ..routing import Router
-from . import keys, ordering
-from .worker_drain import job_item
+from receiver.errors import UnknownFailedItem
+from receiver.queue import keys, ordering
+from receiver.queue.handoff import job_item
+from receiver.routing.contracts import QueueDepth
+from receiver.routing.handlers import Router
+from receiver.settings.config import Settings
 
 
 @dataclass

@@ -50,11 +50,11 @@ from typing import Any
 
 from redis import Redis
 
-from ..contracts import Work
-from ..events import Event
-from ..routing import Handler
-from . import keys, scripts
-from .handoff import LANE_TTL, item
+from receiver.model.events import Event
+from receiver.queue import keys, scripts
+from receiver.queue.handoff import LANE_TTL, item
+from receiver.routing.contracts import Work
+from receiver.routing.handlers import Handler
 
 WAKE = "lane"
 """The field that makes a packet a lane's wake."""

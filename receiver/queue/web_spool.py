@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ..config import Settings
+from receiver.settings.config import Settings
 
 log = logging.getLogger("receiver.spool")
 
@@ -65,6 +65,12 @@ Mark = tuple[str, int]
 
 def spool_folder(settings: Settings) -> Path:
     return Path(settings.data_dir) / "spool"
+
+
+def spool_counts(settings: Settings) -> tuple[int, int]:
+    """This machine's spool files, and how many of them are held for replicas (metrics)."""
+    spool = Spool(spool_folder(settings))
+    return len(spool), len(spool.held())
 
 
 class Spool:

@@ -24,13 +24,13 @@ from collections.abc import Callable, Sequence
 
 import redis
 
-from ..config import Settings
-from ..contracts import REPLICATION_TIMEOUT, Stored, Work
-from ..errors import NotReplicated, QueueUnavailable
-from . import ordering
-from .durability import GroupCommit, tend_held
-from .handoff import packets, push, start_drainer
-from .web_spool import Lanes, Mark, Spool, Spooled, SpoolFlusher, spool_folder
+from receiver.errors import NotReplicated, QueueUnavailable
+from receiver.queue import ordering
+from receiver.queue.durability import GroupCommit, tend_held
+from receiver.queue.handoff import packets, push, start_drainer
+from receiver.queue.web_spool import Lanes, Mark, Spool, Spooled, SpoolFlusher, spool_folder
+from receiver.routing.contracts import REPLICATION_TIMEOUT, Stored, Work
+from receiver.settings.config import Settings
 
 log = logging.getLogger("receiver.queue")
 

@@ -1,0 +1,65 @@
+"""gunicorn server hooks the Procfile's config installs: start-up checks, metrics across workers.
+
+Before any worker boots, the master checks the configuration and the Redis
+server's version: a mistake is one ``Error:`` line and exit 1, not a
+traceback from every worker process.
+
+The master never serves deliveries; with ``metrics_bind`` set it serves
+``/metrics`` on that private address (no token: keep it off the public
+network), reading every worker's counters from the multiprocess directory
+and the backlog from Redis. Workers add their counters to files there; when
+one exits, prometheus_client is told so its live gauges stop counting it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from prometheus_client import multiprocess, start_http_server
+
+log = logging.getLogger("receiver.metrics")
+
+
+def on_starting(server: Any) -> None:
+    from receiver.app import check_server, connect
+    from receiver.errors import ConfigError
+    from receiver.settings.config import load_settings
+
+    try:
+        settings = load_settings()
+        if settings.redis_url:
+            check_server(connect(settings.redis_url, settings.redis_timeout), settings=settings)
+    except ConfigError as exc:
+        sys.stderr.write(f"Error: {' '.join(str(exc).split())}\n")
+        sys.exit(1)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+def when_ready(server: Any) -> None:
+    from receiver.app import connect
+    from receiver.observe import metrics
+    from receiver.queue import ops
+    from receiver.queue.web_spool import spool_counts
+    from receiver.settings.config import load_settings
+
+    settings = load_settings()
+    if not settings.metrics_bind:
+        return
+    host, _, port = settings.metrics_bind.rpartition(":")
+    url = settings.redis_url
+    client = connect(url, settings.redis_timeout) if url else None
+    backlog = metrics.BacklogCollector(
+        settings,
+        lambda: client,
+        lambda c: ops.depths(c, ops.known_queues(settings, c)),
+        lambda: spool_counts(settings),
+    )
+    start_http_server(int(port), addr=host, registry=metrics.registry_for(backlog))
+    log.warning(
+        "metrics served at http://%s/metrics (no token: keep it private)", settings.metrics_bind
+    )

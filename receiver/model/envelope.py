@@ -1,0 +1,271 @@
+"""Turn a verified body into events. No I/O: bytes in, ``Event`` list out.
+
+Every shape Meta sends is read (``changes``, ``messaging``, ``standby``, the
+older ``changed_fields``; WhatsApp values split into one event per message or
+status); anything unknown is still routed, never dropped. Anything that is not
+an envelope raises ``PayloadRejected`` with a 4xx, and nothing else escapes:
+whatever a verified body holds, the answer is events or a 4xx, never a 500.
+How each shape names its fields and identifies its items lives in ``shapes``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from receiver.errors import PayloadRejected
+from receiver.model import shapes
+from receiver.model.events import Event
+
+_ENTRY_KEYS = {"id", "time", "changes", "messaging", "standby", "changed_fields"}
+_NUMERIC = re.compile(r"^-?\d+(\.\d+)?$")
+_MS_THRESHOLD = 1e11  # 1e11 s is the year 5138; 1e11 ms is 1973
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constants)
+
+
+def decode(body: bytes, max_depth: int) -> dict[str, Any]:
+    """Parse the body as a JSON object no deeper than ``max_depth``."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PayloadRejected(
+            f"body is not valid UTF-8 (byte {exc.start}); Meta sends UTF-8 JSON",
+            code="invalid_encoding",
+        ) from None
+    try:
+        data = _DECODER.decode(text)
+    except RecursionError:
+        raise _too_deep(max_depth) from None
+    except ValueError as exc:
+        raise PayloadRejected(f"body is not JSON ({_short(exc)})", code="invalid_json") from None
+    # Fewer brackets than the limit cannot nest past it: most bodies skip the walk.
+    if body.count(b"{") + body.count(b"[") > max_depth and _depth_exceeds(data, max_depth):
+        raise _too_deep(max_depth)
+    if not isinstance(data, dict):
+        raise _not_envelope(f"body is a JSON {type(data).__name__}, not an object")
+    return data
+
+
+def parse(
+    body: bytes, *, delivery_id: str, integration: str, max_depth: int, replayed: bool = False
+) -> list[Event]:
+    """Every routable item of a signed body, in delivery order."""
+    envelope = decode(body, max_depth)
+    topic = envelope.get("object")
+    if not isinstance(topic, str) or not topic:
+        if "field" in envelope and "value" in envelope:
+            raise _not_envelope(
+                "body is a single change ({field, value}), not an envelope; "
+                'wrap it as {"object": TOPIC, "entry": [{"changes": [...]}]}'
+            )
+        raise _not_envelope("the 'object' key (the topic) is missing or not a string")
+    entries = envelope.get("entry")
+    if entries is None:
+        raise _not_envelope("the 'entry' key is missing")
+    if not isinstance(entries, list):
+        raise PayloadRejected(
+            f"'entry' must be a list, not {type(entries).__name__}", code="bad_entry", status=422
+        )
+    events: list[Event] = []
+    for position, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise PayloadRejected(
+                f"entry[{position}] must be an object", code="bad_entry", status=422
+            )
+        raw_entry_id = entry.get("id")
+        entry_id = (
+            None
+            if raw_entry_id is None or isinstance(raw_entry_id, dict | list)
+            else str(raw_entry_id)
+        )
+        entry_time = to_utc(entry.get("time"))
+        extra = {k: v for k, v in entry.items() if k not in _ENTRY_KEYS}
+        for field, value, item_time, identity in _items(topic, entry, position):
+            verb = value.get("verb") if isinstance(value, dict) else None
+            events.append(
+                Event(
+                    topic=topic,
+                    field=field,
+                    value=value,
+                    id=event_id(integration, topic, entry_id, field, identity),
+                    delivery_id=delivery_id,
+                    integration=integration,
+                    verb=verb if isinstance(verb, str) else None,
+                    entry_id=entry_id,
+                    time=to_utc(item_time) or entry_time,
+                    replayed=replayed,
+                    extra=dict(extra),
+                )
+            )
+    return events
+
+
+Item = tuple[str, Any, Any, Any]
+"""``(field, value, the item's own time, what identifies the item)``."""
+
+
+def _items(topic: str, entry: dict[str, Any], position: int) -> Iterator[Item]:
+    found = False
+    changes = entry.get("changes")
+    if changes is not None:
+        found = True
+        for index, change in enumerate(_list(changes, f"entry[{position}].changes")):
+            if not isinstance(change, dict) or not isinstance(change.get("field"), str):
+                raise PayloadRejected(
+                    f"entry[{position}].changes[{index}] must be an object with a string 'field'",
+                    code="bad_change",
+                    status=422,
+                )
+            yield from _change(topic, change["field"], change.get("value"))
+    for key in ("messaging", "standby"):
+        items = entry.get(key)
+        if items is None:
+            continue
+        found = True
+        for index, item in enumerate(_list(items, f"entry[{position}].{key}")):
+            if not isinstance(item, dict):
+                raise PayloadRejected(
+                    f"entry[{position}].{key}[{index}] must be an object",
+                    code="bad_change",
+                    status=422,
+                )
+            field = "standby" if key == "standby" else shapes.messaging_field(topic, item)
+            kind = shapes.messaging_kind(topic, item)
+            mid = shapes.own_id(topic, kind, item)
+            yield field, item, item.get("timestamp"), ["mid", mid] if mid else item
+    changed = entry.get("changed_fields")
+    if changed is not None:
+        found = True
+        rest = {k: v for k, v in entry.items() if k != "changed_fields"}
+        identity = {k: v for k, v in rest.items() if k != "time"}
+        for index, name in enumerate(_list(changed, f"entry[{position}].changed_fields")):
+            if not isinstance(name, str) or not name:
+                raise PayloadRejected(
+                    f"entry[{position}].changed_fields[{index}] must be a field name (a string)",
+                    code="bad_change",
+                    status=422,
+                )
+            yield name, rest, None, identity
+    if not found:
+        yield "entry", entry, None, {k: v for k, v in entry.items() if k != "time"}
+
+
+def _change(topic: str, field: str, value: Any) -> Iterator[Item]:
+    split = shapes.split_whatsapp(value) if topic == shapes.WHATSAPP else None
+    if split is None:
+        yield field, value, _own_time(value), value
+        return
+    for kind, item_value, item in split:
+        wamid = shapes.own_id(topic, kind, item)
+        item_time = item.get("timestamp") if isinstance(item, dict) else None
+        yield field, item_value, item_time, ["wamid", wamid] if wamid else [kind, item]
+
+
+def _own_time(value: Any) -> Any:
+    """A change value's own time, when it carries one (the entry's is when Meta sent it)."""
+    if not isinstance(value, dict):
+        return None
+    own = value.get("created_time")
+    return own if own is not None else value.get("timestamp")
+
+
+def event_id(integration: str, topic: str, entry_id: str | None, field: str, item: Any) -> str:
+    """The dedupe key: the same item has the same id in any redelivery, whatever its batch.
+
+    Built only from what identifies the item (a message's id, else its content
+    with its own timestamp), never from envelope fields such as ``entry.time``
+    that change when Meta retries.
+    """
+    canonical = json.dumps(
+        [integration, topic, entry_id, field, item],
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=True,
+    )
+    return hashlib.blake2b(canonical.encode("ascii"), digest_size=16).hexdigest()
+
+
+def to_utc(raw: Any) -> datetime | None:
+    """Seconds, milliseconds, numeric strings or ISO 8601 → aware UTC; anything else → None.
+
+    Never raises: a verified body may carry any value here (a 400-digit number,
+    year 9999 at UTC-1), and a time that cannot be represented is no time.
+    Zero and negative numbers are no time either (Meta's placeholders).
+    """
+    try:
+        return _to_utc(raw)
+    except (OverflowError, ValueError, OSError):
+        return None
+
+
+def _to_utc(raw: Any) -> datetime | None:
+    if raw is None or isinstance(raw, bool):
+        return None
+    number: float
+    if isinstance(raw, int | float):
+        number = float(raw)
+    elif isinstance(raw, str):
+        text = raw.strip()
+        if _NUMERIC.match(text):
+            number = float(text)
+        else:
+            try:
+                parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            except ValueError:
+                return None
+            return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    else:
+        return None
+    if not math.isfinite(number) or number <= 0:
+        return None
+    if number > _MS_THRESHOLD:
+        number /= 1000.0
+    return datetime.fromtimestamp(number, UTC)
+
+
+def _depth_exceeds(data: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(node, dict):
+            stack.extend(
+                (child, depth + 1) for child in node.values() if isinstance(child, dict | list)
+            )
+        elif isinstance(node, list):
+            stack.extend((child, depth + 1) for child in node if isinstance(child, dict | list))
+    return False
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise PayloadRejected(f"{where} must be a list", code="bad_entry", status=422)
+    return value
+
+
+def _not_envelope(message: str) -> PayloadRejected:
+    return PayloadRejected(message, code="not_an_envelope", status=422)
+
+
+def _too_deep(limit: int) -> PayloadRejected:
+    return PayloadRejected(
+        f"JSON nests deeper than {limit} levels; raise max_depth if this is a real delivery",
+        code="too_deep",
+        status=422,
+    )
+
+
+def _short(exc: Exception) -> str:
+    return str(exc).split(":", 1)[0][:120]

@@ -1,0 +1,120 @@
+"""``Event``: one routed item of a delivery, as plain data that survives JSON."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from receiver.errors import ConfigError
+from receiver.model import shapes
+
+if TYPE_CHECKING:
+    from receiver.graph.calls import GraphClient
+
+_graph_lookup: Callable[[str], GraphClient] | None = None
+
+
+def use_graph(lookup: Callable[[str], GraphClient]) -> None:
+    """How ``Event.graph`` finds an integration's client. The app passes
+    ``receiver.graph.client`` when it is built: events are data, and the model
+    never imports the Graph layer."""
+    global _graph_lookup
+    _graph_lookup = lookup
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One ``changes[]`` or ``messaging[]`` item, named ``"topic.field"``.
+
+    ``id`` is derived from the item's content, so a redelivery of the same
+    item has the same id (the dedupe key); ``delivery_id`` names the POST.
+    """
+
+    topic: str
+    field: str
+    value: Any
+    id: str
+    delivery_id: str
+    integration: str
+    verb: str | None = None
+    entry_id: str | None = None
+    time: datetime | None = None
+    replayed: bool = False
+    extra: dict[str, Any] = dataclass_field(default_factory=dict)
+    """Entry-level keys besides ``id``/``time`` (e.g. ``uid``), kept so nothing is lost."""
+
+    @property
+    def name(self) -> str:
+        return f"{self.topic}.{self.field}"
+
+    @property
+    def graph(self) -> GraphClient:
+        """The Graph API client of this event's integration: pooled per process, proof on.
+
+        Looked up on use, never stored, so events stay plain data.
+        """
+        if _graph_lookup is None:
+            raise ConfigError(
+                "event.graph needs the app: build it first (create_app() or build_core()), "
+                "or call receiver.graph.client(event.integration) directly"
+            )
+        return _graph_lookup(self.integration)
+
+    # Accessors: the same facts from every shape (docs/events.md has where each
+    # comes from per object). Derived from ``value``, so they survive to_dict/from_dict.
+
+    @property
+    def sender_id(self) -> str | None:
+        """Who sent the item: ``sender.id``, WhatsApp ``from``, a change's ``from.id``."""
+        return shapes.sender_id(self.topic, self.value)
+
+    @property
+    def recipient_id(self) -> str | None:
+        """Who it was sent to: ``recipient.id``, WhatsApp ``metadata.phone_number_id``."""
+        return shapes.recipient_id(self.topic, self.value)
+
+    @property
+    def text(self) -> str | None:
+        """The message text: ``message.text``, WhatsApp ``text.body``, a post's ``message``."""
+        return shapes.text(self.topic, self.value)
+
+    @property
+    def message_id(self) -> str | None:
+        """``mid``, WhatsApp ``id`` (wamid), a comment's ``comment_id``, a post's ``post_id``."""
+        return shapes.message_id(self.topic, self.value)
+
+    @property
+    def kind(self) -> str | None:
+        """What the item is within its field: ``message``, ``postback``, ``status``, ``comment``."""
+        return shapes.kind(self.topic, self.value)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form, the one background jobs and captures carry.
+
+        Shares ``value`` and ``extra`` with the event (no deep copy: this runs
+        once per event on the ack path, and the result is serialised at once).
+        """
+        return {
+            "topic": self.topic,
+            "field": self.field,
+            "name": self.name,
+            "value": self.value,
+            "id": self.id,
+            "delivery_id": self.delivery_id,
+            "integration": self.integration,
+            "verb": self.verb,
+            "entry_id": self.entry_id,
+            "time": self.time.isoformat() if self.time else None,
+            "replayed": self.replayed,
+            "extra": self.extra,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Event:
+        values = {k: v for k, v in data.items() if k != "name"}
+        raw_time = values.get("time")
+        values["time"] = datetime.fromisoformat(raw_time).astimezone(UTC) if raw_time else None
+        return cls(**values)
