@@ -97,7 +97,7 @@ class Core:
         self.backend = backend
         self.capture = capture
         self.switched_off: Callable[[str], bool] | None = None
-        """Set with the admin dashboard on (``receiver.switches``): true for those turned off."""
+        """Set with the admin dashboard on (``admin.switches``): true for those turned off."""
         self._answer_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="receiver-answer")
 
     def handle(self, request: Request) -> Result:

@@ -4,7 +4,7 @@ Every call carries ``appsecret_proof`` (HMAC-SHA256 of the access token keyed
 with the integration's newest app secret) when the integration has both, so
 a Workplace that requires it is satisfied; the token travels in the
 ``Authorization`` header, never in a URL that a log or a proxy could keep.
-Retries, backoff and usage pacing are decided in ``receiver.ratelimit``;
+Retries, backoff and usage pacing are decided in ``receiver.graph.ratelimit``;
 this module only does the I/O and keeps one pooled client per integration
 and process (``client(name)``, ``event.graph``), rebuilt when the settings
 change (a rotated token or secret) or the process forks.
