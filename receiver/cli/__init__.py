@@ -175,7 +175,7 @@ def _check_port_free(host: str, port: int) -> None:
             ) from None
 
 
-SAMPLES = Path(__file__).resolve().parent / "samples"
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"  # receiver/samples
 """Sample deliveries shipped inside the package, so a hint can name one from any directory."""
 
 
