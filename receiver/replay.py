@@ -23,7 +23,7 @@ from typing import Any
 from receiver.core.handling import REPLAY_OUTCOMES_HEADER, Core, Headers, Request
 from receiver.core.signature import signature_headers
 from receiver.errors import ReceiverError, ReplayError
-from receiver.model import marking
+from receiver.model import replay_mark
 from receiver.model.envelope import parse
 from receiver.observe.capture import read_captures, record_body, record_time
 from receiver.settings.defaults import DEFAULT_INTEGRATION
@@ -254,7 +254,7 @@ def _post(
 ) -> Replayed:
     headers = {
         **signature_headers(delivery.body, secret, sha1=sha1),
-        marking.HEADER: marking.token(marker_key, delivery.key),
+        replay_mark.HEADER: replay_mark.token(marker_key, delivery.key),
     }
     request = urllib.request.Request(url, data=delivery.body, headers=headers, method="POST")
     try:

@@ -14,7 +14,7 @@ from pytest_httpserver import HTTPServer
 from handlers import bot_reply, link_preview, mention_ack, welcome
 from receiver import graph, testing
 from receiver.core.signature import appsecret_proof
-from receiver.model import marking
+from receiver.model import replay_mark
 from receiver.routing.handlers import default_router
 
 from .fakegraph import FakeGraph, graph_error
@@ -207,7 +207,7 @@ class TestCallingBack:
     def test_replays_never_post(
         self, receiver_client: testing.SignedClient, fake_graph: FakeGraph
     ) -> None:
-        replay = {marking.HEADER: marking.token(marking.key_for(testing.TEST_SECRET))}
+        replay = {replay_mark.HEADER: replay_mark.token(replay_mark.key_for(testing.TEST_SECRET))}
         receiver_client.deliver(testing.group_membership(verb="add"), headers=replay)
         receiver_client.deliver(testing.page_message("ping"), headers=replay)
         receiver_client.deliver(testing.page_mention(), headers=replay)

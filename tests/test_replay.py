@@ -12,7 +12,7 @@ import requests
 from flask.testing import FlaskClient
 
 from receiver import Event, Router
-from receiver.model import marking
+from receiver.model import replay_mark
 from receiver.replay import Replayed, compare, load, report
 from receiver.testing import free_port, group_membership
 
@@ -24,9 +24,9 @@ def test_replay_marker_is_read_and_cannot_be_forged(router: Router, client: Flas
     flags: list[bool] = []
     router.connect("*", lambda e: flags.append(e.replayed))
     body = payload("group__posts__status_add.json")
-    genuine = marking.token(marking.key_for(SECRET))
-    forged = marking.token(marking.key_for("someone-else"))
-    for extra in ({}, {marking.HEADER: genuine}, {marking.HEADER: forged}):
+    genuine = replay_mark.token(replay_mark.key_for(SECRET))
+    forged = replay_mark.token(replay_mark.key_for("someone-else"))
+    for extra in ({}, {replay_mark.HEADER: genuine}, {replay_mark.HEADER: forged}):
         assert client.post("/webhook", data=body, headers=signed(body, **extra)).status_code == 200
     assert flags == [False, True, False]
 

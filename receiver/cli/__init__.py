@@ -851,9 +851,9 @@ def replay(
         mode = "in-process"
     else:
         assert url is not None
-        from receiver.model import marking
+        from receiver.model import replay_mark
 
-        key = settings.secret_key or marking.key_for(secret)
+        key = settings.secret_key or replay_mark.key_for(secret)
         stream = rp.over_http(
             chosen,
             url,

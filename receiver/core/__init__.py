@@ -2,7 +2,7 @@
 
 - ``handling``   ``Core``: verify, parse, route, run inline handlers, hand off the rest
 - ``signature``  Meta's HMAC signatures and ``appsecret_proof``
-- ``origin``     allowed networks and Meta's client certificate
+- ``network``    allowed networks and Meta's client certificate
 - ``runner``     run handler calls concurrently, each under a time limit
 
 Layer: above observe; the web adapter, the worker and replay all call it, so

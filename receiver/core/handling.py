@@ -19,7 +19,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
 from typing import Any
 
-from receiver.core import origin, signature
+from receiver.core import network, signature
 from receiver.core.runner import resolve
 from receiver.errors import (
     HandshakeRejected,
@@ -29,7 +29,7 @@ from receiver.errors import (
     SignatureRejected,
     TargetRejected,
 )
-from receiver.model import envelope, marking
+from receiver.model import envelope, replay_mark
 from receiver.model.events import Event
 from receiver.observe import logsafe
 from receiver.observe.capture import CaptureJournal
@@ -138,7 +138,7 @@ class Core:
             )
         try:
             integration = self._integration(request.integration)
-            origin.check(
+            network.check(
                 self.settings,
                 integration,
                 request.headers,
@@ -389,10 +389,10 @@ class Core:
         return merged, results
 
     def _genuine_replay(self, integration: Integration, request: Request) -> bool:
-        keys: list[str | bytes] = [marking.key_for(s) for s in integration.app_secrets]
+        keys: list[str | bytes] = [replay_mark.key_for(s) for s in integration.app_secrets]
         if self.settings.secret_key:
             keys.append(self.settings.secret_key)
-        if marking.verify(request.replay_token or "", keys):
+        if replay_mark.verify(request.replay_token or "", keys):
             return True
         log.warning(
             "integration %r: replay marker does not verify; treated as live", integration.name

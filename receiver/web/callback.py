@@ -26,7 +26,7 @@ from urllib.parse import parse_qsl
 
 from receiver.core.handling import INTERNAL_ERROR, Core, Request, Result, rejection
 from receiver.errors import PayloadRejected
-from receiver.model import marking
+from receiver.model import replay_mark
 from receiver.web.deadline import WATCHDOG
 
 log = logging.getLogger("receiver.web")
@@ -81,7 +81,7 @@ class EnvironHeaders(Mapping[str, str]):
         return sum(1 for _ in self)
 
 
-_REPLAY_KEY = EnvironHeaders._key(marking.HEADER)
+_REPLAY_KEY = EnvironHeaders._key(replay_mark.HEADER)
 
 
 def route(path: str) -> tuple[str | None, str | None] | None:
