@@ -11,6 +11,9 @@ rq-dashboard was mounted at ``/admin/rq`` until its templates had given a
 stored and then a reflected XSS (docs/dashboard.md): the dashboard's own
 Queues and Failed work pages show what operators used it for, and what
 was under ``/admin/rq/`` answers a redirect to them or a 404.
+
+Layer: beside the web side and the worker side (none imports another);
+imports the queue side, the server and below. Internal.
 """
 
 from __future__ import annotations
