@@ -18,7 +18,8 @@ import redis
 
 from receiver.errors import ReceiverError
 from receiver.observe import logsafe
-from receiver.settings.config import Integration, Settings, load_settings
+from receiver.settings.loading import load_settings
+from receiver.settings.model import Integration, Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("receiver.cli")
