@@ -21,7 +21,7 @@ from receiver import Router  # noqa: E402
 from receiver.core.handling import Core, Headers, Request  # noqa: E402
 from receiver.core.signature import signature_headers  # noqa: E402
 from receiver.observe.capture import CaptureJournal  # noqa: E402
-from receiver.settings.config import load_settings  # noqa: E402
+from receiver.settings.loading import load_settings  # noqa: E402
 from receiver.worker.claims import WorkContext  # noqa: E402
 from receiver.worker.inline import InlineBackend  # noqa: E402
 

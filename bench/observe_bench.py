@@ -40,7 +40,7 @@ from receiver.observe import metrics  # noqa: E402
 from receiver.observe.logsafe import SafeFormatter  # noqa: E402
 from receiver.observe.trace import TraceWriter  # noqa: E402
 from receiver.routing.signals import delivery_finished  # noqa: E402
-from receiver.settings.config import load_settings  # noqa: E402
+from receiver.settings.loading import load_settings  # noqa: E402
 from receiver.testing import RedisServer  # noqa: E402
 from receiver.worker.claims import WorkContext  # noqa: E402
 from receiver.worker.inline import InlineBackend  # noqa: E402

@@ -29,7 +29,8 @@ from receiver.routing.signals import delivery_finished
 from receiver.server.embedded import EmbeddedRedis, spawn_worker
 from receiver.server.supported import require_supported
 from receiver.settings.active import activate
-from receiver.settings.config import Settings, load_settings
+from receiver.settings.loading import load_settings
+from receiver.settings.model import Settings
 from receiver.worker.claims import WorkContext
 from receiver.worker.inline import InlineBackend
 

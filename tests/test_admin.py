@@ -25,7 +25,7 @@ from receiver.admin.data import fingerprint
 from receiver.admin.switches import Switches, switch
 from receiver.errors import ConfigError
 from receiver.observe import trace
-from receiver.settings.config import load_settings
+from receiver.settings.loading import load_settings
 from receiver.testing import body_of, group_comment
 
 from .conftest import (

@@ -20,7 +20,7 @@ from werkzeug.test import TestResponse
 from receiver import Event, Router, create_app
 from receiver.admin.auth import Gate
 from receiver.observe import trace
-from receiver.settings.config import load_settings
+from receiver.settings.loading import load_settings
 from receiver.testing import RedisServer
 
 from .conftest import PASSWORD, admin_config, csrf, login

@@ -162,7 +162,8 @@ def test_warns_when_redis_keeps_nothing_on_disk(
 
 def test_test_servers_get_ports_no_outgoing_connection_can_take(tmp_path: Path) -> None:
     """A restarted test Redis keeps its port: it must not be one the kernel lends clients."""
-    from receiver.testing import RedisServer, _ephemeral_ports_from, free_port
+    from receiver.testing import RedisServer, free_port
+    from receiver.testing.servers import _ephemeral_ports_from
 
     ports = {free_port() for _ in range(50)}
     assert all(10000 <= port < _ephemeral_ports_from() for port in ports)

@@ -27,7 +27,7 @@ from rq.serializers import JSONSerializer
 from receiver import Event, Router, create_app
 from receiver.core.runner import Attempt, Runner
 from receiver.errors import ConfigError, PluginError
-from receiver.settings.config import load_settings
+from receiver.settings.loading import load_settings
 from receiver.testing import free_port
 
 from .conftest import SECRET, TOKEN, base_config, envelope, plugin_router, signed

@@ -8,7 +8,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from receiver import ConfigError, Event, Router, create_app
-from receiver.settings.config import load_settings
+from receiver.settings.loading import load_settings
 
 from .conftest import SECRET, TOKEN, base_config, payload, signed
 

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from receiver.settings import config
-from receiver.settings.config import Settings, load_settings
+from receiver.settings import loading
+from receiver.settings.loading import load_settings
+from receiver.settings.model import Settings, env_name
 
 pytestmark = pytest.mark.redis  # starts servers of its own
 
@@ -23,8 +24,8 @@ DEFAULTS = Settings(integrations={})
 def test_documented_file_lists_every_key_with_its_real_default() -> None:
     text = DOCUMENTED.read_text()
     table = tomllib.loads(text)["receiver"]
-    assert set(table) <= set(config._RECEIVER_KEYS), "the file documents a key that is not one"
-    for key in config._RECEIVER_KEYS:
+    assert set(table) <= set(loading._RECEIVER_KEYS), "the file documents a key that is not one"
+    for key in loading._RECEIVER_KEYS:
         default = getattr(DEFAULTS, key)
         if default is None:  # unset by default: shown commented out
             assert key not in table, f"{key} is unset by default; comment it out"
@@ -81,10 +82,10 @@ _NEEDED_WITH: dict[str, dict[str, str]] = {
 """Settings that only make sense beside others (replicated durability needs a Redis URL)."""
 
 
-@pytest.mark.parametrize("key", list(config._RECEIVER_KEYS))
+@pytest.mark.parametrize("key", list(loading._RECEIVER_KEYS))
 def test_every_key_can_be_set_from_the_environment(key: str) -> None:
     raw, expected = _other_value(key, getattr(DEFAULTS, key))
-    name = config.env_name(key)
+    name = env_name(key)
     environ = {**_NEEDED_WITH.get(key, {}), name: raw}
     settings = load_settings({}, environ=environ, require_integrations=False)
     assert getattr(settings, key) == expected
@@ -101,7 +102,7 @@ def test_receiver_redis_url_is_redis_url_by_its_other_name() -> None:
 def test_a_misspelled_variable_is_warned_about_with_the_name_meant(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(config, "_warned_env", set())
+    monkeypatch.setattr(loading, "_warned_env", set())
     env = {"RECEIVER_HANDLER": "my_handlers", "RECEIVER_WHATEVER": "1", "RECEIVER_DEV_MODE": "1"}
     with caplog.at_level(logging.WARNING, logger="receiver.config"):
         settings = load_settings({}, environ=env, require_integrations=False)

@@ -28,7 +28,7 @@ from receiver.queue.web_spool import Spool, Spooled
 from receiver.queue.web_store import RQBackend
 from receiver.routing.contracts import REPLICATION_TIMEOUT, Result
 from receiver.server.supported import server_version
-from receiver.settings.config import load_settings
+from receiver.settings.loading import load_settings
 from receiver.testing import Recorder, SignedClient, group_post, page_message
 from receiver.web.health import readiness
 

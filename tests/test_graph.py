@@ -25,7 +25,8 @@ from receiver.graph.calls import AsyncGraphClient, GraphClient, GraphConfig
 from receiver.graph.ratelimit import GraphErrorFields, RetryPolicy, is_retryable, to_error, usage
 from receiver.model.events import Event, use_graph
 from receiver.settings import active as runtime
-from receiver.settings.config import Integration, load_settings
+from receiver.settings.loading import load_settings
+from receiver.settings.model import Integration
 from receiver.testing import free_port
 
 from .fakegraph import Answer, FakeGraph, graph_error

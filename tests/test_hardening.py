@@ -19,7 +19,7 @@ from receiver import ConfigError, Event, Router, create_app
 from receiver.observe.capture import capture_files, read_captures
 from receiver.observe.logsafe import SafeFormatter, escape, mask_query_string
 from receiver.routing.contracts import Work
-from receiver.settings.config import load_settings
+from receiver.settings.loading import load_settings
 
 from .conftest import SECRET, TOKEN, base_config, payload, signed
 

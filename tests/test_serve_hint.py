@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from receiver.cli import banner
+from receiver.cli.serving import banner
 from receiver.server.embedded import EmbeddedRedis
 from receiver.testing import free_port
 

@@ -20,7 +20,7 @@ from receiver.core.handling import Core, Headers, Request
 from receiver.core.signature import signature_headers
 from receiver.errors import PayloadRejected
 from receiver.model.envelope import parse, to_utc
-from receiver.settings.config import load_settings
+from receiver.settings.loading import load_settings
 from receiver.worker.claims import WorkContext
 from receiver.worker.inline import InlineBackend
 

@@ -37,7 +37,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from receiver.settings import defaults
-from receiver.settings.config import Settings
+from receiver.settings.model import Settings
 
 log = logging.getLogger("receiver.admin")
 

@@ -26,7 +26,7 @@ from receiver.queue import ops, ordering
 from receiver.queue.handoff import job_item
 from receiver.routing.contracts import QueueDepth
 from receiver.routing.handlers import Router
-from receiver.settings.config import Integration, Settings
+from receiver.settings.model import Integration, Settings
 
 PALETTE = ("#1b6ac9", "#d9480f", "#2b8a3e", "#862e9c", "#e67700", "#0b7285", "#c2255c")
 """Bar colours per topic, chosen to stay apart for common colour blindness (with labels too)."""

@@ -44,7 +44,7 @@ from receiver.routing.contracts import (
 )
 from receiver.routing.handlers import Handler, Router
 from receiver.routing.signals import delivery_finished
-from receiver.settings.config import Integration, Settings
+from receiver.settings.model import Integration, Settings
 
 log = logging.getLogger("receiver")
 

@@ -12,7 +12,7 @@ from ipaddress import ip_address
 
 from receiver.errors import TargetRejected
 from receiver.settings import defaults
-from receiver.settings.config import Integration, Settings
+from receiver.settings.model import Integration, Settings
 
 
 def check(

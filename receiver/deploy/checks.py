@@ -17,7 +17,7 @@ from receiver.errors import ConfigError
 from receiver.queue import durability
 from receiver.server.embedded import EmbeddedRedis, server_binary
 from receiver.server.supported import RANGE, require_supported
-from receiver.settings.config import Settings
+from receiver.settings.model import Settings
 
 CHECK_TIMEOUT = 3.0
 """Seconds ``check`` waits for Redis: longer than the web's fail-fast bound, short for a human."""

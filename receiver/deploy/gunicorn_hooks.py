@@ -25,7 +25,7 @@ log = logging.getLogger("receiver.metrics")
 def on_starting(server: Any) -> None:
     from receiver.app import check_server, connect
     from receiver.errors import ConfigError
-    from receiver.settings.config import load_settings
+    from receiver.settings.loading import load_settings
 
     try:
         settings = load_settings()
@@ -45,7 +45,7 @@ def when_ready(server: Any) -> None:
     from receiver.observe import metrics
     from receiver.queue import ops
     from receiver.queue.web_spool import spool_counts
-    from receiver.settings.config import load_settings
+    from receiver.settings.loading import load_settings
 
     settings = load_settings()
     if not settings.metrics_bind:

@@ -44,7 +44,7 @@ from receiver.graph.ratelimit import (
 from receiver.observe.logsafe import MASK, mask_urls
 from receiver.settings import active as runtime
 from receiver.settings import defaults
-from receiver.settings.config import Integration, Settings
+from receiver.settings.model import Integration, Settings
 
 log = logging.getLogger("receiver.graph")
 

@@ -21,7 +21,7 @@ import httpx
 from receiver.errors import ConfigError
 from receiver.graph.calls import GraphClient, GraphConfig
 from receiver.observe.logsafe import MASK, is_secret_query_key
-from receiver.settings.config import Integration, Settings
+from receiver.settings.model import Integration, Settings
 
 
 @dataclass(frozen=True)

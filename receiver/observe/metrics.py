@@ -32,7 +32,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from receiver.routing.contracts import REPLICATION_TIMEOUT, QueueDepth, Request, Result
-from receiver.settings.config import Settings
+from receiver.settings.model import Settings
 
 log = logging.getLogger("receiver.metrics")
 

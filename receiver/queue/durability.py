@@ -63,7 +63,7 @@ from receiver.queue import keys, scripts
 from receiver.queue.handoff import push_call
 from receiver.queue.web_spool import Spool
 from receiver.server.supported import server_version
-from receiver.settings.config import Settings
+from receiver.settings.model import Settings
 
 log = logging.getLogger("receiver.queue")
 

@@ -16,7 +16,7 @@ from receiver.queue import keys, ordering
 from receiver.queue.handoff import job_item
 from receiver.routing.contracts import QueueDepth
 from receiver.routing.handlers import Router
-from receiver.settings.config import Settings
+from receiver.settings.model import Settings
 
 
 @dataclass

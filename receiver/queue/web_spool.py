@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from receiver.settings.config import Settings
+from receiver.settings.model import Settings
 
 log = logging.getLogger("receiver.spool")
 

@@ -30,7 +30,7 @@ from receiver.queue.durability import GroupCommit, tend_held
 from receiver.queue.handoff import packets, push, start_drainer
 from receiver.queue.web_spool import Lanes, Mark, Spool, Spooled, SpoolFlusher, spool_folder
 from receiver.routing.contracts import REPLICATION_TIMEOUT, Stored, Work
-from receiver.settings.config import Settings
+from receiver.settings.model import Settings
 
 log = logging.getLogger("receiver.queue")
 

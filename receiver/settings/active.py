@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from receiver.settings.config import Integration, Settings
+from receiver.settings.model import Integration, Settings
 
 _settings: Settings | None = None
 

@@ -24,7 +24,7 @@ from flask import Flask
 
 from receiver import testing
 from receiver.app import create_app, inline_backend
-from receiver.settings.config import load_settings
+from receiver.settings.loading import load_settings
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -27,7 +27,7 @@ from receiver.core.runner import Runner, resolve
 from receiver.model.events import Event
 from receiver.queue import keys, scripts
 from receiver.routing.handlers import Handler, Router
-from receiver.settings.config import Settings
+from receiver.settings.model import Settings
 
 log = logging.getLogger("receiver.jobs")
 

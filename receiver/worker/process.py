@@ -39,7 +39,7 @@ from rq.utils import import_attribute
 from receiver.core.runner import Runner
 from receiver.queue import handoff, keys, ordering
 from receiver.queue.ops import queue_names
-from receiver.settings.config import Settings
+from receiver.settings.model import Settings
 from receiver.worker import claims as worker_claims
 from receiver.worker import drain as worker_drain
 from receiver.worker.claims import WorkContext
