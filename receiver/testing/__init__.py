@@ -10,6 +10,9 @@ The pytest fixtures in ``receiver.testing.pytest_plugin`` use them, and so can a
 Import them from here; they live in three modules by job: ``payloads`` (the
 factories), ``clients`` (``SignedClient``, ``Recorder``) and ``servers`` (Redis,
 ports, gunicorn and worker processes).
+
+Layer: the top (beside ``receiver.cli``): it may use the app and anything
+below. Public API.
 """
 
 from __future__ import annotations
