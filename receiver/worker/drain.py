@@ -39,7 +39,6 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from queue import Empty
 from typing import Any
@@ -59,7 +58,15 @@ from receiver.queue import keys, ordering, scripts
 from receiver.queue.handoff import POP_PACKETS, SLOT_GRACE, push, start_drainer
 from receiver.queue.keys import drainers_key, pending_key
 from receiver.routing.handlers import Handler
-from receiver.worker.claims import Outcome, WorkContext, claim, current_context, outcome_key, record
+from receiver.worker.claims import (
+    Outcome,
+    WorkContext,
+    WorkerControl,
+    claim,
+    current_context,
+    outcome_key,
+    record,
+)
 
 log = logging.getLogger("receiver.drain")  # the logger's name stays: operators filter on it
 
@@ -86,15 +93,6 @@ RETRY_JOB_TIMEOUT = 60
 FAILURE_TTL = 24 * 3600 * 7
 """How long failed items stay in RQ's failed registry."""
 
-stop_requested = threading.Event()
-"""Set by the worker on SIGTERM: drainers stop after their current packets."""
-keepalive: Callable[[Job | None], None] | None = None
-"""Set by the worker: keeps RQ's own worker and job heartbeats alive during a long drain."""
-restart_requested = threading.Event()
-"""Set when too many handler threads were abandoned: the worker restarts once this job ends."""
-on_restart: Callable[[], None] | None = None
-"""Set by the worker: how to stop warmly so that it can restart."""
-
 
 def reap(connection: Redis, queue: str) -> int:
     """Give dead drainers' in-flight packets back to the queue, oldest first."""
@@ -105,11 +103,14 @@ def reap(connection: Redis, queue: str) -> int:
 
 
 class _Heartbeat:
-    def __init__(self, connection: Redis, queue: str, drainer: str, job: Job | None) -> None:
+    def __init__(
+        self, connection: Redis, queue: str, drainer: str, job: Job | None, control: WorkerControl
+    ) -> None:
         self.connection = connection
         self.queue = queue
         self.drainer = drainer
         self.job = job
+        self.control = control
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="receiver-heartbeat", daemon=True)
 
@@ -124,6 +125,7 @@ class _Heartbeat:
         while not self._stop.wait(HEARTBEAT_EVERY):
             try:
                 self.beat()
+                keepalive = self.control.keepalive
                 if keepalive is not None:
                     keepalive(self.job)
             except redis.RedisError as exc:  # a missed beat is survivable; the next may succeed
@@ -182,7 +184,7 @@ def drain(queue: str) -> dict[str, int]:
         context.runner = Runner(context.settings.worker_concurrency)
     job = get_current_job()
     drainer = job.id if job is not None else uuid.uuid4().hex
-    with _Heartbeat(connection, queue, drainer, job):
+    with _Heartbeat(connection, queue, drainer, job, context.control):
         reap(connection, queue)
         return _Drain(connection, queue, drainer, context, context.runner).run()
 
@@ -203,6 +205,7 @@ class _Drain:
         self.drainer = drainer
         self.token = keys.drainer_token(drainer)
         self.context = context
+        self.control = context.control
         self.runner = runner
         self.inflight = keys.inflight_key(drainer)
         self.done_keys = [pending_key(queue), drainers_key(queue), self.inflight]
@@ -237,7 +240,7 @@ class _Drain:
                 # Keep the claim on what is in flight; carry on once Redis is back.
                 log.warning("drainer %s waiting for Redis: %s", self.drainer, exc)
                 self.resync = True
-                if stop_requested.wait(OUTAGE_PAUSE) and not self.attempts:
+                if self.control.stop.wait(OUTAGE_PAUSE) and not self.attempts:
                     raise
 
     def _step(self) -> bool:
@@ -263,10 +266,8 @@ class _Drain:
         if winding:
             if not self.finish_script(keys=self.done_keys, args=[self.drainer]):
                 _hand_over(self.connection, self.queue, self.drainer, self.context)
-            if self.runner.exhausted and not restart_requested.is_set():
-                restart_requested.set()
-                if on_restart is not None:
-                    on_restart()
+            if self.runner.exhausted:
+                self.control.request_restart()
             return True
         # Idle: block briefly for the next delivery; it lands in flight.
         moved = self.connection.blmove(
@@ -280,7 +281,7 @@ class _Drain:
     def _winding(self) -> bool:
         """Stopping, restarting, or out of budget: start nothing new, hand the rest back."""
         return (
-            stop_requested.is_set()
+            self.control.stop.is_set()
             or self.runner.exhausted
             or time.monotonic() - self.began > BUDGET
         )
