@@ -7,6 +7,7 @@ import importlib.util
 from pathlib import Path
 
 import receiver
+from receiver.queue import keys
 from receiver.worker.claims import WorkContext, WorkerControl
 
 PACKAGE = Path(receiver.__file__).parent
@@ -102,3 +103,20 @@ def test_each_work_context_has_its_own_stop_and_restart_state() -> None:
     control.request_restart()
     control.request_restart()  # asked once: the worker is already stopping
     assert control.restart.is_set() and restarts == [True]
+
+
+def test_every_job_path_an_earlier_version_stored_resolves_to_todays_function() -> None:
+    from redis import Redis
+
+    from receiver.worker import drain, retries
+    from receiver.worker.process import AliasedJob
+
+    connection = Redis()  # never reached: the job is only built, not saved
+    assert keys.RETRY_FUNCTION == "receiver.worker.retries.retry_item"
+    assert "receiver.worker.drain.retry_item" in keys.LEGACY_RETRY_FUNCTIONS
+    for path, function in [
+        *((p, retries.retry_item) for p in (keys.RETRY_FUNCTION, *keys.LEGACY_RETRY_FUNCTIONS)),
+        *((p, drain.drain) for p in (keys.DRAIN_FUNCTION, *keys.LEGACY_DRAIN_FUNCTIONS)),
+    ]:
+        job = AliasedJob.create(path, args=("q",), connection=connection)
+        assert job.func is function, path
