@@ -39,12 +39,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("receiver")
 
 
-class Runtime(Core):
-    """The core plus what workers and operators need: the Redis it uses, if any."""
-
-    def work_context(self) -> WorkContext:
-        connection = getattr(self.backend, "connection", None)
-        return WorkContext(router=self.router, settings=self.settings, connection=connection)
+def work_context(core: Core) -> WorkContext:
+    """What a worker's jobs need of the core: its handlers, settings and Redis."""
+    return WorkContext(core.router, core.settings, connection=core.backend.connection)
 
 
 def _graph_client(integration: str) -> GraphClient:
@@ -61,7 +58,7 @@ def build_core(
     backend: Backend | None = None,
     require_redis: bool = False,
     redis_timeout: float | None = None,
-) -> Runtime:
+) -> Core:
     """Settings, plugins and a backend: everything but the web layer.
 
     Workers pass a longer ``redis_timeout`` than the web's fail-fast bound.
@@ -88,7 +85,7 @@ def build_core(
                 settings,
             )
             backend = RQBackend(settings, connection, replication_client(settings, url))
-    return Runtime(settings, router, backend, capture_journal(settings))
+    return Core(settings, router, backend, capture_journal(settings))
 
 
 def backlog(core: Core) -> BacklogCollector:
@@ -293,7 +290,7 @@ def run_worker(
         start_http_server(port, addr=host, registry=registry_for(backlog(core)))
         log.info("worker metrics at http://%s:%d/metrics", host, port)
     return work(
-        core.work_context(),
+        work_context(core),
         queues,
         burst=burst,
         parent_pid=parent_pid,
@@ -302,11 +299,11 @@ def run_worker(
 
 
 __all__ = [
-    "Runtime",
     "backlog",
     "build_core",
     "connect",
     "create_app",
     "inline_backend",
     "run_worker",
+    "work_context",
 ]

@@ -402,7 +402,7 @@ def _operator_view() -> tuple[Any, list[str]]:
 
     settings = _ping_redis()
     core = build_core(settings, require_redis=True)
-    connection = core.work_context().connection
+    connection = core.backend.connection
     return connection, queue_names(core.settings, core.router)
 
 

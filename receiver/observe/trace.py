@@ -34,7 +34,7 @@ import orjson
 import redis
 
 from receiver.model.events import Event
-from receiver.routing.contracts import Request, Result
+from receiver.routing.contracts import Backend, Request, Result
 from receiver.settings import defaults
 
 log = logging.getLogger("receiver.trace")
@@ -163,12 +163,9 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000, 2)
 
 
-def live_connection(backend: object) -> redis.Redis | None:
+def live_connection(backend: Backend) -> redis.Redis | None:
     """The Redis a core's backend uses, if any; never starts the embedded default for it."""
-    if not getattr(backend, "started", True):
-        return None
-    found = getattr(backend, "connection", None)
-    return found if isinstance(found, redis.Redis) else None
+    return backend.connection if backend.started else None
 
 
 def delivery_record(
@@ -215,7 +212,7 @@ class TraceWriter:
         self._flushing = threading.Lock()  # one flush at a time: a caller's flush waits for ours
 
     @classmethod
-    def for_backend(cls, ttl: int, backend: object) -> TraceWriter:
+    def for_backend(cls, ttl: int, backend: Backend) -> TraceWriter:
         """Writes to the backend's Redis once it has one (the embedded default starts late)."""
         return cls(ttl, lambda: live_connection(backend))
 

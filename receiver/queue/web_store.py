@@ -136,6 +136,8 @@ class RQBackend:
     may block ``replication_timeout`` longer than ``connection``'s (the rounds' WAIT).
     """
 
+    started = True
+
     def __init__(
         self, settings: Settings, connection: redis.Redis, replication: redis.Redis | None = None
     ) -> None:

@@ -411,7 +411,7 @@ class Recorder:
         adds nothing, as in inline mode; work no worker has run yet stays queued.
         """
         core = self._core
-        connection = getattr(core.backend, "connection", None) if core else None
+        connection = core.backend.connection if core else None
         if core is None or connection is None or not self.queued:
             return
         keys = [state_key(e.integration, h.id, e.id) for e, h in self.queued]
