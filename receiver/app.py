@@ -58,10 +58,13 @@ def build_core(
     backend: Backend | None = None,
     require_redis: bool = False,
     redis_timeout: float | None = None,
+    dashboard: bool = False,
 ) -> Core:
     """Settings, plugins and a backend: everything but the web layer.
 
-    Workers pass a longer ``redis_timeout`` than the web's fail-fast bound.
+    Workers pass a longer ``redis_timeout`` than the web's fail-fast bound. With
+    ``dashboard`` (a web process), the core refuses the integrations an operator
+    switched off on the admin dashboard, when it is on (``admin_password``).
     """
     settings = config if isinstance(config, Settings) else load_settings(config)
     router = router if router is not None else default_router
@@ -85,7 +88,12 @@ def build_core(
                 settings,
             )
             backend = RQBackend(settings, connection, replication_client(settings, url))
-    return Core(settings, router, backend, capture_journal(settings))
+    switched_off = None
+    if dashboard:
+        from receiver import admin
+
+        switched_off = admin.switches_for(settings, backend)
+    return Core(settings, router, backend, capture_journal(settings), switched_off)
 
 
 def backlog(core: Core) -> BacklogCollector:
@@ -136,7 +144,7 @@ def create_app(
     from receiver.web.callback import CallbackMiddleware
     from receiver.web.endpoints import blueprint, register_error_handlers
 
-    core = build_core(config, router=router, backend=backend)
+    core = build_core(config, router=router, backend=backend, dashboard=True)
     # Operators' view of what this app answers: metrics, traces and stats.
     delivery_finished.connect(metrics.observe_delivery, sender=core, weak=False)
     trace_writer = TraceWriter.for_backend(core.settings.trace_ttl, core.backend)

@@ -120,3 +120,31 @@ def test_every_job_path_an_earlier_version_stored_resolves_to_todays_function() 
     ]:
         job = AliasedJob.create(path, args=("q",), connection=connection)
         assert job.func is function, path
+
+
+def test_the_app_hands_the_core_the_dashboards_switches() -> None:
+    """Given to the core when the app builds it (the dashboard on), not patched in later;
+    a core given any switch check refuses what it says is switched off."""
+    from receiver import Router, create_app
+    from receiver.admin.switches import Switches
+    from receiver.core.handling import Core, Request
+    from receiver.settings.config import load_settings
+    from receiver.worker.inline import InlineBackend
+
+    from .conftest import PASSWORD, TOKEN, base_config
+
+    config = base_config()
+    on = create_app({**config, "receiver": {"admin_password": PASSWORD}}, router=Router())
+    assert isinstance(on.extensions["receiver"].switched_off, Switches)
+    assert create_app(config, router=Router()).extensions["receiver"].switched_off is None
+
+    settings, router = load_settings(config), Router()
+    core = Core(
+        settings,
+        router,
+        InlineBackend(WorkContext(router, settings)),
+        switched_off=lambda name: name == "default",
+    )
+    query = {"hub.mode": "subscribe", "hub.verify_token": TOKEN, "hub.challenge": "c"}
+    answer = core.handle(Request("GET", query=query))
+    assert (answer.status, answer.error) == (403, "integration_switched_off")
