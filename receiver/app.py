@@ -21,7 +21,7 @@ from receiver.observe.metrics import BacklogCollector
 from receiver.observe.trace import TraceWriter, live_connection
 from receiver.queue import durability, ops
 from receiver.queue.web_spool import spool_counts
-from receiver.queue.web_store import RQBackend
+from receiver.queue.web_store import RedisBackend
 from receiver.routing.contracts import Backend
 from receiver.routing.handlers import Router, default_router
 from receiver.routing.plugins import load_plugins
@@ -87,7 +87,7 @@ def build_core(
                 "the Redis in REDIS_URL" if settings.redis_url else "the embedded server",
                 settings,
             )
-            backend = RQBackend(settings, connection, replication_client(settings, url))
+            backend = RedisBackend(settings, connection, replication_client(settings, url))
     switched_off = None
     if dashboard:
         from receiver import admin
@@ -254,7 +254,7 @@ class _LazyEmbeddedBackend:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._backend: RQBackend | None = None
+        self._backend: RedisBackend | None = None
 
     @property
     def connection(self) -> redis.Redis:
@@ -268,11 +268,11 @@ class _LazyEmbeddedBackend:
     def submit(self, delivery_id: str, work: Any) -> str:
         return self._ensure().submit(delivery_id, work)
 
-    def _ensure(self) -> RQBackend:
+    def _ensure(self) -> RedisBackend:
         if self._backend is None:
             url = EmbeddedRedis(self.settings.data_dir).ensure_running()
             spawn_worker(url)
-            self._backend = RQBackend(self.settings, connect(url, self.settings.redis_timeout))
+            self._backend = RedisBackend(self.settings, connect(url, self.settings.redis_timeout))
         return self._backend
 
 

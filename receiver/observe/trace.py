@@ -33,7 +33,6 @@ from typing import Any
 import orjson
 import redis
 
-from receiver.model.events import Event
 from receiver.routing.contracts import Backend, Request, Result
 from receiver.settings import defaults
 
@@ -355,37 +354,6 @@ def _add_counts(pipe: Any, counts: dict[str, dict[str, int]], ttl: int) -> None:
         for field, count in fields.items():
             pipe.hincrby(key, field, count)
         pipe.expire(key, ttl)
-
-
-def record_attempt(
-    connection: redis.Redis,
-    event: Event,
-    handler: str,
-    *,
-    attempt: int,
-    outcome: str,
-    error: str | None,
-    seconds: float,
-    ttl: int,
-) -> None:
-    """A worker's background attempt, appended to its delivery's trace (best effort)."""
-    entry = {
-        "handler": handler,
-        "event_id": event.id,
-        "attempt": attempt,
-        "outcome": outcome,
-        "error": error,
-        "at": datetime.now(UTC).isoformat(),
-        "duration_ms": _ms(seconds),
-    }
-    key = attempts_key(event.delivery_id)
-    try:
-        pipe = connection.pipeline(transaction=False)
-        pipe.rpush(key, json.dumps(entry))
-        pipe.expire(key, ttl)
-        pipe.execute()
-    except redis.RedisError as exc:
-        log.debug("attempt not traced: %s", exc)
 
 
 # --- reading -----------------------------------------------------------------------------------

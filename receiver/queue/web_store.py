@@ -129,7 +129,7 @@ def _merged(group: list[_Waiter]) -> tuple[Queues, Lanes]:
     return merged, lanes
 
 
-class RQBackend:
+class RedisBackend:
     """Durable: answers only once Redis, or the local spool, holds the work.
 
     ``replication``, given with ``durability = "replicated"``, is a client whose reads

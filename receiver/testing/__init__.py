@@ -29,7 +29,7 @@ from receiver.core.signature import signature_headers
 from receiver.model.events import Event
 from receiver.queue.keys import state_key
 from receiver.queue.ops import failed_items, queue_names
-from receiver.queue.web_store import RQBackend
+from receiver.queue.web_store import RedisBackend
 from receiver.routing.contracts import Work
 from receiver.routing.handlers import Handler
 from receiver.server.embedded import SERVER_VARIABLE, server_binary
@@ -344,7 +344,7 @@ class SignedClient:
 class Recorder:
     """Every result the core produced: events routed and handler outcomes, inline and background.
 
-    With a real worker (an ``RQBackend``), background outcomes are what the
+    With a real worker (a ``RedisBackend``), background outcomes are what the
     worker recorded in Redis: call ``collect_background()`` once it has run.
     """
 
@@ -358,7 +358,7 @@ class Recorder:
     def attach(self, core: Core) -> None:
         self._core = core
         backend = core.backend
-        if isinstance(backend, RQBackend):
+        if isinstance(backend, RedisBackend):
             submit = backend.submit
 
             def submit_and_remember(delivery_id: str, work: Work) -> str:
