@@ -21,7 +21,7 @@ from receiver.observe.metrics import BacklogCollector
 from receiver.observe.trace import TraceWriter, live_connection
 from receiver.queue import durability, ops
 from receiver.queue.web_spool import spool_counts
-from receiver.queue.web_store import RQBackend
+from receiver.queue.web_store import RedisBackend
 from receiver.routing.contracts import Backend
 from receiver.routing.handlers import Router, default_router
 from receiver.routing.plugins import load_plugins
@@ -40,12 +40,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("receiver")
 
 
-class Runtime(Core):
-    """The core plus what workers and operators need: the Redis it uses, if any."""
-
-    def work_context(self) -> WorkContext:
-        connection = getattr(self.backend, "connection", None)
-        return WorkContext(router=self.router, settings=self.settings, connection=connection)
+def work_context(core: Core) -> WorkContext:
+    """What a worker's jobs need of the core: its handlers, settings and Redis."""
+    return WorkContext(core.router, core.settings, connection=core.backend.connection)
 
 
 def _graph_client(integration: str) -> GraphClient:
@@ -62,10 +59,13 @@ def build_core(
     backend: Backend | None = None,
     require_redis: bool = False,
     redis_timeout: float | None = None,
-) -> Runtime:
+    dashboard: bool = False,
+) -> Core:
     """Settings, plugins and a backend: everything but the web layer.
 
-    Workers pass a longer ``redis_timeout`` than the web's fail-fast bound.
+    Workers pass a longer ``redis_timeout`` than the web's fail-fast bound. With
+    ``dashboard`` (a web process), the core refuses the integrations an operator
+    switched off on the admin dashboard, when it is on (``admin_password``).
     """
     settings = config if isinstance(config, Settings) else load_settings(config)
     router = router if router is not None else default_router
@@ -88,8 +88,13 @@ def build_core(
                 "the Redis in REDIS_URL" if settings.redis_url else "the embedded server",
                 settings,
             )
-            backend = RQBackend(settings, connection, replication_client(settings, url))
-    return Runtime(settings, router, backend, capture_journal(settings))
+            backend = RedisBackend(settings, connection, replication_client(settings, url))
+    switched_off = None
+    if dashboard:
+        from receiver import admin
+
+        switched_off = admin.switches_for(settings, backend)
+    return Core(settings, router, backend, capture_journal(settings), switched_off)
 
 
 def backlog(core: Core) -> BacklogCollector:
@@ -140,7 +145,7 @@ def create_app(
     from receiver.web.callback import CallbackMiddleware
     from receiver.web.endpoints import blueprint, register_error_handlers
 
-    core = build_core(config, router=router, backend=backend)
+    core = build_core(config, router=router, backend=backend, dashboard=True)
     # Operators' view of what this app answers: metrics, traces and stats.
     delivery_finished.connect(metrics.observe_delivery, sender=core, weak=False)
     trace_writer = TraceWriter.for_backend(core.settings.trace_ttl, core.backend)
@@ -250,7 +255,7 @@ class _LazyEmbeddedBackend:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._backend: RQBackend | None = None
+        self._backend: RedisBackend | None = None
 
     @property
     def connection(self) -> redis.Redis:
@@ -264,11 +269,11 @@ class _LazyEmbeddedBackend:
     def submit(self, delivery_id: str, work: Any) -> str:
         return self._ensure().submit(delivery_id, work)
 
-    def _ensure(self) -> RQBackend:
+    def _ensure(self) -> RedisBackend:
         if self._backend is None:
             url = EmbeddedRedis(self.settings.data_dir).ensure_running()
             spawn_worker(url)
-            self._backend = RQBackend(self.settings, connect(url, self.settings.redis_timeout))
+            self._backend = RedisBackend(self.settings, connect(url, self.settings.redis_timeout))
         return self._backend
 
 
@@ -294,7 +299,7 @@ def run_worker(
         start_http_server(port, addr=host, registry=registry_for(backlog(core)))
         log.info("worker metrics at http://%s:%d/metrics", host, port)
     return work(
-        core.work_context(),
+        work_context(core),
         queues,
         burst=burst,
         parent_pid=parent_pid,
@@ -303,11 +308,11 @@ def run_worker(
 
 
 __all__ = [
-    "Runtime",
     "backlog",
     "build_core",
     "connect",
     "create_app",
     "inline_backend",
     "run_worker",
+    "work_context",
 ]

@@ -19,7 +19,7 @@ from werkzeug.test import TestResponse
 
 from receiver import Event, Router, create_app
 from receiver.admin.auth import Gate
-from receiver.observe import trace
+from receiver.observe import outcomes
 from receiver.settings.loading import load_settings
 from receiver.testing import RedisServer
 
@@ -247,8 +247,9 @@ def test_delivery_ids_of_another_shape_are_404(
     assert deliver(admin_app.test_client()).status_code == 200
     flush_traces(admin_app)
     connection = redis.Redis.from_url(admin_app.extensions["receiver"].settings.redis_url)
-    trace.record_attempt(connection, seen[0], "h", attempt=1, outcome="ok", error=None,
-                         seconds=0.01, ttl=60)
+    with connection.pipeline(transaction=False) as pipe:  # as a worker traces an attempt
+        outcomes.trace_commands(pipe, [outcomes.trace_entry(seen[0], "h", 1, "ok", None, 0.01)], 60)
+        pipe.execute()
     delivery_id = seen[0].delivery_id
     assert re.fullmatch(r"[0-9a-f]{32}", delivery_id)
     assert browser.get(f"/admin/deliveries/{delivery_id}").status_code == 200

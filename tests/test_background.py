@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -10,9 +11,11 @@ from typing import Any
 import pytest
 import redis
 from flask.testing import FlaskClient
+from rq.registry import FailedJobRegistry
 
-from receiver import create_app
+from receiver import Event, create_app
 from receiver.observe import trace
+from receiver.queue import handoff, keys
 
 from .conftest import base_config, drain_worker, envelope, payload, signed
 from .plugins.recording import calls
@@ -230,3 +233,31 @@ def test_a_redelivery_trace_says_its_background_work_was_a_duplicate(
         env=worker_env, capture_output=True, text=True, check=True,
     ).stdout
     assert "no attempt recorded yet" not in shown and "attempt -" in shown and "duplicate" in shown
+
+
+def test_jobs_queued_under_earlier_dotted_paths_still_run(
+    client: FlaskClient, worker_env: dict[str, str], redis_url: str
+) -> None:
+    """An upgrade with work in the queue loses nothing: drain and retry jobs stored under
+    the paths earlier versions used (``keys.JOB_ALIASES``) run in today's worker."""
+    core = client.application.extensions["receiver"]
+    [handler] = [h for h in core.router.handlers() if h.func.__name__ == "record"]
+    connection = redis.Redis.from_url(redis_url)
+    name = core.settings.queue_name
+    queue = keys.rq_queue(name, connection)
+    expected = []
+
+    def event(label: str) -> Event:
+        expected.append(label)
+        return Event("group", "posts", {"verb": "add"}, label, f"d-{label}", "default", "add")
+
+    for path in keys.LEGACY_RETRY_FUNCTIONS:
+        queue.enqueue_call(path, args=(handoff.item(event(f"retry-{path}"), handler),))
+    for path in keys.LEGACY_DRAIN_FUNCTIONS:
+        items = [handoff.item(event(f"drain-{path}"), handler)]
+        connection.rpush(keys.pending_key(name), json.dumps({"delivery_id": path, "items": items}))
+        queue.enqueue_call(path, args=(name,))
+
+    drain(worker_env)
+    assert sorted(c[0] for c in calls(worker_env["RECORDING_DB"])) == sorted(expected)
+    assert FailedJobRegistry(queue=queue).get_job_ids() == []

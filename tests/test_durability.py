@@ -25,7 +25,7 @@ from receiver.queue import durability
 from receiver.queue.durability import GroupCommit, live_replicas
 from receiver.queue.keys import pending_key
 from receiver.queue.web_spool import Spool, Spooled
-from receiver.queue.web_store import RQBackend
+from receiver.queue.web_store import RedisBackend
 from receiver.routing.contracts import REPLICATION_TIMEOUT, Result
 from receiver.server.supported import server_version
 from receiver.settings.loading import load_settings
@@ -143,7 +143,7 @@ class Receiver:
     @property
     def spool(self) -> Spool:
         backend = self.app.extensions["receiver"].backend
-        assert isinstance(backend, RQBackend)
+        assert isinstance(backend, RedisBackend)
         return backend.spool
 
 

@@ -126,6 +126,9 @@ def test_a_quote_or_bracket_earlier_in_the_query_does_not_end_the_masking(before
 class BrokenBackend:
     """A backend with a bug (not an outage): the core must still answer, and capture it."""
 
+    connection = None
+    started = True
+
     def submit(self, delivery_id: str, work: Work) -> str:
         raise RuntimeError("a bug in the backend")
 

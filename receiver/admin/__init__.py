@@ -1,9 +1,9 @@
 """The admin dashboard under ``/admin/``: off unless ``admin_password`` is set.
 
-``install`` is all ``create_app`` calls. It registers the blueprint (server-
-rendered pages, no JavaScript at all) and gives the core the integration
-switches. The callback paths never pass through any of this: the WSGI
-adapter answering them sits in front. ``SecurityHeaders``, which ``create_app``
+``switches_for`` and ``install`` are all the app calls: the integration switches
+it hands the core it builds, and the blueprint (server-rendered pages, no
+JavaScript at all). The callback paths never pass through any of this: the
+WSGI adapter answering them sits in front. ``SecurityHeaders``, which ``create_app``
 puts around everything, gives every answer under ``/admin`` the dashboard's
 headers, whoever wrote it.
 
@@ -29,7 +29,9 @@ from receiver.admin.shared import Admin
 from receiver.admin.switches import Switches
 from receiver.core.handling import Core
 from receiver.observe.trace import live_connection
+from receiver.routing.contracts import Backend
 from receiver.server.embedded import EmbeddedRedis
+from receiver.settings.model import Settings
 
 PREFIX = "/admin"
 CSP = (
@@ -49,16 +51,21 @@ _REPLACED = frozenset(name.lower() for name, _ in HEADERS)
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
+def switches_for(settings: Settings, backend: Backend) -> Switches | None:
+    """The integration switches the core asks on every request, read from ``backend``'s
+    Redis; ``None`` with the dashboard off (no ``admin_password``): nothing switches."""
+    if not settings.admin_password:
+        return None
+    return Switches(_live_connection(settings, backend))
+
+
 def install(app: Flask, core: Core) -> bool:
     """Turn the dashboard on when a password is configured; say whether it is on."""
     if not core.settings.admin_password:
         return False
     from receiver.admin.views import blueprint
 
-    gate = Gate(core.settings)
-    switches = Switches(_live_connection(core))
-    core.switched_off = switches
-    app.extensions["receiver.admin"] = Admin(gate, switches)
+    app.extensions["receiver.admin"] = Admin(Gate(core.settings))
     app.register_blueprint(blueprint)
     return True
 
@@ -89,16 +96,16 @@ class SecurityHeaders:
         return self.app(environ, with_headers)
 
 
-def _live_connection(core: Core) -> Callable[[], redis.Redis | None]:
-    """The core's Redis once in use; with the embedded default, its server once running."""
+def _live_connection(settings: Settings, backend: Backend) -> Callable[[], redis.Redis | None]:
+    """The backend's Redis once in use; with the embedded default, its server once running."""
     cached: list[redis.Redis] = []
 
     def connection() -> redis.Redis | None:
-        found = live_connection(core.backend)
-        if found is not None or core.settings.redis_url is not None:
+        found = live_connection(backend)
+        if found is not None or settings.redis_url is not None:
             return found
         if not cached:
-            embedded = EmbeddedRedis(core.settings.data_dir)
+            embedded = EmbeddedRedis(settings.data_dir)
             if not embedded.running():
                 return None
             cached.append(redis.Redis.from_url(embedded.url, socket_timeout=1))
@@ -107,4 +114,4 @@ def _live_connection(core: Core) -> Callable[[], redis.Redis | None]:
     return connection
 
 
-__all__ = ["Admin", "SecurityHeaders", "install"]
+__all__ = ["Admin", "SecurityHeaders", "install", "switches_for"]

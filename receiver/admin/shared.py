@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from receiver.admin.auth import Gate
-from receiver.admin.switches import Switches
 
 
 @dataclass
@@ -13,4 +12,3 @@ class Admin:
     """What the views share, kept in ``app.extensions["receiver.admin"]``."""
 
     gate: Gate
-    switches: Switches

@@ -74,10 +74,10 @@ def _connection() -> redis.Redis:
     answered 503 like any other Redis error.
     """
     try:
-        found = getattr(_core().backend, "connection", None)
+        found = _core().backend.connection
     except ConfigError as exc:  # the embedded default did not start
         raise redis.ConnectionError(str(exc)) from exc
-    if not isinstance(found, redis.Redis):
+    if found is None:
         raise redis.ConnectionError("this app runs background work in-process, without Redis")
     return found
 

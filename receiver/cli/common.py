@@ -40,7 +40,7 @@ def operator_view() -> tuple[Any, list[str]]:
 
     settings = ping_redis()
     core = build_core(settings, require_redis=True)
-    connection = core.work_context().connection
+    connection = core.backend.connection
     return connection, queue_names(core.settings, core.router)
 
 

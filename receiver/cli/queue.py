@@ -137,10 +137,10 @@ def spool(drain_now: bool) -> None:
         click.echo(f"{len(held)} more in Redis, kept here until replicas confirm them")
     if drain_now and len(folder):
         from receiver.app import build_core
-        from receiver.queue.web_store import RQBackend
+        from receiver.queue.web_store import RedisBackend
 
         backend = build_core(settings, require_redis=True).backend
-        assert isinstance(backend, RQBackend)
+        assert isinstance(backend, RedisBackend)
         try:
             moved = folder.flush(backend.push_spooled)
         except Exception as exc:

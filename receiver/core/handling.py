@@ -91,13 +91,15 @@ class Core:
         router: Router,
         backend: Backend,
         capture: CaptureJournal | None = None,
+        switched_off: Callable[[str], bool] | None = None,
     ) -> None:
         self.settings = settings
         self.router = router
         self.backend = backend
         self.capture = capture
-        self.switched_off: Callable[[str], bool] | None = None
-        """Set with the admin dashboard on (``admin.switches``): true for those turned off."""
+        self.switched_off = switched_off
+        """Given with the admin dashboard on (``admin.switches``): true for the integrations
+        an operator switched off there, which are refused."""
         self._answer_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="receiver-answer")
 
     def handle(self, request: Request) -> Result:

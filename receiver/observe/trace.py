@@ -33,8 +33,7 @@ from typing import Any
 import orjson
 import redis
 
-from receiver.model.events import Event
-from receiver.routing.contracts import Request, Result
+from receiver.routing.contracts import Backend, Request, Result
 from receiver.settings import defaults
 
 log = logging.getLogger("receiver.trace")
@@ -163,12 +162,9 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000, 2)
 
 
-def live_connection(backend: object) -> redis.Redis | None:
+def live_connection(backend: Backend) -> redis.Redis | None:
     """The Redis a core's backend uses, if any; never starts the embedded default for it."""
-    if not getattr(backend, "started", True):
-        return None
-    found = getattr(backend, "connection", None)
-    return found if isinstance(found, redis.Redis) else None
+    return backend.connection if backend.started else None
 
 
 def delivery_record(
@@ -215,7 +211,7 @@ class TraceWriter:
         self._flushing = threading.Lock()  # one flush at a time: a caller's flush waits for ours
 
     @classmethod
-    def for_backend(cls, ttl: int, backend: object) -> TraceWriter:
+    def for_backend(cls, ttl: int, backend: Backend) -> TraceWriter:
         """Writes to the backend's Redis once it has one (the embedded default starts late)."""
         return cls(ttl, lambda: live_connection(backend))
 
@@ -358,37 +354,6 @@ def _add_counts(pipe: Any, counts: dict[str, dict[str, int]], ttl: int) -> None:
         for field, count in fields.items():
             pipe.hincrby(key, field, count)
         pipe.expire(key, ttl)
-
-
-def record_attempt(
-    connection: redis.Redis,
-    event: Event,
-    handler: str,
-    *,
-    attempt: int,
-    outcome: str,
-    error: str | None,
-    seconds: float,
-    ttl: int,
-) -> None:
-    """A worker's background attempt, appended to its delivery's trace (best effort)."""
-    entry = {
-        "handler": handler,
-        "event_id": event.id,
-        "attempt": attempt,
-        "outcome": outcome,
-        "error": error,
-        "at": datetime.now(UTC).isoformat(),
-        "duration_ms": _ms(seconds),
-    }
-    key = attempts_key(event.delivery_id)
-    try:
-        pipe = connection.pipeline(transaction=False)
-        pipe.rpush(key, json.dumps(entry))
-        pipe.expire(key, ttl)
-        pipe.execute()
-    except redis.RedisError as exc:
-        log.debug("attempt not traced: %s", exc)
 
 
 # --- reading -----------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 A map, read top to bottom (each module imports only those below it)::
 
     web side     web_store      store a delivery's work in Redis before the answer
-                                (RQBackend), or in the spool when Redis cannot take it
+                                (RedisBackend), or in the spool when Redis cannot take it
                  durability     ``durability = "replicated"``: rounds that WAIT for replicas
                  web_spool      the local spool and the thread that flushes it to Redis
     operators    ops            queue depths, failed items, requeue, skip (CLI, dashboard)

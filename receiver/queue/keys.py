@@ -58,10 +58,14 @@ RETRY_TOKEN = "r:"
 INLINE_TOKEN = "i:"
 
 DRAIN_FUNCTION = "receiver.worker.drain.drain"
-RETRY_FUNCTION = "receiver.worker.drain.retry_item"
+RETRY_FUNCTION = "receiver.worker.retries.retry_item"
 """RQ job functions, by the dotted path stored in each job."""
 LEGACY_DRAIN_FUNCTIONS = ("receiver.drain.drain", "receiver.queue.worker_drain.drain")
-LEGACY_RETRY_FUNCTIONS = ("receiver.drain.retry_item", "receiver.queue.worker_drain.retry_item")
+LEGACY_RETRY_FUNCTIONS = (
+    "receiver.drain.retry_item",
+    "receiver.queue.worker_drain.retry_item",
+    "receiver.worker.drain.retry_item",
+)
 """Paths that jobs queued by earlier versions still name; the worker's job class runs them."""
 JOB_ALIASES = {
     **dict.fromkeys(LEGACY_DRAIN_FUNCTIONS, DRAIN_FUNCTION),

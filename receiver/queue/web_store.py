@@ -129,12 +129,14 @@ def _merged(group: list[_Waiter]) -> tuple[Queues, Lanes]:
     return merged, lanes
 
 
-class RQBackend:
+class RedisBackend:
     """Durable: answers only once Redis, or the local spool, holds the work.
 
     ``replication``, given with ``durability = "replicated"``, is a client whose reads
     may block ``replication_timeout`` longer than ``connection``'s (the rounds' WAIT).
     """
+
+    started = True
 
     def __init__(
         self, settings: Settings, connection: redis.Redis, replication: redis.Redis | None = None

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from receiver.model.events import Event
 from receiver.routing.handlers import Handler
+
+if TYPE_CHECKING:  # the core knows no Redis client; a backend may hold one
+    from redis import Redis
 
 Work = Sequence[tuple[Event, Handler]]
 """Background (event, handler) pairs of one delivery."""
@@ -43,6 +46,19 @@ class Stored(str):
 
 class Backend(Protocol):
     """Where background work goes once the delivery is verified and parsed."""
+
+    @property
+    def connection(self) -> Redis | None:
+        """The Redis the work goes to, which traces, claims and the dashboard share;
+        ``None`` when the work runs in this process without one. A backend that starts
+        its Redis on first need (the embedded default) starts it when asked."""
+        ...
+
+    @property
+    def started(self) -> bool:
+        """False only while a backend that starts its Redis on first need has not yet:
+        traces, metrics and readiness never start it (``trace.live_connection``)."""
+        ...
 
     def submit(self, delivery_id: str, work: Work) -> str:
         """Store the work durably (or run it); say where it went (a ``str``, or a ``Stored``

@@ -328,7 +328,8 @@ default_router = Router()
 
 @dataclass
 class _Registration:
-    """One ``receiver.on`` / ``receiver.connect`` call, kept to replay on another router."""
+    """One ``receiver.on`` / ``receiver.connect`` call, kept to register it again on another
+    router (``register_recorded``)."""
 
     name: str
     func: HandlerFunc
@@ -356,7 +357,7 @@ def loading(router: Router) -> Iterator[Router]:
         _building.reset(token)
 
 
-def replay(module: str, router: Router) -> int:
+def register_recorded(module: str, router: Router) -> int:
     """Register on ``router`` what ``module`` registered through ``receiver.on`` when it was
     imported (for an app built after the module was first imported); return how many."""
     added = 0

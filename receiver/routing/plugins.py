@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from importlib.metadata import entry_points
 
 from receiver.errors import PluginError
-from receiver.routing.handlers import Router, loading, replay
+from receiver.routing.handlers import Router, loading, register_recorded
 from receiver.settings import defaults
 
 log = logging.getLogger("receiver.plugins")
@@ -39,7 +39,7 @@ def load_plugins(
         try:
             with loading(router):
                 target = point.load()
-            replay(point.module, router)
+            register_recorded(point.module, router)
         except Exception as exc:
             raise PluginError(
                 f"entry point {point.name!r} ({point.value}) in group {group!r} failed to load: "
@@ -56,7 +56,7 @@ def _import(name: str, why: str, router: Router) -> None:
     try:
         with loading(router):
             importlib.import_module(name)
-        replay(name, router)
+        register_recorded(name, router)
     except Exception as exc:
         raise PluginError(
             f"handler module {name!r} could not be imported ({why}): {type(exc).__name__}: {exc}",

@@ -13,7 +13,7 @@ from receiver.core.signature import signature_headers
 from receiver.model.events import Event
 from receiver.queue.keys import state_key
 from receiver.queue.ops import failed_items, queue_names
-from receiver.queue.web_store import RQBackend
+from receiver.queue.web_store import RedisBackend
 from receiver.routing.contracts import Work
 from receiver.routing.handlers import Handler
 from receiver.testing.payloads import body_of
@@ -69,7 +69,7 @@ class SignedClient:
 class Recorder:
     """Every result the core produced: events routed and handler outcomes, inline and background.
 
-    With a real worker (an ``RQBackend``), background outcomes are what the
+    With a real worker (a ``RedisBackend``), background outcomes are what the
     worker recorded in Redis: call ``collect_background()`` once it has run.
     """
 
@@ -83,7 +83,7 @@ class Recorder:
     def attach(self, core: Core) -> None:
         self._core = core
         backend = core.backend
-        if isinstance(backend, RQBackend):
+        if isinstance(backend, RedisBackend):
             submit = backend.submit
 
             def submit_and_remember(delivery_id: str, work: Work) -> str:
@@ -136,7 +136,7 @@ class Recorder:
         adds nothing, as in inline mode; work no worker has run yet stays queued.
         """
         core = self._core
-        connection = getattr(core.backend, "connection", None) if core else None
+        connection = core.backend.connection if core else None
         if core is None or connection is None or not self.queued:
             return
         keys = [state_key(e.integration, h.id, e.id) for e, h in self.queued]

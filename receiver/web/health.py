@@ -30,7 +30,7 @@ def readiness(core: Core) -> tuple[bool, dict[str, Any]]:
 
 
 def _redis(core: Core) -> dict[str, Any]:
-    if not getattr(core.backend, "started", True):
+    if not core.backend.started:
         return {"ok": True, "detail": "embedded Redis, started by the first background work"}
     try:
         connection = live_connection(core.backend)

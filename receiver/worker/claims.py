@@ -15,11 +15,12 @@ item runs it is claimed atomically (``scripts.CLAIM``); its state lives under
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from redis import Redis, RedisError
 
@@ -29,10 +30,41 @@ from receiver.queue import keys, scripts
 from receiver.routing.handlers import Handler, Router
 from receiver.settings.model import Settings
 
+if TYPE_CHECKING:
+    from rq.job import Job
+
 log = logging.getLogger("receiver.jobs")
 
 STATE_PATIENCE = 300.0
 """Seconds a worker keeps trying to record an outcome while Redis is away."""
+
+
+class WorkerControl:
+    """A worker process's stop and restart state, which its drain jobs obey.
+
+    ``receiver worker`` sets it (``process.run_worker``); it reaches drain jobs in the
+    ``WorkContext``. A context made elsewhere has its own, which nothing sets.
+    """
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        """Set on SIGTERM: drainers stop after their current packets."""
+        self.restart = threading.Event()
+        """Set when too many handler threads were abandoned: the worker restarts once the
+        drain job ends."""
+        self.keepalive: Callable[[Job | None], None] | None = None
+        """Keeps RQ's own worker and job heartbeats alive during a long drain."""
+        self.on_restart: Callable[[], None] | None = None
+        """How the worker stops warmly so that it can restart."""
+
+    def request_restart(self) -> None:
+        """Ask the worker to restart (once): a drain job that gave its work back."""
+        if self.restart.is_set():
+            return
+        self.restart.set()
+        if self.on_restart is not None:
+            self.on_restart()
+
 
 @dataclass
 class WorkContext:
@@ -43,6 +75,8 @@ class WorkContext:
     connection: Redis | None = None
     runner: Runner | None = None
     """Runs handler calls concurrently; the worker sets it, drain jobs make one if unset."""
+    control: WorkerControl = field(default_factory=WorkerControl)
+    """The worker's stop and restart state (``receiver worker`` sets it)."""
 
 
 @dataclass

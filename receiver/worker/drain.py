@@ -11,10 +11,8 @@ list once all its items have an outcome. The job stops when the queue is
 empty or its time budget is spent (then hands its slot to a fresh drain job
 and the packets it had not started back to the queue).
 
-Failures leave the fast path: a failed or timed-out item gets a scheduled RQ
-job (``retry_item``) with exponential backoff and jitter, which puts it back
-in a packet when due; once its attempts run out it lands in RQ's failed
-registry as a failed job with the event and the traceback.
+Failures leave the fast path: a failed or timed-out item's next attempt is
+scheduled, or the item filed as failed, by ``retries``.
 
 Ordered items (``ordering``) wait in their keys' lanes instead of packets; a
 packet that is a lane's *wake* makes this drainer run the lane's head and,
@@ -29,37 +27,40 @@ drainer's in-flight packets back to the front of the queue and starts a drainer.
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import itertools
 import json
 import logging
-import random
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from queue import Empty
 from typing import Any
 
 import redis
 from redis import Redis
-from rq import Queue, get_current_job
-from rq.job import Job, JobStatus
-from rq.registry import FailedJobRegistry
-from rq.results import Result
+from rq import get_current_job
+from rq.job import Job
 
 from receiver.core.runner import Attempt, Runner
 from receiver.errors import PluginError
 from receiver.model.events import Event
 from receiver.observe import outcomes
 from receiver.queue import keys, ordering, scripts
-from receiver.queue.handoff import POP_PACKETS, SLOT_GRACE, push, start_drainer
+from receiver.queue.handoff import POP_PACKETS, SLOT_GRACE, start_drainer
 from receiver.queue.keys import drainers_key, pending_key
 from receiver.routing.handlers import Handler
-from receiver.worker.claims import Outcome, WorkContext, claim, current_context, outcome_key, record
+from receiver.worker.claims import (
+    Outcome,
+    WorkContext,
+    WorkerControl,
+    claim,
+    current_context,
+    outcome_key,
+    record,
+)
+from receiver.worker.retries import after_failure, file_unrunnable, retry_job_id
 
 log = logging.getLogger("receiver.drain")  # the logger's name stays: operators filter on it
 
@@ -81,19 +82,6 @@ MAX_WAITING_PER_SLOT = 16
 """At most this many items per slot wait in one drainer: enough to reach a fast
 handler's events behind a slow handler's backlog, few enough to share work with
 other worker processes."""
-RETRY_JOB_TIMEOUT = 60
-"""Seconds a retry job may take: it only puts its item back in a packet."""
-FAILURE_TTL = 24 * 3600 * 7
-"""How long failed items stay in RQ's failed registry."""
-
-stop_requested = threading.Event()
-"""Set by the worker on SIGTERM: drainers stop after their current packets."""
-keepalive: Callable[[Job | None], None] | None = None
-"""Set by the worker: keeps RQ's own worker and job heartbeats alive during a long drain."""
-restart_requested = threading.Event()
-"""Set when too many handler threads were abandoned: the worker restarts once this job ends."""
-on_restart: Callable[[], None] | None = None
-"""Set by the worker: how to stop warmly so that it can restart."""
 
 
 def reap(connection: Redis, queue: str) -> int:
@@ -105,11 +93,14 @@ def reap(connection: Redis, queue: str) -> int:
 
 
 class _Heartbeat:
-    def __init__(self, connection: Redis, queue: str, drainer: str, job: Job | None) -> None:
+    def __init__(
+        self, connection: Redis, queue: str, drainer: str, job: Job | None, control: WorkerControl
+    ) -> None:
         self.connection = connection
         self.queue = queue
         self.drainer = drainer
         self.job = job
+        self.control = control
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="receiver-heartbeat", daemon=True)
 
@@ -124,6 +115,7 @@ class _Heartbeat:
         while not self._stop.wait(HEARTBEAT_EVERY):
             try:
                 self.beat()
+                keepalive = self.control.keepalive
                 if keepalive is not None:
                     keepalive(self.job)
             except redis.RedisError as exc:  # a missed beat is survivable; the next may succeed
@@ -182,7 +174,7 @@ def drain(queue: str) -> dict[str, int]:
         context.runner = Runner(context.settings.worker_concurrency)
     job = get_current_job()
     drainer = job.id if job is not None else uuid.uuid4().hex
-    with _Heartbeat(connection, queue, drainer, job):
+    with _Heartbeat(connection, queue, drainer, job, context.control):
         reap(connection, queue)
         return _Drain(connection, queue, drainer, context, context.runner).run()
 
@@ -203,6 +195,7 @@ class _Drain:
         self.drainer = drainer
         self.token = keys.drainer_token(drainer)
         self.context = context
+        self.control = context.control
         self.runner = runner
         self.inflight = keys.inflight_key(drainer)
         self.done_keys = [pending_key(queue), drainers_key(queue), self.inflight]
@@ -237,7 +230,7 @@ class _Drain:
                 # Keep the claim on what is in flight; carry on once Redis is back.
                 log.warning("drainer %s waiting for Redis: %s", self.drainer, exc)
                 self.resync = True
-                if stop_requested.wait(OUTAGE_PAUSE) and not self.attempts:
+                if self.control.stop.wait(OUTAGE_PAUSE) and not self.attempts:
                     raise
 
     def _step(self) -> bool:
@@ -263,10 +256,8 @@ class _Drain:
         if winding:
             if not self.finish_script(keys=self.done_keys, args=[self.drainer]):
                 _hand_over(self.connection, self.queue, self.drainer, self.context)
-            if self.runner.exhausted and not restart_requested.is_set():
-                restart_requested.set()
-                if on_restart is not None:
-                    on_restart()
+            if self.runner.exhausted:
+                self.control.request_restart()
             return True
         # Idle: block briefly for the next delivery; it lands in flight.
         moved = self.connection.blmove(
@@ -280,7 +271,7 @@ class _Drain:
     def _winding(self) -> bool:
         """Stopping, restarting, or out of budget: start nothing new, hand the rest back."""
         return (
-            stop_requested.is_set()
+            self.control.stop.is_set()
             or self.runner.exhausted
             or time.monotonic() - self.began > BUDGET
         )
@@ -375,17 +366,8 @@ class _Drain:
         self.steps.append((step, packet if wake else None))
 
     def _file_unrunnable(self, item: dict[str, Any], error: str) -> None:
-        """An item for a handler this worker does not load (its module was removed from
-        the configuration, or this worker's differs): filed as failed, where ``receiver
-        failed requeue`` finds it once the module is loaded again. Never retried blindly,
-        and never left to fail every drain job behind it."""
-        event = Event.from_dict(item["event"])
-        follow = {**item, "attempts": int(item.get("attempts", 0)), "final": True}
         queue = keys.rq_queue(self.queue, self.connection)
-        description = f"{item['handler']} on event {event.id} ({event.name}): not loaded"
-        _file_failed(queue, retry_job_id(item), follow, error, description, bool(item.get("block")))
-        self.traced.append(outcomes.trace_entry(event, str(item["handler"]), 0, "failed", error, 0))
-        outcomes.failed_for_good(event, str(item["handler"]), follow["attempts"], error)
+        self.traced.append(file_unrunnable(queue, item, error))
         self.counts["failed"] += 1
 
     def _cap(self, handler: Handler) -> int:
@@ -533,7 +515,7 @@ class _Drain:
         """Outcomes first, then finished packets leave the in-flight list: one round trip."""
         while self.failures:
             work = self.failures[0]
-            state, final = _after_failure(work.outcome, self.context)
+            state, final = after_failure(work.outcome, self.context)
             self.states.append((work.outcome, state))
             if work.lane is not None:
                 self._failed_in_lane(work, state, final)
@@ -612,118 +594,3 @@ def _hand_over(connection: Redis, queue: str, drainer: str, context: WorkContext
         pipe.zrem(drainers_key(queue), drainer)
         pipe.execute()
     start_drainer(connection, queue, successor, context.settings.job_timeout)
-
-
-def _after_failure(outcome: Outcome, context: WorkContext) -> tuple[str, bool]:
-    """Schedule the item's next attempt as an RQ job, or file it as failed; return its state,
-    and whether it failed for good.
-
-    The item counts its attempts; the scheduled job only puts it back in a packet
-    when due (``retry_item``), so every attempt runs in a drainer, concurrently
-    and under its time limit. An item requeued by an operator is ``final``: one more
-    attempt, then back to the failed registry. An ordered item whose handler blocks on
-    failure is filed for as long as it takes an operator, and keeps a state only its
-    requeued job may claim: its key waits for it.
-    """
-    settings = context.settings
-    handler = outcome.handler
-    retries = settings.job_retries if handler.retry is None else handler.retry
-    connection = context.connection
-    if connection is None:
-        return keys.FAILED, True
-    made = int(outcome.item.get("attempts", 0)) + 1
-    job_id = retry_job_id(outcome.item)
-    token = keys.retry_token(job_id)
-    follow = {
-        "event": outcome.item["event"],
-        "handler": outcome.item["handler"],
-        "attempts": made,
-        "owner": token,
-        **ordering.carried(outcome.item),
-    }
-    queue = keys.rq_queue(handler.queue or settings.queue_name, connection)
-    description = f"{handler.id} on event {outcome.event.id} ({outcome.event.name})"
-    if outcome.item.get("final") or made > retries:
-        follow["final"] = True
-        blocks = bool(follow.get("block"))
-        _file_failed(queue, job_id, follow, outcome.error or "", description, blocks)
-        outcomes.failed_for_good(outcome.event, handler.id, made, outcome.error)
-        return (keys.retrying(token) if blocks else keys.FAILED), True
-    job = _retry_job(queue, job_id, follow, description)
-    delay = backoff(made, settings.retry_backoff)[-1]
-    queue.schedule_job(job, datetime.now(UTC) + timedelta(seconds=delay))
-    outcomes.retry_scheduled(outcome.event, handler.id, made, delay)
-    return keys.retrying(token), False
-
-
-def _retry_job(queue: Queue, job_id: str, item: dict[str, Any], description: str) -> Job:
-    """The RQ job that carries an item's next attempt (or, filed failed, its last one)."""
-    return queue.create_job(
-        keys.RETRY_FUNCTION,
-        args=(item,),
-        job_id=job_id,
-        timeout=RETRY_JOB_TIMEOUT,
-        result_ttl=0,
-        failure_ttl=FAILURE_TTL,
-        description=description,
-        meta={"attempts": item["attempts"]},
-    )
-
-
-def _file_failed(
-    queue: Queue,
-    job_id: str,
-    item: dict[str, Any],
-    error: str,
-    description: str,
-    blocks: bool = False,
-) -> None:
-    """A job with status ``failed`` and the traceback in RQ's failed registry.
-
-    One that ``blocks`` its key stays until an operator requeues or skips it (RQ keeps
-    what it files with a negative ttl for ever): the key must not lose its way out.
-    """
-    ttl = -1 if blocks else FAILURE_TTL
-    job = _retry_job(queue, job_id, item, description)
-    job.ended_at = datetime.now(UTC)
-    with queue.connection.pipeline() as pipe:
-        job.set_status(JobStatus.FAILED, pipeline=pipe)
-        FailedJobRegistry(queue=queue).add(job, ttl=ttl, exc_string=error, pipeline=pipe)
-        Result.create_failure(job, ttl, exc_string=error, pipeline=pipe)
-        pipe.execute()
-
-
-def retry_job_id(item: dict[str, Any]) -> str:
-    digest = hashlib.blake2b(
-        f"{item['handler']}|{item['event']['integration']}|{item['event']['id']}".encode(),
-        digest_size=12,
-    ).hexdigest()
-    return f"retry-{digest}"
-
-
-def retry_item(item: dict[str, Any]) -> str:
-    """RQ job function, run when an item's next attempt is due: hand it to a drainer.
-
-    The attempt itself runs in a drain job like any first attempt (concurrently,
-    under its time limit); the item's ``owner`` token lets that drainer claim it.
-    """
-    context = current_context()
-    connection = context.connection
-    assert connection is not None, "retries need Redis"
-    job = get_current_job()
-    queue = job.origin if job is not None else context.settings.queue_name
-    packet = json.dumps(
-        {"delivery_id": f"{retry_job_id(item)}:{item.get('attempts', 0)}", "items": [item]},
-        separators=(",", ":"),
-    ).encode()
-    drainer = push(connection, queue, [packet], context.settings.max_drainers)
-    if drainer is not None:
-        start_drainer(connection, queue, drainer, context.settings.job_timeout)
-    return "handed to a drainer"
-
-
-def backoff(retries: int, base: float) -> list[int]:
-    """Exponential waits (base × 4ⁿ, capped at an hour) with ±20 % jitter."""
-    return [
-        max(1, round(min(3600.0, base * 4**n) * random.uniform(0.8, 1.2))) for n in range(retries)
-    ]

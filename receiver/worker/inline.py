@@ -6,6 +6,8 @@ configured: what ran, ran once.
 
 from __future__ import annotations
 
+from redis import Redis
+
 from receiver.queue import keys
 from receiver.queue.handoff import item
 from receiver.routing.contracts import Work
@@ -15,9 +17,16 @@ from receiver.worker.claims import Outcome, WorkContext, execute
 class InlineBackend:
     """Runs background handlers at once, in this process: replay and handler tests."""
 
+    started = True
+
     def __init__(self, context: WorkContext) -> None:
         self.context = context
         self.outcomes: list[Outcome] = []
+
+    @property
+    def connection(self) -> Redis | None:
+        """Where the claims live: ``None`` unless its context names a Redis."""
+        return self.context.connection
 
     def submit(self, delivery_id: str, work: Work) -> str:
         if work:

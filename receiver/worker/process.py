@@ -42,7 +42,7 @@ from receiver.queue.ops import queue_names
 from receiver.settings.model import Settings
 from receiver.worker import claims as worker_claims
 from receiver.worker import drain as worker_drain
-from receiver.worker.claims import WorkContext
+from receiver.worker.claims import WorkContext, WorkerControl
 
 log = logging.getLogger("receiver.worker")
 
@@ -89,13 +89,15 @@ class ReceiverWorker(SimpleWorker):
 
     job_class = AliasedJob
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, control: WorkerControl | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.control = control if control is not None else WorkerControl()
+        """The stop and restart state this process's drain jobs obey."""
         self._scheduler_guard = threading.Lock()
         self._scheduler_stopped = False
 
     def request_stop(self, signum: Any, frame: Any) -> None:
-        worker_drain.stop_requested.set()
+        self.control.stop.set()
         super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
 
     def subscribe(self) -> None:
@@ -159,6 +161,8 @@ def run_worker(
     settings, router = context.settings, context.router
     runner = Runner(concurrency or settings.worker_concurrency)
     context.runner = runner
+    control = context.control
+    control.on_restart = request_restart
     worker_claims.configure(context)
     names = queues or queue_names(settings, router)
     if parent_pid is not None:
@@ -186,20 +190,20 @@ def run_worker(
                 ],
                 connection=connection,
                 serializer=JSONSerializer,
+                control=control,
             )
             worker.max_connection_wait_time = RECONNECT_WAIT_MAX
             current[:] = [worker]
-            worker_drain.keepalive = _keepalive(worker)
-            worker_drain.on_restart = request_restart
+            control.keepalive = _keepalive(worker)
             did = worker.work(burst=burst, with_scheduler=not burst, logging_level="WARNING")
             worked = worked or did
         except redis.RedisError as exc:
             if burst:
                 raise  # a burst that could not reach Redis did not do its work: exit 1, one line
             log.error("worker lost Redis (%s)", exc)
-        if worker_drain.restart_requested.is_set():
+        if control.restart.is_set():
             _restart(runner)
-        if burst or worker_drain.stop_requested.is_set():
+        if burst or control.stop.is_set():
             return worked
         # RQ quits on errors outside its dequeue loop (e.g. Redis gone mid-job): start afresh.
         log.warning("RQ worker loop ended unexpectedly; restarting in %.0fs", RESTART_DELAY)

@@ -1,0 +1,166 @@
+"""Worker side: what becomes of an item whose attempt failed (drain jobs call this).
+
+Failures leave the fast path: a failed or timed-out item gets a scheduled RQ
+job (``retry_item``) with exponential backoff and jitter, which puts it back
+in a packet when due, so that every attempt runs in a drain job like the
+first; once its attempts run out it lands in RQ's failed registry as a failed
+job with the event and the traceback, where ``receiver failed requeue`` (or
+the dashboard) finds it. So does an item for a handler the worker does not
+load (``file_unrunnable``).
+
+RQ jobs name ``receiver.worker.retries.retry_item`` (``keys.RETRY_FUNCTION``);
+the paths earlier versions stored run through ``keys.JOB_ALIASES``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from rq import Queue, get_current_job
+from rq.job import Job, JobStatus
+from rq.registry import FailedJobRegistry
+from rq.results import Result
+
+from receiver.model.events import Event
+from receiver.observe import outcomes
+from receiver.queue import keys, ordering
+from receiver.queue.handoff import push, start_drainer
+from receiver.worker.claims import Outcome, WorkContext, current_context
+
+RETRY_JOB_TIMEOUT = 60
+"""Seconds a retry job may take: it only puts its item back in a packet."""
+FAILURE_TTL = 24 * 3600 * 7
+"""How long failed items stay in RQ's failed registry."""
+
+
+def after_failure(outcome: Outcome, context: WorkContext) -> tuple[str, bool]:
+    """Schedule the item's next attempt as an RQ job, or file it as failed; return its state,
+    and whether it failed for good.
+
+    The item counts its attempts; the scheduled job only puts it back in a packet
+    when due (``retry_item``), so every attempt runs in a drainer, concurrently
+    and under its time limit. An item requeued by an operator is ``final``: one more
+    attempt, then back to the failed registry. An ordered item whose handler blocks on
+    failure is filed for as long as it takes an operator, and keeps a state only its
+    requeued job may claim: its key waits for it.
+    """
+    settings = context.settings
+    handler = outcome.handler
+    retries = settings.job_retries if handler.retry is None else handler.retry
+    connection = context.connection
+    if connection is None:
+        return keys.FAILED, True
+    made = int(outcome.item.get("attempts", 0)) + 1
+    job_id = retry_job_id(outcome.item)
+    token = keys.retry_token(job_id)
+    follow = {
+        "event": outcome.item["event"],
+        "handler": outcome.item["handler"],
+        "attempts": made,
+        "owner": token,
+        **ordering.carried(outcome.item),
+    }
+    queue = keys.rq_queue(handler.queue or settings.queue_name, connection)
+    description = f"{handler.id} on event {outcome.event.id} ({outcome.event.name})"
+    if outcome.item.get("final") or made > retries:
+        follow["final"] = True
+        blocks = bool(follow.get("block"))
+        file_failed(queue, job_id, follow, outcome.error or "", description, blocks)
+        outcomes.failed_for_good(outcome.event, handler.id, made, outcome.error)
+        return (keys.retrying(token) if blocks else keys.FAILED), True
+    job = _retry_job(queue, job_id, follow, description)
+    delay = backoff(made, settings.retry_backoff)[-1]
+    queue.schedule_job(job, datetime.now(UTC) + timedelta(seconds=delay))
+    outcomes.retry_scheduled(outcome.event, handler.id, made, delay)
+    return keys.retrying(token), False
+
+
+def _retry_job(queue: Queue, job_id: str, item: dict[str, Any], description: str) -> Job:
+    """The RQ job that carries an item's next attempt (or, filed failed, its last one)."""
+    return queue.create_job(
+        keys.RETRY_FUNCTION,
+        args=(item,),
+        job_id=job_id,
+        timeout=RETRY_JOB_TIMEOUT,
+        result_ttl=0,
+        failure_ttl=FAILURE_TTL,
+        description=description,
+        meta={"attempts": item["attempts"]},
+    )
+
+
+def file_failed(
+    queue: Queue,
+    job_id: str,
+    item: dict[str, Any],
+    error: str,
+    description: str,
+    blocks: bool = False,
+) -> None:
+    """A job with status ``failed`` and the traceback in RQ's failed registry.
+
+    One that ``blocks`` its key stays until an operator requeues or skips it (RQ keeps
+    what it files with a negative ttl for ever): the key must not lose its way out.
+    """
+    ttl = -1 if blocks else FAILURE_TTL
+    job = _retry_job(queue, job_id, item, description)
+    job.ended_at = datetime.now(UTC)
+    with queue.connection.pipeline() as pipe:
+        job.set_status(JobStatus.FAILED, pipeline=pipe)
+        FailedJobRegistry(queue=queue).add(job, ttl=ttl, exc_string=error, pipeline=pipe)
+        Result.create_failure(job, ttl, exc_string=error, pipeline=pipe)
+        pipe.execute()
+
+
+def file_unrunnable(queue: Queue, item: dict[str, Any], error: str) -> dict[str, Any]:
+    """An item for a handler this worker does not load (its module was removed from
+    the configuration, or this worker's differs): filed as failed, where ``receiver
+    failed requeue`` finds it once the module is loaded again. Never retried blindly,
+    and never left to fail every drain job behind it. Returns its trace entry."""
+    event = Event.from_dict(item["event"])
+    follow = {**item, "attempts": int(item.get("attempts", 0)), "final": True}
+    description = f"{item['handler']} on event {event.id} ({event.name}): not loaded"
+    file_failed(queue, retry_job_id(item), follow, error, description, bool(item.get("block")))
+    entry = outcomes.trace_entry(event, str(item["handler"]), 0, "failed", error, 0)
+    outcomes.failed_for_good(event, str(item["handler"]), follow["attempts"], error)
+    return entry
+
+
+def retry_job_id(item: dict[str, Any]) -> str:
+    digest = hashlib.blake2b(
+        f"{item['handler']}|{item['event']['integration']}|{item['event']['id']}".encode(),
+        digest_size=12,
+    ).hexdigest()
+    return f"retry-{digest}"
+
+
+def retry_item(item: dict[str, Any]) -> str:
+    """RQ job function, run when an item's next attempt is due: hand it to a drainer.
+
+    The attempt itself runs in a drain job like any first attempt (concurrently,
+    under its time limit); the item's ``owner`` token lets that drainer claim it.
+    """
+    context = current_context()
+    connection = context.connection
+    assert connection is not None, "retries need Redis"
+    job = get_current_job()
+    queue = job.origin if job is not None else context.settings.queue_name
+    packet = json.dumps(
+        {"delivery_id": f"{retry_job_id(item)}:{item.get('attempts', 0)}", "items": [item]},
+        separators=(",", ":"),
+    ).encode()
+    drainer = push(connection, queue, [packet], context.settings.max_drainers)
+    if drainer is not None:
+        start_drainer(connection, queue, drainer, context.settings.job_timeout)
+    return "handed to a drainer"
+
+
+def backoff(retries: int, base: float) -> list[int]:
+    """Exponential waits (base × 4ⁿ, capped at an hour) with ±20 % jitter."""
+    return [
+        max(1, round(min(3600.0, base * 4**n) * random.uniform(0.8, 1.2))) for n in range(retries)
+    ]
