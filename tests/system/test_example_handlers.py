@@ -13,6 +13,8 @@ from receiver.routing.handlers import default_router
 from tests.fakegraph import FakeGraph
 from tests.integration.test_example_handlers import GRAPH_TOKEN
 
+pytestmark = pytest.mark.redis  # the worker and its Redis are servers of its own
+
 
 @pytest.fixture
 def receiver_handlers() -> list[str]:

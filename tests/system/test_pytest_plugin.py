@@ -85,6 +85,7 @@ def test_missing_or_empty_payload_folder_raises(receiver_payloads, tmp_path):
     result.assert_outcomes(passed=6)
 
 
+@pytest.mark.redis  # the project's run starts a Redis of its own
 def test_worker_mode_uses_real_redis_and_worker(project: pytest.Pytester) -> None:
     project.makepyfile(
         test_worker="""
