@@ -42,12 +42,31 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("RECEIVER_DATA_DIR", str(tmp_path / "data"))
 
 
+TIERS = ("unit", "integration", "system")
+"""The folders under ``tests/``, fastest first: each test is marked with the one it sits in."""
+
+
+def tier(item: pytest.Item) -> str:
+    parts = item.path.relative_to(HERE).parts
+    if len(parts) < 2 or parts[0] not in TIERS:
+        raise pytest.UsageError(f"{item.nodeid}: every test sits in tests/{{{','.join(TIERS)}}}/")
+    return parts[0]
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that reach the suite's server are marked ``redis``, so ``-m redis`` runs them
-    again on another server; modules that start servers of their own mark themselves."""
+    """Each test is marked with its tier (``-m unit``), and the tiers run fastest first.
+
+    Tests that reach the suite's server are marked ``redis``, so ``-m redis`` runs them
+    again on another server; modules that start servers of their own mark themselves.
+    A unit test talks to no Redis server (``tests/unit/conftest.py`` enforces it).
+    """
     for item in items:
+        item.add_marker(getattr(pytest.mark, tier(item)))
         if "redis_server" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.redis)
+        if tier(item) == "unit" and item.get_closest_marker("redis") is not None:
+            raise pytest.UsageError(f"{item.nodeid}: a unit test needs no Redis: move it")
+    items.sort(key=lambda item: TIERS.index(tier(item)))  # stable: files keep their order
 
 
 def pytest_report_header() -> str:

@@ -11,7 +11,7 @@ stayed connected; with gevent each connection is a greenlet, the headers must
 arrive within `keepalive` seconds (gunicorn's own bound) and the body within
 the receiver's `read_timeout` (15 s, enforced by the callback adapter), and
 50 stalled connections leave `/healthz` and deliveries answering at once
-(`tests/test_hostile_clients.py`; figures in docs/performance.md, `bench/http_bench.py`).
+(`tests/system/test_hostile_clients.py`; figures in docs/performance.md, `bench/http_bench.py`).
 
 gevent patches sockets, `time.sleep`, threads and subprocesses in the worker,
 so Redis round trips and handlers' network I/O overlap without threads. An

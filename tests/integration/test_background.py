@@ -1,0 +1,97 @@
+"""Background handlers go through a real Redis and run in a real `receiver worker` process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import redis
+from flask.testing import FlaskClient
+
+from receiver import create_app
+from tests.conftest import base_config, payload, signed
+
+pytestmark = pytest.mark.redis  # starts servers of its own
+
+
+@pytest.fixture
+def client(recording_client: FlaskClient) -> FlaskClient:
+    return recording_client
+
+
+@pytest.mark.parametrize("mode", ["spool", "reject"])
+def test_redis_down_spools_or_rejects(
+    worker_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    from receiver.testing import free_port
+
+    monkeypatch.setenv("RECORDING_DB", worker_env["RECORDING_DB"])
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    config = base_config(redis_url=dead, handlers=["tests.plugins.recording"], spool_mode=mode)
+    client = create_app(config).test_client()
+    body = payload("group__posts__status_add.json")
+    response = client.post("/webhook", data=body, headers=signed(body))
+    spooled = list((tmp_path / "data" / "spool").glob("*.json"))
+    if mode == "spool":
+        assert response.status_code == 200
+        [path] = spooled
+        assert path.stat().st_mode & 0o777 == 0o600
+    else:
+        assert response.status_code == 503
+        assert response.get_json()["error"] == "queue_unavailable"
+        assert spooled == []
+
+
+def test_spool_unwritable_means_503(
+    worker_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from receiver.testing import free_port
+
+    monkeypatch.setenv("RECORDING_DB", worker_env["RECORDING_DB"])
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the data folder should be")
+    monkeypatch.setenv("RECEIVER_DATA_DIR", str(blocker))
+    config = base_config(
+        redis_url=f"redis://127.0.0.1:{free_port()}/0", handlers=["tests.plugins.recording"]
+    )
+    client = create_app(config).test_client()
+    body = payload("group__posts__status_add.json")
+    response = client.post("/webhook", data=body, headers=signed(body))
+    assert response.status_code == 503
+    assert response.get_json()["error"] == "queue_unavailable"
+
+
+@pytest.mark.parametrize("appendonly", [False, True])
+def test_warns_when_redis_keeps_nothing_on_disk(
+    tmp_path: Path, appendonly: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    from receiver.testing import RedisServer
+
+    server = RedisServer(tmp_path / "redis", appendonly=appendonly)
+    server.start()
+    try:
+        with caplog.at_level("WARNING"):
+            create_app(base_config(redis_url=server.url))
+    finally:
+        server.stop()
+    warned = "keeps nothing on disk" in caplog.text
+    assert warned is not appendonly
+
+
+def test_test_servers_get_ports_no_outgoing_connection_can_take(tmp_path: Path) -> None:
+    """A restarted test Redis keeps its port: it must not be one the kernel lends clients."""
+    from receiver.testing import RedisServer, free_port
+    from receiver.testing.servers import _ephemeral_ports_from
+
+    ports = {free_port() for _ in range(50)}
+    assert all(10000 <= port < _ephemeral_ports_from() for port in ports)
+    assert len(ports) > 40  # random, not the same few ports every time
+
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        server.stop()
+        server.start()  # the outage tests' restart, on the same port
+        assert redis.Redis.from_url(server.url).ping()
+    finally:
+        server.stop()
