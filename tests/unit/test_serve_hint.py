@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from receiver.cli import banner
+from receiver.cli.serving import banner
 
 
 def test_hint_without_a_secret_in_development_mode() -> None:
