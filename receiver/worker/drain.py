@@ -291,6 +291,7 @@ class _Drain:
         if done < 0:
             log.warning("drainer %s finds packets in flight again; taking them", self.drainer)
             self.resync = True
+            self.control.stop.wait(POLL)  # never a busy loop, whatever holds them there
             return None
         return bool(done)
 
