@@ -15,12 +15,14 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import redis
 from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
+from rq.utils import utcformat
 
 from receiver.model.events import Event
 from receiver.queue import handoff, keys, scripts
@@ -280,10 +282,16 @@ def test_a_retry_job_taken_from_the_queue_and_never_started_runs_again(
     job = retries._retry_job(queue, retries.retry_job_id(item), item, "a retry")
     queue.enqueue_job(job)
     connection.lmove(queue.key, queue.intermediate_queue_key)
+    first_seen = queue.intermediate_queue.get_first_seen_key(job.id)
+    connection.set(first_seen, time.time() - 3600)  # an earlier attempt's mark: not this one's
     assert retries.recover_abandoned(connection, QUEUE) == 0  # first seen now
     assert queue.job_ids == []
-    first_seen = queue.intermediate_queue.get_first_seen_key(job.id)
+    assert float(connection.get(first_seen) or 0) > time.time() - 60
+    assert retries.recover_abandoned(connection, QUEUE) == 0  # not a minute yet
+    enqueued = datetime.now(UTC) - timedelta(minutes=3)
+    connection.hset(job.key, "enqueued_at", utcformat(enqueued))
     connection.set(first_seen, time.time() - 120)
     assert retries.recover_abandoned(connection, QUEUE) == 1
+    assert not connection.exists(first_seen)
     assert queue.job_ids == [job.id]
     assert connection.llen(queue.intermediate_queue_key) == 0

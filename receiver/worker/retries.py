@@ -52,6 +52,10 @@ RETRY_JOB_TIMEOUT = 60
 """Seconds a retry job may take: it only puts its item back in a packet."""
 FAILURE_TTL = 24 * 3600 * 7
 """How long failed items stay in RQ's failed registry."""
+INTERMEDIATE_PATIENCE = timedelta(minutes=1)
+"""How long a retry job may sit in RQ's intermediate list (taken from its queue, not yet
+started: normally microseconds) before it counts as lost with a worker's Redis."""
+INTERMEDIATE_MARK_TTL = 24 * 3600
 
 
 def _nothing(*_: Any) -> None:
@@ -244,11 +248,18 @@ def recover_abandoned(connection: Redis, queue_name: str) -> int:
     intermediate = queue.intermediate_queue
     for job_id in intermediate.get_job_ids():
         job = _retry_job_in(connection, job_id, JobStatus.QUEUED)
-        if job is None or intermediate.set_first_seen(job_id):
+        if job is None:
             continue
-        if not intermediate.should_be_cleaned_up(job_id) or job_id in registry:
+        seen = intermediate.get_first_seen(job_id)
+        if seen is None or (job.enqueued_at is not None and seen < job.enqueued_at):
+            # First seen now (an earlier attempt's mark, of the same job id, does not count).
+            first_seen = intermediate.get_first_seen_key(job_id)
+            connection.set(first_seen, datetime.now(UTC).timestamp(), ex=INTERMEDIATE_MARK_TTL)
+            continue
+        if datetime.now(UTC) - seen < INTERMEDIATE_PATIENCE or job_id in registry:
             continue
         if _requeue(connection, queue, job, intermediate.key, job_id):
+            connection.delete(intermediate.get_first_seen_key(job_id))
             recovered += 1
     return recovered
 
