@@ -184,10 +184,11 @@ def record(
     states: list[tuple[Outcome, str]],
     then: Callable[[Any], None] | None = None,
 ) -> list[Any]:
-    """Record outcomes in one round trip, then ``then(pipeline)``'s commands, in that order;
-    return the replies (``then``'s are the last ones).
+    """Record outcomes, then ``then(pipeline)``'s commands, in that order, in one MULTI/EXEC
+    (one round trip); return the replies (``then``'s are the last ones).
 
-    Waits out a Redis outage: the handlers' side effects already happened.
+    One transaction: a replica, and so a master promoted after a failover, has all of it or
+    none. Waits out a Redis outage: the handlers' side effects already happened.
     """
     connection = context.connection
     if connection is None or not (states or then):
@@ -195,7 +196,7 @@ def record(
     deadline = time.monotonic() + STATE_PATIENCE
     while True:
         try:
-            with connection.pipeline(transaction=False) as pipe:
+            with connection.pipeline(transaction=True) as pipe:
                 for outcome, state in states:
                     pipe.set(outcome_key(outcome), state, ex=context.settings.dedupe_window)
                 if then is not None:
