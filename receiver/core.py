@@ -34,7 +34,7 @@ from .errors import (
 from .events import Event
 from .routing import Handler, Router
 from .runner import resolve
-from .signals import delivery_finished
+from .signals import delivery_finished, send
 
 log = logging.getLogger("receiver")
 
@@ -112,7 +112,7 @@ class Core:
                 log.error("capture failed: %s", exc)
         _log_answer(request, result)
         if delivery_finished.receivers:
-            delivery_finished.send(self, request=request, result=result)
+            send(delivery_finished, self, request=request, result=result)
         return result
 
     def _handle(self, request: Request) -> Result:
