@@ -213,8 +213,6 @@ class _Drain:
         self.runner = runner
         self.inflight = keys.inflight_key(drainer)
         self.done_keys = [pending_key(queue), drainers_key(queue), self.inflight]
-        self.pop_script = scripts.script(connection, scripts.POP)
-        self.finish_script = scripts.script(connection, scripts.FINISH)
         self.waiting: dict[str, deque[_Work]] = {}
         self.n_waiting = 0
         self.open: dict[int, _Packet] = {}
@@ -261,14 +259,17 @@ class _Drain:
             self._give_back_untouched()
         elif self._want_more():
             self._take(
-                self.pop_script(keys=[pending_key(self.queue), self.inflight], args=[POP_PACKETS])
+                scripts.run(
+                    self.connection, scripts.POP, [pending_key(self.queue), self.inflight],
+                    [POP_PACKETS],
+                )
             )
         self._dispatch()
         busy = self.attempts or self.n_waiting or self.states or self.failures or self.steps
         if busy or self.finished:
             return False
         if winding:
-            if not self.finish_script(keys=self.done_keys, args=[self.drainer]):
+            if not scripts.run(self.connection, scripts.FINISH, self.done_keys, [self.drainer]):
                 _hand_over(self.connection, self.queue, self.drainer, self.context)
             if self.runner.exhausted and not restart_requested.is_set():
                 restart_requested.set()
@@ -282,7 +283,7 @@ class _Drain:
         if moved:
             self._take([moved])
             return False
-        return bool(self.finish_script(keys=self.done_keys, args=[self.drainer]))
+        return bool(scripts.run(self.connection, scripts.FINISH, self.done_keys, [self.drainer]))
 
     def _winding(self) -> bool:
         """Stopping, restarting, or out of budget: start nothing new, hand the rest back."""
