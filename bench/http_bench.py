@@ -6,7 +6,8 @@ Needs ``wrk`` (Debian: ``apt-get install -y wrk``). Starts a private
 redis-server (AOF on) on a free loopback port, then serves each scenario in
 turn with gunicorn as the Procfile does (``--config python:receiver.deploy.gunicorn_config``,
 ``--workers 2``, worker class and threads as the config says unless
-``--worker-class`` / ``--threads N``; bound to a free 127.0.0.1 port):
+``--worker-class`` / ``--threads N``; ``--worker-class gevent,sync`` gives a load
+table per class in one run; bound to a free 127.0.0.1 port):
 
 - bare Flask returning 200 (``bench.reference_apps:bare``);
 - naive Flask: HMAC check, ``json.loads``, one RQ ``enqueue`` per change
@@ -676,6 +677,35 @@ def wrk_version() -> str:
     return (done.stdout or done.stderr).splitlines()[0].split(" Copyright")[0]
 
 
+def load_table(
+    lab: Lab, args: argparse.Namespace, worker_class: str | None, roots: list[Path]
+) -> None:
+    """Every scenario under one worker class, interleaved run by run: the main table."""
+    body = delivery(0)
+    threads = f" --threads {args.threads}" if args.threads else ""
+    print(
+        f"\n{os.cpu_count()} cores; {wrk_version()}; redis-server "
+        f"(AOF everysec); gunicorn --workers {GUNICORN_WORKERS} "
+        f"--worker-class {worker_class or 'as in receiver/deploy/gunicorn_config.py'}{threads}\n"
+        f"load: wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} -d{args.duration}s, "
+        f"POST {PATH}, {len(body)}-byte signed group.comments delivery "
+        f"(distinct per request); "
+        + (f"median of {args.runs} runs (min–max)" if args.runs > 1 else "1 run")
+        + "\n"
+    )
+    scenarios = list(SCENARIOS)
+    if args.before is not None:
+        scenarios[2:2] = [
+            Scenario(f"{s.label} (before)", s.app, s.handlers, s.check, roots[0])
+            for s in SCENARIOS[2:4]
+        ]
+    results: dict[str, list[Outcome]] = {s.label: [] for s in scenarios}
+    for _ in range(args.runs):
+        for scenario in scenarios:
+            results[scenario.label].append(measure(lab, scenario, args.duration))
+    print_load_table(scenarios, results)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -691,7 +721,8 @@ def main() -> None:
     parser.add_argument(
         "--worker-class",
         default=None,
-        help="gunicorn worker class (gevent, gthread, sync); default: the Procfile's config",
+        help="gunicorn worker class (gevent, gthread, sync), or several in one run "
+        "(gevent,sync: a load table each; sizes under the first); default: the Procfile's",
     )
     parser.add_argument(
         "--drain-events",
@@ -722,46 +753,27 @@ def main() -> None:
         server.start()
         try:
             assert server.process is not None
-            env = base_env(server.url, folder / "data", args.log_level)
-            if args.threads is not None:
-                env["GUNICORN_THREADS"] = str(args.threads)
-            if args.worker_class is not None:
-                env["GUNICORN_WORKER_CLASS"] = args.worker_class
-            lab = Lab(folder, server.url, server.process.pid, env)
-            body = delivery(0)
-            worker_class = args.worker_class or "as in receiver/deploy/gunicorn_config.py"
-            threads = f" --threads {args.threads}" if args.threads else ""
-            print(
-                f"{os.cpu_count()} cores; {wrk_version()}; redis-server {server.binary} "
-                f"(AOF everysec); gunicorn --workers {GUNICORN_WORKERS} "
-                f"--worker-class {worker_class}{threads}\n"
-                f"load: wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} -d{args.duration}s, "
-                f"POST {PATH}, {len(body)}-byte signed group.comments delivery "
-                f"(distinct per request); "
-                + (f"median of {args.runs} runs (min–max)" if args.runs > 1 else "1 run")
-                + "\n"
-            )
+            classes = args.worker_class.split(",") if args.worker_class else [None]
             roots = [ROOT] if args.before is None else [args.before.resolve(), ROOT]
-            scenarios = list(SCENARIOS)
-            if args.before is not None:
-                scenarios[2:2] = [
-                    Scenario(f"{s.label} (before)", s.app, s.handlers, s.check, roots[0])
-                    for s in SCENARIOS[2:4]
-                ]
-            results: dict[str, list[Outcome]] = {s.label: [] for s in scenarios}
-            for _ in range(args.runs):
-                for scenario in scenarios:
-                    results[scenario.label].append(measure(lab, scenario, args.duration))
-            print_load_table(scenarios, results)
-            for root in roots:
-                which = " (before)" if root != ROOT else ""
-                print(
-                    f"\nack cost by delivery size{which}: receiver, background no-op, one "
-                    "sequential client, fresh connection per POST; CPU = gunicorn master + workers"
-                )
-                print_size_table(
-                    [ack_sizes(lab, args.duration, root) for _ in range(args.runs)]
-                )
+            for index, worker_class in enumerate(classes):
+                env = base_env(server.url, folder / "data", args.log_level)
+                if args.threads is not None:
+                    env["GUNICORN_THREADS"] = str(args.threads)
+                if worker_class is not None:
+                    env["GUNICORN_WORKER_CLASS"] = worker_class
+                lab = Lab(folder, server.url, server.process.pid, env)
+                load_table(lab, args, worker_class, roots)
+                if index == 0:  # by delivery size: under the first worker class only
+                    for root in roots:
+                        which = " (before)" if root != ROOT else ""
+                        print(
+                            f"\nack cost by delivery size{which}: receiver, background no-op, "
+                            "one sequential client, fresh connection per POST; CPU = gunicorn "
+                            f"master + workers ({worker_class or 'as configured'})"
+                        )
+                        print_size_table(
+                            [ack_sizes(lab, args.duration, root) for _ in range(args.runs)]
+                        )
             for root in roots if args.drain_events > 0 else ():
                 if root != ROOT:
                     print("\n(before)", end="")

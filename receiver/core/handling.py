@@ -43,7 +43,7 @@ from receiver.routing.contracts import (
     Stored,
 )
 from receiver.routing.handlers import Handler, Router
-from receiver.routing.signals import delivery_finished
+from receiver.routing.signals import delivery_finished, send
 from receiver.settings.model import Integration, Settings
 
 log = logging.getLogger("receiver")
@@ -124,7 +124,7 @@ class Core:
                 log.error("capture failed: %s", exc)
         _log_answer(request, result)
         if delivery_finished.receivers:
-            delivery_finished.send(self, request=request, result=result)
+            send(delivery_finished, self, request=request, result=result)
         return result
 
     def _handle(self, request: Request) -> Result:

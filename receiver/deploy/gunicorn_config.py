@@ -77,6 +77,10 @@ on_starting = gunicorn_hooks.on_starting
 # Metrics: a dead worker's files are folded in; with metrics_bind the master serves them.
 child_exit = gunicorn_hooks.child_exit
 when_ready = gunicorn_hooks.when_ready
+if worker_class == "gevent":
+    # One request per turn: a keep-alive client whose next request is already
+    # waiting would otherwise be served again and again without a yield.
+    post_request = gunicorn_hooks.take_turns
 
 
 def on_exit(server: object) -> None:

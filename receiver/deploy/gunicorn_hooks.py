@@ -36,6 +36,25 @@ def on_starting(server: Any) -> None:
         sys.exit(1)
 
 
+def take_turns(worker: Any, req: Any, environ: Any, resp: Any) -> None:
+    """gevent workers' ``post_request``: let every other ready greenlet run before the next read.
+
+    gevent switches greenlets only when one would block. A keep-alive client whose
+    next request is already in the socket (or in gunicorn's read buffer) when its
+    answer has been written is served again at once, and again: under ``wrk -c16``
+    one connection held its worker while the other connections, and the trace
+    writer's thread, waited. After answers started leaving in one TCP segment
+    (``TCP_CORK``, issue 20) wrk's next request was nearly always there first: the
+    inline scenario's p99 rose to 460–640 ms, and the trace writer, starved, held
+    up to 2,900 deliveries' records (RSS per worker 57 → 67–79 MB). Yielding here,
+    once per request, gave p99 58–89 ms and at most ≈ 100 records waiting
+    (``bench/http_bench.py``'s gevent inline scenario, docs/performance.md).
+    """
+    import gevent
+
+    gevent.sleep(0)
+
+
 def child_exit(server: Any, worker: Any) -> None:
     multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
 

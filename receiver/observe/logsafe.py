@@ -148,6 +148,21 @@ class SafeFormatter(logging.Formatter):
         return text
 
     _second: tuple[int, str | None, str] = (-1, None, "")
+    _fields: tuple[str | None, frozenset[str] | None] = (None, None)
+
+    def _line_fields(self) -> frozenset[str] | None:
+        """The record fields this format uses, if ``emit`` can fill them all; else None."""
+        fmt, fields = self._fields
+        if fmt != self._fmt:
+            found = frozenset(_FIELD.findall(self._fmt or ""))
+            usable = (
+                type(self._style) is logging.PercentStyle
+                and not getattr(self._style, "_defaults", None)
+                and found <= _LINE_FIELDS
+            )
+            fields = found if usable else None
+            self._fields = (self._fmt, fields)
+        return fields
 
     def formatTime(  # noqa: N802 (logging's name)
         self, record: logging.LogRecord, datefmt: str | None = None
@@ -216,6 +231,8 @@ def emit(
     if logging.getLogRecordFactory() is not logging.LogRecord:
         logger.log(level, msg, *args, extra=extra, stacklevel=2)
         return
+    if "details" not in extra and _write_line(logger, level, msg, args):
+        return
     caller = sys._getframe(1)
     key = (logger.name, level, caller.f_code, caller.f_lineno)
     template = _TEMPLATES.get(key)
@@ -239,6 +256,82 @@ def emit(
         fields["threadName"] = threading.current_thread().name
     fields.update(extra)
     logger.handle(record)
+
+
+def _write_line(logger: logging.Logger, level: int, msg: str, args: tuple[Any, ...]) -> bool:
+    """Write the line straight to the one stream that would get it; false if that is not so.
+
+    Where the record would reach exactly one handler, a ``StreamHandler`` with this
+    module's text formatter (``install``'s: gunicorn's workers, ``receiver serve``),
+    no filter anywhere and a format of the fields made here, the line is formatted
+    and written as that handler would, without the record: the same text, without
+    the logging machinery's per-record calls (handle, filter, callHandlers, format,
+    formatMessage...). Anything else (a test's capture handler, JSON lines, a second
+    handler) takes the record path.
+    """
+    found: logging.Handler | None = None
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.filters or current.disabled:
+            return False
+        for handler in current.handlers:
+            if level < handler.level:
+                continue
+            if found is not None:
+                return False
+            found = handler
+        current = current.parent if current.propagate else None
+    if (
+        found is None
+        or found.filters
+        or type(found) is not logging.StreamHandler
+        or type(found.formatter) is not SafeFormatter
+    ):
+        return False
+    formatter = found.formatter
+    fields = formatter._line_fields()
+    if fields is None:
+        return False
+    now = time.time()
+    values = {
+        "name": logger.name,
+        "levelname": logging.getLevelName(level),
+        "levelno": level,
+        "process": _PID[0] if logging.logProcesses else None,
+        "message": msg % args if args else msg,
+    }
+    if "asctime" in fields:
+        moment: Any = _Moment(now)  # all that formatTime reads of a record
+        values["asctime"] = formatter.formatTime(moment, formatter.datefmt)
+    text = escape(mask_urls(formatter._fmt % values))  # type: ignore[operator]
+    stream = found.stream
+    found.acquire()
+    try:
+        stream.write(text + found.terminator)
+        found.flush()
+    except Exception:  # noqa: BLE001 - the record path reports it (handleError)
+        return False
+    finally:
+        found.release()
+    return True
+
+
+_PID = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
+
+
+class _Moment:
+    """What ``SafeFormatter.formatTime`` reads of a record."""
+
+    __slots__ = ("created", "msecs")
+
+    def __init__(self, now: float) -> None:
+        self.created = now
+        self.msecs = int((now - int(now)) * 1000) + 0.0
+
+
+_LINE_FIELDS = frozenset({"asctime", "name", "levelname", "levelno", "process", "message"})
+_FIELD = re.compile(r"%\((\w+)\)")
 
 
 LOG_FORMATS = ("text", "json")

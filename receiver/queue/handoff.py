@@ -89,7 +89,7 @@ def push(
     should be started."""
     candidate = uuid.uuid4().hex
     script_keys, args = push_call(queue, packets, max_drainers, candidate, lanes)
-    wanted = scripts.script(connection, scripts.PUSH)(keys=script_keys, args=args)
+    wanted = scripts.run(connection, scripts.PUSH, script_keys, args)
     return candidate if wanted else None
 
 

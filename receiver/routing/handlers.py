@@ -130,6 +130,11 @@ _EVENT_ATTRIBUTES = sorted(
 """What ``ordered_by`` may name: ``Event``'s data fields and accessors."""
 
 
+_SIGNALS: dict[tuple[str, str], tuple[Any, ...]] = {}
+"""An event name's signals, most specific first: ``match`` runs once per event."""
+_SIGNALS_KEPT = 1024
+
+
 class Router:
     """Handler registry; ``create_app`` uses the module-level default one unless given another."""
 
@@ -213,11 +218,17 @@ class Router:
     def match(self, event: Event) -> list[Handler]:
         """Handlers for the event, in registration order."""
         found: list[Handler] = []
-        for pattern in patterns_for(event.topic, event.field):
-            signal = event_signal(pattern)
+        name = (event.topic, event.field)
+        signals = _SIGNALS.get(name)
+        if signals is None:
+            if len(_SIGNALS) >= _SIGNALS_KEPT:  # names come from signed bodies: still bound them
+                _SIGNALS.clear()
+            signals = _SIGNALS[name] = tuple(event_signal(p) for p in patterns_for(*name))
+        for signal in signals:
             if not signal.receivers:
                 continue
-            for _receiver, handler in signal.send(self, event=event):
+            for receive in signal.receivers_for(self):  # this router's own ``receive``s
+                handler = receive(self, event=event)
                 if handler is not None:
                     found.append(handler)
         found.sort(key=lambda h: h.order)

@@ -12,6 +12,9 @@ may an application (``delivery_finished.connect(func)``).
 
 from __future__ import annotations
 
+from inspect import iscoroutine
+from typing import Any
+
 from blinker import NamedSignal, Namespace
 
 _signals = Namespace()
@@ -29,3 +32,17 @@ def event_signal(pattern: str) -> NamedSignal:
 def patterns_for(topic: str, field: str) -> tuple[str, str, str]:
     """The patterns an event named ``topic.field`` is sent on, most specific first."""
     return (f"{topic}.{field}", f"{topic}.*", "*")
+
+
+def send(signal: NamedSignal, sender: Any, **kwargs: Any) -> None:
+    """``signal.send(sender, **kwargs)`` for a signal sent on every request, results dropped.
+
+    blinker's ``send`` asks ``inspect`` whether each receiver is a coroutine function
+    on every call, and builds a list of results; here a receiver that turns out to be
+    one is refused as blinker refuses it (``RuntimeError``), its coroutine closed unrun.
+    """
+    for receiver in signal.receivers_for(sender):
+        returned = receiver(sender, **kwargs)
+        if returned is not None and iscoroutine(returned):
+            returned.close()
+            raise RuntimeError("Cannot send to a coroutine function.")

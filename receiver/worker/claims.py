@@ -159,12 +159,13 @@ def claim(context: WorkContext, outcomes: list[Outcome], token: str) -> list[boo
     first = {key: index for index, key in reversed(list(enumerate(state_keys)))}
     if context.connection is None:
         return [first[key] == index for index, key in enumerate(state_keys)]
-    script = scripts.script(context.connection, scripts.CLAIM)
     unique = list(first)
     owners = [str(outcomes[first[key]].item.get("owner") or "") for key in unique]
-    result = script(
-        keys=unique,
-        args=[
+    result = scripts.run(
+        context.connection,
+        scripts.CLAIM,
+        unique,
+        [
             token,
             context.settings.dedupe_window,
             keys.ALIVE,

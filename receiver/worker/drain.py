@@ -206,8 +206,6 @@ class _Drain:
         self.runner = runner
         self.inflight = keys.inflight_key(drainer)
         self.done_keys = [pending_key(queue), drainers_key(queue), self.inflight]
-        self.pop_script = scripts.script(connection, scripts.POP)
-        self.finish_script = scripts.script(connection, scripts.FINISH)
         self.waiting: dict[str, deque[_Work]] = {}
         self.n_waiting = 0
         self.open: dict[int, _Packet] = {}
@@ -258,7 +256,10 @@ class _Drain:
             self._give_back_untouched()
         elif self._want_more():
             self._take(
-                self.pop_script(keys=[pending_key(self.queue), self.inflight], args=[POP_PACKETS])
+                scripts.run(
+                    self.connection, scripts.POP, [pending_key(self.queue), self.inflight],
+                    [POP_PACKETS],
+                )
             )
         self._dispatch()
         busy = self.attempts or self.n_waiting or self.states or self.failures or self.steps
@@ -287,7 +288,7 @@ class _Drain:
         arrived meanwhile. None when the in-flight list is not empty although every packet
         this drainer took is finished: a master lost after the removal was written, and the
         promoted replica had not seen it. Those packets are taken again (``resync``)."""
-        done = int(self.finish_script(keys=self.done_keys, args=[self.drainer]))
+        done = int(scripts.run(self.connection, scripts.FINISH, self.done_keys, [self.drainer]))
         if done < 0:
             log.warning("drainer %s finds packets in flight again; taking them", self.drainer)
             self.resync = True

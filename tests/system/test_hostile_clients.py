@@ -456,3 +456,47 @@ def test_refusals_with_the_body_unread_close_the_connection(
         started = time.monotonic()
         assert sock.recv(1) == b""  # closed, not kept alive for the rest of a body
         assert time.monotonic() - started < 3  # generous: it closes right after answering
+
+
+def test_a_pipelining_client_takes_turns_with_the_others(tmp_path: Path) -> None:
+    """A client whose next requests are always waiting cannot keep a gevent worker to itself.
+
+    With one worker, a connection that sends 2,000 requests at once is served one
+    request per turn: a second connection's request, sent once the first answers
+    started coming, is answered before the pipelined ones are all done (the order
+    is read from the access log, written as each request ends).
+    """
+    pipelined = 2000
+    with gunicorn_on_own_redis(tmp_path, {
+        "RECEIVER_APP_SECRET": SECRET,
+        "RECEIVER_VERIFY_TOKEN": TOKEN,
+        "RECEIVER_ACCESS_LOG": "1",
+    }, workers=1) as served:
+        port = int(served.url.rsplit(":", 1)[1])
+        hog = socket.create_connection(("127.0.0.1", port), timeout=60)
+        received = bytearray()
+
+        def read_all() -> None:
+            while received.count(b"HTTP/1.1 200") < pipelined:
+                chunk = hog.recv(65536)
+                if not chunk:
+                    return
+                received.extend(chunk)
+
+        reader = threading.Thread(target=read_all, daemon=True)
+        reader.start()
+        try:
+            hog.sendall(b"".join(
+                f"GET /healthz?hog={n} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+                for n in range(pipelined)
+            ))
+            wait_until(lambda: b"HTTP/1.1 200" in received, 30, "the first pipelined answer")
+            assert exchange(port, get("/healthz?other=1")).status == 200
+            reader.join(60)
+        finally:
+            hog.close()
+        order = [
+            line for line in served.log_lines() if "hog=" in line or "other=1" in line
+        ]
+        other = next(i for i, line in enumerate(order) if "other=1" in line)
+        assert other < pipelined - 1, f"answered after all {pipelined} pipelined requests"

@@ -28,6 +28,31 @@ META_CN = "client.webhooks.fbclientcerts.com"
 # --- log lines a client cannot forge -----------------------------------------------------------
 
 
+def test_the_direct_log_line_is_the_record_path_s_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``logsafe.emit`` writes the request line itself where it can: the same escaped text."""
+    from receiver import logsafe
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(SafeFormatter("[%(process)d] [%(levelname)s] %(name)s: %(message)s"))
+    logger = logging.getLogger("receiver.test-direct-line")
+    logger.propagate = False
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    args = ("delivery", "path='/w?access_token=abc&q=1' x='\n[x] forged\x1b[31m'")
+    try:
+        assert logsafe._write_line(logger, logging.INFO, "%s %s", args)  # the direct path
+        direct = stream.getvalue()
+        stream.truncate(0)
+        stream.seek(0)
+        monkeypatch.setattr(logsafe, "_write_line", lambda *_: False)
+        logsafe.emit(logger, logging.INFO, "%s %s", args, {"kind": "delivery"})
+        assert direct == stream.getvalue()
+        assert "abc" not in direct and direct.count("\n") == 1 and "\x1b" not in direct
+    finally:
+        logger.removeHandler(handler)
+
+
 def formatted(*args: Any, exc: BaseException | None = None) -> str:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
