@@ -30,7 +30,7 @@ META_CN = "client.webhooks.fbclientcerts.com"
 
 def test_the_direct_log_line_is_the_record_path_s_text(monkeypatch: pytest.MonkeyPatch) -> None:
     """``logsafe.emit`` writes the request line itself where it can: the same escaped text."""
-    from receiver import logsafe
+    from receiver.observe import logsafe
 
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
