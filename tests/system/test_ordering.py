@@ -14,7 +14,7 @@ import os
 import re
 import signal
 import subprocess
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -109,6 +109,17 @@ def spans(db: str, name: str) -> dict[int, list[tuple[float, float, int]]]:
     return {n: sorted(v) for n, v in out.items()}
 
 
+def ended(db: str, name: str) -> set[int]:
+    """The numbers of the events whose call ended in success."""
+    return {n for _, n, *_ in calls(db, "end", name)}
+
+
+def assert_ran_once(db: str, name: str) -> None:
+    """No event's call succeeded twice (a second run would be a claim that did not hold)."""
+    twice = Counter(n for _, n, *_ in calls(db, "end", name)) - Counter(ended(db, name))
+    assert not twice, f"events that ran to the end more than once: {sorted(twice)}"
+
+
 def assert_in_order_without_overlap(db: str, name: str, order: dict[str, list[int]]) -> None:
     """Each key's events ran one at a time, in ``order`` (every attempt of one before the next)."""
     ran = spans(db, name)
@@ -151,7 +162,8 @@ def test_each_key_in_acknowledgement_order_keys_concurrently_on_two_workers(
                 n += 1
             post(client, *batch)
     with workers(env):
-        wait_until(lambda: len(calls(db, "end", "chat.say")) == n, 120, f"{n} ordered calls")
+        wait_until(lambda: ended(db, "chat.say") == set(range(n)), 120, f"{n} ordered calls")
+    assert_ran_once(db, "chat.say")
     assert_in_order_without_overlap(db, "chat.say", order)
     everything = [span for spans_ in spans(db, "chat.say").values() for span in spans_]
     assert len(everything) == n  # each once
