@@ -94,14 +94,8 @@ return packets
 FINISH = """
 -- KEYS[1] keys.pending_key(queue); KEYS[2] keys.drainers_key(queue);
 -- KEYS[3] keys.inflight_key(drainer). ARGV[1] the drainer id.
--- Called once the drainer finished every packet it took, so its in-flight list is empty;
--- when it is not (a master lost after a packet's removal was written, and a replica
--- promoted without it), returns -1 and changes nothing: the drainer takes them again.
 -- When nothing waits, the drainer gives up its slot and its in-flight list: returns 1;
 -- otherwise 0 (work arrived meanwhile: the caller keeps going or hands over).
-if redis.call('LLEN', KEYS[3]) > 0 then
-  return -1
-end
 if redis.call('LLEN', KEYS[1]) == 0 then
   redis.call('ZREM', KEYS[2], ARGV[1])
   redis.call('DEL', KEYS[3])

@@ -185,11 +185,10 @@ def record(
     states: list[tuple[Outcome, str]],
     then: Callable[[Any], None] | None = None,
 ) -> list[Any]:
-    """Record outcomes, then ``then(pipeline)``'s commands, in that order, in one MULTI/EXEC
-    (one round trip); return the replies (``then``'s are the last ones).
+    """Record outcomes in one round trip, then ``then(pipeline)``'s commands, in that order;
+    return the replies (``then``'s are the last ones).
 
-    One transaction: a replica, and so a master promoted after a failover, has all of it or
-    none. Waits out a Redis outage: the handlers' side effects already happened.
+    Waits out a Redis outage: the handlers' side effects already happened.
     """
     connection = context.connection
     if connection is None or not (states or then):
@@ -197,7 +196,7 @@ def record(
     deadline = time.monotonic() + STATE_PATIENCE
     while True:
         try:
-            with connection.pipeline(transaction=True) as pipe:
+            with connection.pipeline(transaction=False) as pipe:
                 for outcome, state in states:
                     pipe.set(outcome_key(outcome), state, ex=context.settings.dedupe_window)
                 if then is not None:

@@ -12,13 +12,7 @@ empty or its time budget is spent (then hands its slot to a fresh drain job
 and the packets it had not started back to the queue).
 
 Failures leave the fast path: a failed or timed-out item's next attempt is
-scheduled, or the item filed as failed, by ``retries``, in the same MULTI/EXEC
-that records the item's state and removes its packet from the in-flight list:
-a replica promoted after a failover holds a prefix of the master's writes, so
-it has both or neither (the packet still in flight then runs again). So does
-the drainer's last word (``scripts.FINISH``): it gives up its in-flight list only
-when that list is empty, and otherwise takes again what it holds (a packet a lost
-master had seen removed).
+scheduled, or the item filed as failed, by ``retries``.
 
 Ordered items (``ordering``) wait in their keys' lanes instead of packets; a
 packet that is a lane's *wake* makes this drainer run the lane's head and,
@@ -41,7 +35,6 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
 from queue import Empty
 from typing import Any
 
@@ -215,11 +208,7 @@ class _Drain:
         """State keys this drainer claimed and has not recorded yet: copies wait their turn."""
         self.states: list[tuple[Outcome, str]] = []
         self.failures: list[_Work] = []
-        """Failed items whose next attempt is not decided yet."""
-        self.writes: list[Callable[[Any], None]] = []
-        """Retries to schedule and items to file, in the next outcomes' transaction."""
-        self.reports: list[Callable[[], None]] = []
-        """Their log lines, once written."""
+        """Failed items whose next attempt is not scheduled yet (kept across a Redis outage)."""
         self.steps: list[tuple[ordering.Step, _Packet | None]] = []
         """Lanes to move on or put to sleep with the next outcomes written (``ordering``)."""
         self.finished: list[bytes] = []
@@ -263,13 +252,10 @@ class _Drain:
             )
         self._dispatch()
         busy = self.attempts or self.n_waiting or self.states or self.failures or self.steps
-        if busy or self.finished or self.writes:
+        if busy or self.finished:
             return False
         if winding:
-            finished = self._finish()
-            if finished is None:
-                return False
-            if not finished:
+            if not scripts.run(self.connection, scripts.FINISH, self.done_keys, [self.drainer]):
                 _hand_over(self.connection, self.queue, self.drainer, self.context)
             if self.runner.exhausted:
                 self.control.request_restart()
@@ -281,20 +267,7 @@ class _Drain:
         if moved:
             self._take([moved])
             return False
-        return bool(self._finish())
-
-    def _finish(self) -> bool | None:
-        """Give up the slot and the in-flight list if nothing waits: True; False when work
-        arrived meanwhile. None when the in-flight list is not empty although every packet
-        this drainer took is finished: a master lost after the removal was written, and the
-        promoted replica had not seen it. Those packets are taken again (``resync``)."""
-        done = int(scripts.run(self.connection, scripts.FINISH, self.done_keys, [self.drainer]))
-        if done < 0:
-            log.warning("drainer %s finds packets in flight again; taking them", self.drainer)
-            self.resync = True
-            self.control.stop.wait(POLL)  # never a busy loop, whatever holds them there
-            return None
-        return bool(done)
+        return bool(scripts.run(self.connection, scripts.FINISH, self.done_keys, [self.drainer]))
 
     def _winding(self) -> bool:
         """Stopping, restarting, or out of budget: start nothing new, hand the rest back."""
@@ -394,11 +367,8 @@ class _Drain:
         self.steps.append((step, packet if wake else None))
 
     def _file_unrunnable(self, item: dict[str, Any], error: str) -> None:
-        """Filed in the transaction that removes its packet (or moves its lane on)."""
         queue = keys.rq_queue(self.queue, self.connection)
-        entry, write = file_unrunnable(queue, item, error)
-        self.traced.append(entry)
-        self.writes.append(write)
+        self.traced.append(file_unrunnable(queue, item, error))
         self.counts["failed"] += 1
 
     def _cap(self, handler: Handler) -> int:
@@ -543,28 +513,22 @@ class _Drain:
             self.finished.append(packet.raw)
 
     def _flush(self) -> None:
-        """Outcomes, failed items' retries or filings, finished packets leaving the in-flight
-        list and lanes' steps: one MULTI/EXEC, so that no copy of Redis has a packet removed
-        without what its items left behind."""
+        """Outcomes first, then finished packets leave the in-flight list: one round trip."""
         while self.failures:
-            work = self.failures.pop(0)
-            step = after_failure(work.outcome, self.context)  # decides; writes nothing
-            self.states.append((work.outcome, step.state))
-            self.writes.append(step.write)
-            self.reports.append(step.report)
+            work = self.failures[0]
+            state, final = after_failure(work.outcome, self.context)
+            self.states.append((work.outcome, state))
             if work.lane is not None:
-                self._failed_in_lane(work, step.state, step.final)
-        if not (self.states or self.finished or self.steps or self.writes):
+                self._failed_in_lane(work, state, final)
+            self.failures.pop(0)
+        if not (self.states or self.finished or self.steps):
             return
         finished = self.finished
         traced = self.traced
         steps = self.steps
-        writes = self.writes
         go_on = not self._winding()
 
         def remove(pipe: Any) -> None:
-            for write in writes:
-                write(pipe)
             for raw in finished:
                 pipe.lrem(self.inflight, 1, raw)
             outcomes.trace_commands(pipe, traced, self.context.settings.trace_ttl)
@@ -580,10 +544,6 @@ class _Drain:
         self.finished = []
         self.traced = []
         self.steps = []
-        self.writes = []
-        reports, self.reports = self.reports, []
-        for report in reports:
-            report()
         for (_, packet), head in zip(steps, replies[len(replies) - len(steps) :], strict=True):
             if packet is None:
                 continue
