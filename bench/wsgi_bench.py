@@ -120,7 +120,8 @@ def main() -> None:
             REDIS_URL=server.url,
         )
         from bench.reference_apps import bare
-        from receiver import Router, create_app, logsafe, metrics
+        from receiver import Router, create_app
+        from receiver.observe import logsafe, metrics
         from receiver.routing.signals import delivery_finished
 
         logsafe.install(
