@@ -44,7 +44,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        plain, captured = [], []
+        plain: list[float] = []
+        captured: list[float] = []
         for capture in (False, True):
             settings = load_settings(
                 {

@@ -30,6 +30,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import psutil
 import redis
@@ -206,7 +207,7 @@ def drained(connection: redis.Redis) -> bool:
     """Nothing pending and nothing in flight (an idle drainer lingers with an empty list)."""
     if connection.llen(keys.pending_key(QUEUE)):
         return False
-    drainers = connection.zrange(keys.drainers_key(QUEUE), 0, -1)
+    drainers = cast("list[bytes]", connection.zrange(keys.drainers_key(QUEUE), 0, -1))
     return not any(connection.llen(keys.inflight_key(d.decode())) for d in drainers)
 
 

@@ -36,7 +36,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 from rq import Queue, Worker
@@ -103,7 +103,7 @@ def rss_mb(pid: int) -> float:
 def in_flight(connection: redis.Redis) -> bool:
     if connection.llen(keys.pending_key(QUEUE)):
         return True
-    drainers = connection.zrange(keys.drainers_key(QUEUE), 0, -1)
+    drainers = cast("list[bytes]", connection.zrange(keys.drainers_key(QUEUE), 0, -1))
     return any(connection.llen(keys.inflight_key(d.decode())) for d in drainers)
 
 
