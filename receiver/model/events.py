@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
+from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -118,3 +119,45 @@ class Event:
         raw_time = values.get("time")
         values["time"] = datetime.fromisoformat(raw_time).astimezone(UTC) if raw_time else None
         return cls(**values)
+
+
+_FIELDS = tuple(f.name for f in dataclass_fields(Event))
+(
+    _set_topic, _set_field, _set_value, _set_id, _set_delivery_id, _set_integration,
+    _set_verb, _set_entry_id, _set_time, _set_replayed, _set_extra,
+) = (Event.__dict__[name].__set__ for name in _FIELDS)  # the slots' own setters  # fmt: skip
+_new = object.__new__
+
+
+def new_event(
+    topic: str,
+    field: str,
+    value: Any,
+    id: str,
+    delivery_id: str,
+    integration: str,
+    verb: str | None,
+    entry_id: str | None,
+    time: datetime | None,
+    replayed: bool,
+    extra: dict[str, Any],
+) -> Event:
+    """``Event(...)`` with every field given, for the parser's one per item.
+
+    A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``:
+    1.9 µs an event with keywords; the slots' own setters take 0.65. Gives an equal
+    event (``tests/unit/test_envelope.py`` checks it against the constructor).
+    """
+    event = _new(Event)
+    _set_topic(event, topic)
+    _set_field(event, field)
+    _set_value(event, value)
+    _set_id(event, id)
+    _set_delivery_id(event, delivery_id)
+    _set_integration(event, integration)
+    _set_verb(event, verb)
+    _set_entry_id(event, entry_id)
+    _set_time(event, time)
+    _set_replayed(event, replayed)
+    _set_extra(event, extra)
+    return event
