@@ -273,12 +273,8 @@ def to_utc(raw: Any) -> datetime | None:
 
 
 def _to_utc(raw: Any) -> datetime | None:
-    if raw is None or isinstance(raw, bool):
-        return None
     number: float
-    if isinstance(raw, (int, float)):  # a tuple: faster than ``int | float`` here
-        number = float(raw)
-    elif isinstance(raw, str):
+    if isinstance(raw, str):
         text = raw.strip()
         if ":" not in text and _NUMERIC.match(text):  # ISO times have a colon; numbers none
             number = float(text)
@@ -288,6 +284,10 @@ def _to_utc(raw: Any) -> datetime | None:
             except ValueError:
                 return None
             return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    elif raw is None or isinstance(raw, bool):
+        return None
+    elif isinstance(raw, (int, float)):  # a tuple: faster than ``int | float`` here
+        number = float(raw)
     else:
         return None
     if not math.isfinite(number) or number <= 0:
