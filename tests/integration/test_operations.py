@@ -111,11 +111,11 @@ def test_a_flush_waits_for_the_background_writer_already_writing(redis_url: str)
         def __getattr__(self, name: str) -> Any:
             return getattr(self.inner, name)
 
-        def execute(self) -> Any:
+        def execute(self, raise_on_error: bool = True) -> Any:
             if threading.current_thread().name == "receiver-trace":
                 taken.set()
                 release.wait(10)
-            return self.inner.execute()
+            return self.inner.execute(raise_on_error)
 
     class HeldConnection:
         def pipeline(self, transaction: bool = True) -> HeldPipeline:
