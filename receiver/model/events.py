@@ -98,20 +98,7 @@ class Event:
         Shares ``value`` and ``extra`` with the event (no deep copy: this runs
         once per event on the ack path, and the result is serialised at once).
         """
-        return {
-            "topic": self.topic,
-            "field": self.field,
-            "name": self.name,
-            "value": self.value,
-            "id": self.id,
-            "delivery_id": self.delivery_id,
-            "integration": self.integration,
-            "verb": self.verb,
-            "entry_id": self.entry_id,
-            "time": self.time.isoformat() if self.time else None,
-            "replayed": self.replayed,
-            "extra": self.extra,
-        }
+        return as_dict(self, self.time.isoformat() if self.time else None)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Event:
@@ -119,6 +106,25 @@ class Event:
         raw_time = values.get("time")
         values["time"] = datetime.fromisoformat(raw_time).astimezone(UTC) if raw_time else None
         return cls(**values)
+
+
+def as_dict(event: Event, time: str | datetime | None) -> dict[str, Any]:
+    """``Event.to_dict`` with ``time`` as given: its text, or the datetime for orjson, which
+    writes isoformat's text (``handoff.packets``: 0.8 µs an event less)."""
+    return {
+        "topic": event.topic,
+        "field": event.field,
+        "name": f"{event.topic}.{event.field}",
+        "value": event.value,
+        "id": event.id,
+        "delivery_id": event.delivery_id,
+        "integration": event.integration,
+        "verb": event.verb,
+        "entry_id": event.entry_id,
+        "time": time,
+        "replayed": event.replayed,
+        "extra": event.extra,
+    }
 
 
 _FIELDS = tuple(f.name for f in dataclass_fields(Event))

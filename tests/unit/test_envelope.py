@@ -408,7 +408,8 @@ def test_packets_carry_the_events_values(value: bytes) -> None:
     """Packets are written by orjson, or json.dumps where orjson would refuse or differ."""
     from receiver.queue.handoff import packets
 
-    body = b'{"object":"group","entry":[{"id":"1","changes":[{"field":"f","value":%s}]}]}' % value
+    change = b'{"field":"f","value":%s}' % value
+    body = b'{"object":"g","entry":[{"id":"1","time":1516071794.5,"changes":[%s]}]}' % change
     [event] = parse(body, delivery_id="d", integration="i", max_depth=64)
 
     class Handler:
@@ -419,4 +420,5 @@ def test_packets_carry_the_events_values(value: bytes) -> None:
     assert queue == "q"
     [item] = json.loads(text)["items"]
     assert item == {"event": event.to_dict(), "handler": "h"}
+    assert item["event"]["time"] == "2018-01-16T03:03:14.500000+00:00"
     assert repr(item["event"]["value"]) == repr(event.value)  # inf stays inf, not None
