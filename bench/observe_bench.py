@@ -87,7 +87,9 @@ def main() -> None:
 
     def step(label: str) -> float:
         per_delivery(core, max(1, 200 // args.changes), body)  # warm up
-        values = [per_delivery(core, count, body) / args.changes for _ in range(args.runs)]
+        values: list[float] = [
+            per_delivery(core, count, body) / args.changes for _ in range(args.runs)
+        ]
         print(f"{label:>32}: {statistics.median(values):6.1f} µs/{unit}")
         return statistics.median(values)
 
@@ -111,7 +113,9 @@ def main() -> None:
             per_delivery(core, max(1, 200 // args.changes), body)  # warm up
             writer.flush()
             events = count * args.changes
-            queued, cpus, walls = [], [], []
+            queued: list[float] = []
+            cpus: list[float] = []
+            walls: list[float] = []
             for _ in range(args.runs):  # each run's records queued, then written as one batch
                 queued.append(per_delivery(core, count, body) / args.changes)
                 start, cpu = time.perf_counter(), time.process_time()
