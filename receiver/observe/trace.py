@@ -271,7 +271,10 @@ class TraceWriter:
     def __call__(self, sender: Any, request: Request, result: Result, **_: Any) -> None:
         if result.integration is None:
             return  # unknown integration: nobody's stats, nobody's trace
-        self._pending.append(entry(request, result))
+        try:
+            self._pending.append(entry(request, result))
+        except Exception:  # never let tracing take a request down
+            log.exception("trace of delivery %s not kept", result.delivery_id)
         if self._thread is None:
             self._start()
 
