@@ -13,8 +13,9 @@ the newest ``REFUSED_SAMPLE`` are kept as records, in a capped list per
 integration; the last one is remembered apart from the last verified delivery,
 so forged traffic can neither grow Redis nor hide genuine deliveries.
 
-The web side never waits for any of it: records are queued in memory and
-written by a background thread in one pipeline every 200 ms (best effort:
+The web side never waits for Redis for any of it: records are made as plain
+values when a delivery is answered (``entry``), queued in memory and written
+by a background thread in one pipeline every 200 ms (best effort:
 a process killed in between loses at most that much trace, never a
 delivery). Workers append their attempts directly, after recording the
 outcome that matters.
