@@ -148,7 +148,7 @@ def parse(
                     entry_id,
                     (None if item_time is None else to_utc(item_time)) or entry_time,
                     replayed,
-                    dict(extra),
+                    dict(extra) if extra else {},
                 )
             )
     return events
@@ -172,9 +172,14 @@ def _items(topic: str, entry: dict[str, Any], position: int) -> Iterator[Item]:
                 )
             if topic == shapes.WHATSAPP:
                 yield from _change(topic, change["field"], change.get("value"))
-            else:  # one item per change: no generator of its own
+            else:  # one item per change: no generator of its own, _own_time inlined
                 value = change.get("value")
-                yield change["field"], value, _own_time(value), value
+                own = None
+                if type(value) is dict:
+                    own = value.get("created_time")
+                    if own is None:
+                        own = value.get("timestamp")
+                yield change["field"], value, own, value
     for key in ("messaging", "standby"):
         items = entry.get(key)
         if items is None:
@@ -271,35 +276,30 @@ def to_utc(raw: Any) -> datetime | None:
     year 9999 at UTC-1), and a time that cannot be represented is no time.
     Zero and negative numbers are no time either (Meta's placeholders).
     """
-    try:
-        return _to_utc(raw)
+    try:  # one function, not a wrapper: called once per event
+        number: float
+        if isinstance(raw, str):
+            text = raw.strip()
+            if ":" not in text and _NUMERIC.match(text):  # ISO times have a colon; numbers none
+                number = float(text)
+            else:
+                parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+                if parsed.tzinfo is None:
+                    return parsed.replace(tzinfo=UTC)
+                return parsed.astimezone(UTC)
+        elif raw is None or isinstance(raw, bool):
+            return None
+        elif isinstance(raw, (int, float)):  # a tuple: faster than ``int | float`` here
+            number = float(raw)
+        else:
+            return None
+        if not math.isfinite(number) or number <= 0:
+            return None
+        if number > _MS_THRESHOLD:
+            number /= 1000.0
+        return datetime.fromtimestamp(number, UTC)
     except (OverflowError, ValueError, OSError):
         return None
-
-
-def _to_utc(raw: Any) -> datetime | None:
-    number: float
-    if isinstance(raw, str):
-        text = raw.strip()
-        if ":" not in text and _NUMERIC.match(text):  # ISO times have a colon; numbers none
-            number = float(text)
-        else:
-            try:
-                parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-            except ValueError:
-                return None
-            return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-    elif raw is None or isinstance(raw, bool):
-        return None
-    elif isinstance(raw, (int, float)):  # a tuple: faster than ``int | float`` here
-        number = float(raw)
-    else:
-        return None
-    if not math.isfinite(number) or number <= 0:
-        return None
-    if number > _MS_THRESHOLD:
-        number /= 1000.0
-    return datetime.fromtimestamp(number, UTC)
 
 
 def _depth_exceeds(body: bytes, limit: int) -> bool:
