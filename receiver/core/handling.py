@@ -273,9 +273,8 @@ class Core:
     def _route(self, events: list[Event], context: dict[str, Any]) -> Result:
         inline: list[tuple[Event, Handler]] = []
         background: list[tuple[Event, Handler]] = []
-        for event in events:
-            for handler in self.router.match(event):
-                (background if handler.background else inline).append((event, handler))
+        for event, handler in self.router.match_all(events):
+            (background if handler.background else inline).append((event, handler))
         stored = None
         if background:
             context["ordered"] = self._ordered(background)
@@ -424,7 +423,8 @@ def _log_answer(request: Request, result: Result) -> None:
     if result.events:
         counts: dict[str, int] = {}
         for event in result.events:
-            counts[event.name] = counts.get(event.name, 0) + 1
+            name = event.name
+            counts[name] = counts.get(name, 0) + 1
         fields["events"] = counts
         fields["queued"] = result.queued
     if result.error:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
+from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -97,20 +98,7 @@ class Event:
         Shares ``value`` and ``extra`` with the event (no deep copy: this runs
         once per event on the ack path, and the result is serialised at once).
         """
-        return {
-            "topic": self.topic,
-            "field": self.field,
-            "name": self.name,
-            "value": self.value,
-            "id": self.id,
-            "delivery_id": self.delivery_id,
-            "integration": self.integration,
-            "verb": self.verb,
-            "entry_id": self.entry_id,
-            "time": self.time.isoformat() if self.time else None,
-            "replayed": self.replayed,
-            "extra": self.extra,
-        }
+        return as_dict(self, self.time.isoformat() if self.time else None)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Event:
@@ -118,3 +106,64 @@ class Event:
         raw_time = values.get("time")
         values["time"] = datetime.fromisoformat(raw_time).astimezone(UTC) if raw_time else None
         return cls(**values)
+
+
+def as_dict(event: Event, time: str | datetime | None) -> dict[str, Any]:
+    """``Event.to_dict`` with ``time`` as given: its text, or the datetime for orjson, which
+    writes isoformat's text (``handoff.packets``: 0.8 µs an event less)."""
+    return {
+        "topic": event.topic,
+        "field": event.field,
+        "name": f"{event.topic}.{event.field}",
+        "value": event.value,
+        "id": event.id,
+        "delivery_id": event.delivery_id,
+        "integration": event.integration,
+        "verb": event.verb,
+        "entry_id": event.entry_id,
+        "time": time,
+        "replayed": event.replayed,
+        "extra": event.extra,
+    }
+
+
+_FIELDS = tuple(f.name for f in dataclass_fields(Event))
+(
+    _set_topic, _set_field, _set_value, _set_id, _set_delivery_id, _set_integration,
+    _set_verb, _set_entry_id, _set_time, _set_replayed, _set_extra,
+) = (Event.__dict__[name].__set__ for name in _FIELDS)  # the slots' own setters  # fmt: skip
+_new = object.__new__
+
+
+def new_event(
+    topic: str,
+    field: str,
+    value: Any,
+    id: str,
+    delivery_id: str,
+    integration: str,
+    verb: str | None,
+    entry_id: str | None,
+    time: datetime | None,
+    replayed: bool,
+    extra: dict[str, Any],
+) -> Event:
+    """``Event(...)`` with every field given, for the parser's one per item.
+
+    A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``:
+    1.9 µs an event with keywords; the slots' own setters take 0.65. Gives an equal
+    event (``tests/unit/test_envelope.py`` checks it against the constructor).
+    """
+    event = _new(Event)
+    _set_topic(event, topic)
+    _set_field(event, field)
+    _set_value(event, value)
+    _set_id(event, id)
+    _set_delivery_id(event, delivery_id)
+    _set_integration(event, integration)
+    _set_verb(event, verb)
+    _set_entry_id(event, entry_id)
+    _set_time(event, time)
+    _set_replayed(event, replayed)
+    _set_extra(event, extra)
+    return event

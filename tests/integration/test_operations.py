@@ -76,6 +76,56 @@ def test_a_delivery_leaves_a_trace_findable_by_event(traced: Flask, redis_url: s
     assert trace.deliveries_of(connection, event_id) == [answer["delivery_id"]]
 
 
+def test_a_trace_record_and_the_last_delivery_hold_what_they_did(redis_url: str) -> None:
+    """The writer keeps plain values from a delivery (``trace.entry``): the record and the
+    ``last`` hash read back as when it kept the request and result themselves."""
+    from datetime import UTC, datetime
+
+    connection = redis.Redis.from_url(redis_url)
+    writer = trace.TraceWriter(60, lambda: connection)
+    writer._thread = object()  # type: ignore[assignment]  # flushed by hand
+    event = Event("group", "comments", {"verb": "add"}, "e1", "d1", "kept", verb="add")
+    received = 1_800_000_000.5  # half a second: the text keeps its microseconds
+    result = Result(status=200, body=b"{}", delivery_id="d1", integration="kept", events=[event],
+                    verified="ok", secret_index=1, queued=1, stored="redis",
+                    ordered=[["h", "e1", "k", "q"]], received_at=received, seconds=0.001234)
+    writer(None, Request(method="POST", path="/webhooks/kept", body=b"{}"), result)
+    handshake = Result(status=200, body=b"c", integration="kept", received_at=received + 1)
+    writer(None, Request(method="GET", path="/webhooks/kept"), handshake)
+    assert writer.flush() == 2
+    record = trace.load(connection, "d1")
+    assert record == {
+        "delivery_id": "d1", "integration": "kept",
+        "received_at": datetime.fromtimestamp(received, UTC).isoformat(),
+        "status": 200, "error": None, "reason": None, "replayed": False, "duration_ms": 1.23,
+        "events": [["group.comments", "e1"]], "inline": [], "queued": 1,
+        "ordered": [["h", "e1", "k", "q"]], "stored": "redis", "secret_index": 1,
+        "background": [],
+    }  # fmt: skip
+    [(_, stats)] = trace.stats(connection, ["kept"]).items()
+    assert stats["last"] == {
+        "at": "2027-01-15T08:00:00.500000+00:00", "status": "200", "delivery_id": "d1",
+        "secret_index": "1", "secret_index_at": "2027-01-15T08:00:00.500000+00:00",
+        "handshake_at": "2027-01-15T08:00:01.500000+00:00", "handshake_status": "200",
+    }  # fmt: skip
+    assert connection.hgetall(trace.day_key("kept", datetime(2027, 1, 15).date())) == {
+        b"group": b"1"
+    }
+
+
+def test_a_trace_that_cannot_be_made_never_fails_the_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(request: Request, result: Result) -> Any:
+        raise ValueError("a bug of ours")
+
+    monkeypatch.setattr(trace, "entry", broken)
+    writer = trace.TraceWriter(60, lambda: None)
+    writer._thread = object()  # type: ignore[assignment]
+    writer(None, Request(method="POST", body=b"{}"), Result(status=200, body=b"", integration="x"))
+    assert writer.flush() == 0
+
+
 @pytest.mark.parametrize("changes", [1, 3, 8])
 def test_every_event_of_a_redelivered_batch_finds_both_deliveries(
     traced: Flask, redis_url: str, changes: int
@@ -111,11 +161,11 @@ def test_a_flush_waits_for_the_background_writer_already_writing(redis_url: str)
         def __getattr__(self, name: str) -> Any:
             return getattr(self.inner, name)
 
-        def execute(self) -> Any:
+        def execute(self, raise_on_error: bool = True) -> Any:
             if threading.current_thread().name == "receiver-trace":
                 taken.set()
                 release.wait(10)
-            return self.inner.execute()
+            return self.inner.execute(raise_on_error)
 
     class HeldConnection:
         def pipeline(self, transaction: bool = True) -> HeldPipeline:

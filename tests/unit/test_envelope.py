@@ -340,3 +340,85 @@ def test_not_an_envelope_is_rejected(body: bytes, code: str) -> None:
         parse(body, delivery_id="d", integration="i", max_depth=64)
     assert info.value.code == code
     assert 400 <= info.value.status < 500
+
+
+def _nested_deeper(data: Any, limit: int) -> bool:
+    """The decoded tree's depth, walked: what the byte-level check must agree with."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(node, dict | list):
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a":"[[[[[["}',
+        b'["\\\\",["\\"[[[["]]',
+        b'[[[],[[]]],{"x\\\\":"\\"[","y":["]"],"z":"\\u005b["}]',
+        b'["x[", "]", ["a\\\\\\"[["]]',
+        b'{"a\\"b[":[1,[2]],"\\\\":{"\\\\\\\\":"{"}}',
+        b' [ [ "][" , [ ] ] ] ',
+        b'"["',
+        b"1",
+    ],
+)
+def test_depth_is_read_from_the_bytes_as_the_tree_has_it(body: bytes) -> None:
+    from receiver.model.envelope import _depth_exceeds
+
+    data = json.loads(body)
+    for limit in range(1, 6):
+        assert _depth_exceeds(body, limit) == _nested_deeper(data, limit), limit
+
+
+def test_ids_of_an_infinite_number_are_json_dumps_ones() -> None:
+    """``1e999`` reads as infinity: json.dumps writes ``Infinity`` (orjson, ``null``)."""
+    from hashlib import blake2b
+
+    body = b'{"object":"group","entry":[{"id":"1","changes":[{"field":"f","value":{"n":1e999}}]}]}'
+    [event] = parse(body, delivery_id="d", integration="i", max_depth=64)
+    canonical = b'["i","group","1","f",{"n":Infinity}]'
+    assert event.id == blake2b(canonical, digest_size=16).hexdigest()
+    assert event.value["n"] == float("inf")
+
+
+def test_new_event_is_the_constructor_s_event() -> None:
+    from receiver.model.events import Event, new_event
+
+    args = ("g", "f", {"a": [1]}, "id", "d", "i", "add", "1", datetime(2020, 1, 1, tzinfo=UTC),
+            True, {"uid": 3})  # fmt: skip
+    made = new_event(*args)
+    assert made == Event(*args)
+    assert repr(made) == repr(Event(*args))
+    with pytest.raises(AttributeError):
+        made.topic = "other"  # type: ignore[misc]  # still frozen
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b'{"n":1e999,"m":-1e999}', b'{"big":123456789012345678901234567890}', b'{"s":"\\ud800"}',
+     b'{"t":"caf\\u00e9 \\u2603","f":1.5e-07,"i":-0}'],
+)  # fmt: skip
+def test_packets_carry_the_events_values(value: bytes) -> None:
+    """Packets are written by orjson, or json.dumps where orjson would refuse or differ."""
+    from receiver.queue.handoff import packets
+
+    change = b'{"field":"f","value":%s}' % value
+    body = b'{"object":"g","entry":[{"id":"1","time":1516071794.5,"changes":[%s]}]}' % change
+    [event] = parse(body, delivery_id="d", integration="i", max_depth=64)
+
+    class Handler:
+        id = "h"
+        queue = None
+
+    [(queue, text)] = packets("d", [(event, Handler())], "q").items()  # type: ignore[list-item]
+    assert queue == "q"
+    [item] = json.loads(text)["items"]
+    assert item == {"event": event.to_dict(), "handler": "h"}
+    assert item["event"]["time"] == "2018-01-16T03:03:14.500000+00:00"
+    assert repr(item["event"]["value"]) == repr(event.value)  # inf stays inf, not None

@@ -112,7 +112,11 @@ ascii_heavy = st.recursive(
 @settings(deadline=None, max_examples=1000)
 @given(ascii_heavy, st.text(max_size=6) | st.none())
 def test_event_ids_are_those_json_dumps_made(item: Any, entry_id: str | None) -> None:
-    """Event ids are dedupe keys stored in Redis: a faster encoder must give the same bytes."""
+    """Event ids are dedupe keys stored in Redis: a faster encoder must give the same bytes.
+
+    Through the parser, which tells ``event_id`` whether its body held floats (the
+    orjson text is used only when it held none), and directly (any item).
+    """
     from hashlib import blake2b
 
     from receiver.model.envelope import event_id
@@ -123,3 +127,30 @@ def test_event_ids_are_those_json_dumps_made(item: Any, entry_id: str | None) ->
     )
     expected = blake2b(canonical.encode("ascii"), digest_size=16).hexdigest()
     assert event_id("i", "group", entry_id, "comments", item) == expected
+    entry = {"changes": [{"field": "comments", "value": item}]}
+    if entry_id is not None:
+        entry["id"] = entry_id
+    for ensure_ascii in (True, False):
+        body = json.dumps({"object": "group", "entry": [entry]}, ensure_ascii=ensure_ascii)
+        [event] = parse(body.encode(), delivery_id="d", integration="i", max_depth=64)
+        assert event.id == expected
+
+
+@settings(deadline=None, max_examples=300)
+@given(ascii_heavy | json_values)
+def test_depth_read_from_bytes_is_the_tree_s(data: Any) -> None:
+    """The byte-level depth check agrees with a walk of the decoded tree, any strings."""
+    from receiver.model.envelope import _depth_exceeds
+
+    def deeper(node: Any, limit: int, depth: int = 1) -> bool:
+        if not isinstance(node, dict | list):
+            return False
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        return any(deeper(child, limit, depth + 1) for child in children)
+
+    for ensure_ascii in (True, False):
+        body = json.dumps(data, ensure_ascii=ensure_ascii).encode()
+        for limit in range(1, 5):
+            assert _depth_exceeds(body, limit) == deeper(data, limit)

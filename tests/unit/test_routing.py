@@ -107,3 +107,36 @@ def test_handlers_set_aside_come_back_as_they_were(router: Router) -> None:
         assert router.handlers() == [kept]
     assert router.handlers() == [kept, aside]
     assert router.handler(aside.id) is aside
+
+
+def test_match_all_finds_what_match_finds(router: Router) -> None:
+    """A delivery's pairs, names looked up once: the same handlers, the same order."""
+    from receiver.routing.signals import event_signal
+
+    def make(field: str, verb: str, n: int) -> Event:
+        return Event("group", field, {"verb": verb, "n": n}, f"id{n}", "d", "i", verb=verb)
+
+    def boom(event: Event) -> bool:
+        raise ValueError("a filter that fails matches nothing")
+
+    router.connect("*", lambda event: None)
+    router.connect("group.comments", lambda event: None, verb="add")
+    router.connect("group.*", lambda event: None, lambda event: event.value["n"] % 2 == 0)
+    router.connect("group.posts", lambda event: None, background=True)
+    router.connect("group.comments", lambda event: None, boom)
+    events = [make(f, v, n) for n, (f, v) in enumerate(
+        [("comments", "add"), ("posts", "edit"), ("comments", "remove"), ("comments", "add"),
+         ("other", "add")]
+    )]  # fmt: skip
+    expected = [(e, h) for e in events for h in router.match(e)]
+    assert len(expected) == 11
+    assert router.match_all(events) == expected
+
+    def foreign(sender: Any, event: Event) -> None:
+        return None
+
+    event_signal("group.posts").connect(foreign, weak=False)  # anyone's receiver: asked per event
+    try:
+        assert router.match_all(events) == expected
+    finally:
+        event_signal("group.posts").disconnect(foreign)
