@@ -14,6 +14,13 @@ from handlers import link_preview
 from receiver import testing
 
 
+@pytest.fixture
+def receiver_handlers() -> list[str]:
+    # Named here, not left to whichever test imported them first: alone, this file
+    # would otherwise load no handler at all.
+    return ["handlers.log_events", "handlers.link_preview", "handlers.welcome"]
+
+
 def test_log_events_logs_every_event(
     receiver_client: testing.SignedClient, caplog: pytest.LogCaptureFixture
 ) -> None:
