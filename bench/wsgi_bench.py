@@ -127,6 +127,7 @@ def main() -> None:
         logsafe.install(
             "WARNING" if "log" in args.without else "INFO",
             "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
+            batched=True,  # as the Procfile's gunicorn config installs it
         )
         for handler in logging.getLogger().handlers:
             if isinstance(handler, logging.StreamHandler):

@@ -21,6 +21,7 @@ from receiver.observe.logsafe import SafeFormatter, escape, mask_query_string
 from receiver.routing.contracts import Work
 from receiver.settings.loading import load_settings
 from tests.conftest import SECRET, TOKEN, base_config, payload, signed
+from tests.processes import wait_until
 
 META_CN = "client.webhooks.fbclientcerts.com"
 
@@ -49,6 +50,37 @@ def test_the_direct_log_line_is_the_record_path_s_text(monkeypatch: pytest.Monke
         logsafe.emit(logger, logging.INFO, "%s %s", args, {"kind": "delivery"})
         assert direct == stream.getvalue()
         assert "abc" not in direct and direct.count("\n") == 1 and "\x1b" not in direct
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_batched_lines_leave_together_in_order_and_a_warning_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The web process's handler: INFO lines wait for the batch, a WARNING writes it at once."""
+    from receiver.observe import logsafe
+
+    monkeypatch.setattr(logsafe, "FLUSH_SECONDS", 0.05)
+    stream = io.StringIO()
+    handler = logsafe.BatchedStreamHandler(stream)
+    handler.setFormatter(SafeFormatter("[%(levelname)s] %(message)s"))
+    logger = logging.getLogger("receiver.test-batched")
+    logger.propagate = False
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        assert logsafe._write_line(logger, logging.INFO, "%s %s", ("delivery", "n=1"))
+        logsafe.emit(logger, logging.INFO, "%s %s", ("delivery", "n=2\n[x]"), {})
+        assert stream.getvalue() == ""  # held in memory: no write per request
+        logger.warning("then a warning")
+        assert stream.getvalue() == (
+            "[INFO] delivery n=1\n[INFO] delivery n=2\\n[x]\n[WARNING] then a warning\n"
+        )
+        logsafe.emit(logger, logging.INFO, "%s %s", ("delivery", "n=3"), {})
+        wait_until(lambda: stream.getvalue().endswith("n=3\n"), what="the background flush")
+        logsafe.emit(logger, logging.INFO, "%s %s", ("delivery", "n=4"), {})
+        handler.flush()  # what logging.shutdown does at exit
+        assert stream.getvalue().endswith("[INFO] delivery n=3\n[INFO] delivery n=4\n")
     finally:
         logger.removeHandler(handler)
 
