@@ -84,12 +84,13 @@ def push(
     packets: list[bytes],
     max_drainers: int,
     lanes: Sequence[tuple[str, str, str]] = (),
+    held: scripts.Held | None = None,
 ) -> str | None:
     """Append packets and ordered items (one round trip); return a new drainer id when one
-    should be started."""
+    should be started. ``held``: the connection to use (``scripts.run``)."""
     candidate = uuid.uuid4().hex
     script_keys, args = push_call(queue, packets, max_drainers, candidate, lanes)
-    wanted = scripts.run(connection, scripts.PUSH, script_keys, args)
+    wanted = scripts.run(connection, scripts.PUSH, script_keys, args, held=held)
     return candidate if wanted else None
 
 
