@@ -413,23 +413,34 @@ def _log_answer(request: Request, result: Result) -> None:
     """
     if not log.isEnabledFor(logging.INFO):
         return
+    kind = "delivery" if request.method == "POST" else "request"
+    integration = result.integration or request.integration or "default"
+    duration_ms = round(result.seconds * 1000, 2)
     fields: dict[str, Any] = {
-        "kind": "delivery" if request.method == "POST" else "request",
+        "kind": kind,
         "method": request.method,
         "delivery_id": result.delivery_id,
-        "integration": result.integration or request.integration or "default",
+        "integration": integration,
         "status": result.status,
-        "duration_ms": round(result.seconds * 1000, 2),
+        "duration_ms": duration_ms,
     }
+    # The text is the fields but ``kind``, each as ``key=repr(value)``, in this order.
+    text = (
+        f"method={request.method!r} delivery_id={result.delivery_id!r} "
+        f"integration={integration!r} status={result.status!r} duration_ms={duration_ms!r}"
+    )
     if result.events:
         counts: dict[str, int] = {}
         for event in result.events:
-            counts[event.name] = counts.get(event.name, 0) + 1
+            name = event.name
+            counts[name] = counts.get(name, 0) + 1
         fields["events"] = counts
         fields["queued"] = result.queued
+        text += f" events={counts!r} queued={result.queued!r}"
     if result.error:
         fields["error"] = result.error
+        text += f" error={result.error!r}"
     if result.reason:
         fields["reason"] = result.reason
-    text = " ".join([f"{k}={v!r}" for k, v in fields.items() if k != "kind"])
-    logsafe.emit(log, logging.INFO, "%s %s", (fields["kind"], text), fields)
+        text += f" reason={result.reason!r}"
+    logsafe.emit(log, logging.INFO, "%s %s", (kind, text), fields)

@@ -56,6 +56,8 @@ def _escape_char(match: re.Match[str]) -> str:
 
 def escape(text: str) -> str:
     """``text`` with every control character written as an escape: one safe line."""
+    if text.isprintable():  # no character ``_CONTROL`` matches is printable: nothing to do
+        return text
     return _CONTROL.sub(_escape_char, text)
 
 

@@ -54,6 +54,41 @@ def test_the_direct_log_line_is_the_record_path_s_text(monkeypatch: pytest.Monke
         logger.removeHandler(handler)
 
 
+def test_the_request_line_s_text_is_pinned() -> None:
+    """The per-request line's bytes: operators' parsers read them (fields in this order)."""
+    from receiver.core.handling import _log_answer
+    from receiver.model import envelope
+    from receiver.routing.contracts import Request, Result
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(SafeFormatter("%(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("receiver")
+    logger.addHandler(handler)
+    level, propagate = logger.level, logger.propagate
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    body = payload("group__comments__add.json")
+    events = envelope.parse(body, delivery_id="a" * 32, integration="default", max_depth=64)
+    delivered = Result(status=200, body=b"{}", events=events, delivery_id="a" * 32, queued=1)
+    refused = Result(status=401, body=b"{}", error="bad_signature", reason="mismatch\x1b")
+    delivered.seconds = refused.seconds = 0.0012345
+    try:
+        _log_answer(Request("POST", path="/webhook"), delivered)
+        _log_answer(Request("GET", integration="x\u2028", path="/webhook"), refused)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+    assert stream.getvalue() == (
+        "INFO receiver: delivery method='POST' delivery_id='aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa' "
+        "integration='default' status=200 duration_ms=1.23 events={'group.comments': 1} "
+        "queued=1\n"
+        "INFO receiver: request method='GET' delivery_id=None integration='x\\u2028' status=401 "
+        "duration_ms=1.23 error='bad_signature' reason='mismatch\\x1b'\n"
+    )
+
+
 def test_batched_lines_leave_together_in_order_and_a_warning_at_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
