@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from redis import Redis
 
 from receiver.model.events import Event
@@ -49,11 +50,31 @@ def packets(delivery_id: str, work: Work, default_queue: str) -> dict[str, str]:
         by_queue[handler.queue or default_queue].append(item(event, handler))
     at = round(time.time(), 3)  # for the oldest-pending gauge (ops.packet_time)
     return {
-        queue: json.dumps(
-            {"delivery_id": delivery_id, "at": at, "items": items}, separators=(",", ":")
-        )
+        queue: dumps({"delivery_id": delivery_id, "at": at, "items": items})
         for queue, items in by_queue.items()
     }
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
+def dumps(data: Any) -> str:
+    """Compact JSON text that ``json.loads`` reads back as ``json.dumps``'s would be.
+
+    orjson's text where it means the same (≈ 10× faster than ``json.dumps`` for a
+    delivery's packet): it writes non-ASCII as UTF-8 rather than ``\\u`` escapes,
+    which reads back the same. Where it could not mean the same, ``json`` writes
+    it: an integer past 64 bits or a lone surrogate (orjson refuses them), and
+    any text with a ``null``, since orjson writes an infinite float (a body may
+    hold ``1e999``) as ``null`` where ``json`` writes ``Infinity``.
+    """
+    try:
+        text = orjson.dumps(data)
+    except TypeError:
+        return _ENCODER.encode(data)
+    if b"null" in text:
+        return _ENCODER.encode(data)
+    return text.decode()
 
 
 def push_call(
