@@ -369,6 +369,9 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._size = 0
         self._wake = threading.Event()
         self._flusher_pid = 0
+        # The batch's own lock, not the handler's RLock: a pure-Python one under
+        # gevent's patching, which the direct request line would take every time.
+        self._batch_lock = threading.Lock()
         _BATCHED.add(self)
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -381,27 +384,21 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def append(self, text: str, urgent: bool = False) -> None:
         """Add a formatted line; write the batch now if ``urgent`` or full."""
-        self.acquire()
-        try:
+        with self._batch_lock:
             self._pending.append(text)
             self._size += len(text)
             if urgent or self._size >= BATCH_BYTES:
                 self._write_pending()
             elif len(self._pending) == 1:
                 self._wake_flusher()
-        finally:
-            self.release()
 
     def flush(self) -> None:
-        self.acquire()
-        try:
+        with self._batch_lock:
             self._write_pending()
-        finally:
-            self.release()
         super().flush()
 
     def _write_pending(self) -> None:
-        """Write and flush what is buffered; the caller holds the handler's lock."""
+        """Write and flush what is buffered; the caller holds ``_batch_lock``."""
         if not self._pending:
             return
         text, self._pending, self._size = "".join(self._pending), [], 0
@@ -437,7 +434,12 @@ def _flush_batches() -> None:
         handler.flush()
 
 
-os.register_at_fork(before=_flush_batches)
+def _after_fork() -> None:
+    for handler in list(_BATCHED):  # another thread may have held it when the fork came
+        handler._batch_lock = threading.Lock()
+
+
+os.register_at_fork(before=_flush_batches, after_in_child=_after_fork)
 
 
 LOG_FORMATS = ("text", "json")
