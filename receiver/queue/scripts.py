@@ -209,7 +209,14 @@ os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
 def _args(values: Sequence[Any]) -> list[bytes]:
     """``_arg`` of each value, the common types without a call each."""
     return [
-        v if type(v) is bytes else v.encode() if type(v) is str else _arg(v) for v in values
+        v
+        if (kind := type(v)) is bytes
+        else v.encode()
+        if kind is str
+        else b"%d" % v
+        if kind is int
+        else _arg(v)
+        for v in values
     ]
 
 
