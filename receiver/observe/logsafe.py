@@ -342,25 +342,26 @@ _FIELD = re.compile(r"%\((\w+)\)")
 
 
 FLUSH_SECONDS = 0.5
-"""How long a line below WARNING may wait in a ``BatchedStreamHandler``'s buffer."""
+"""How long a request line may wait in a ``BatchedStreamHandler``'s buffer."""
 BATCH_BYTES = 64 * 1024
 """A batch is written as soon as it holds this much text."""
 
 
 class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """A ``StreamHandler`` that writes lines below WARNING in batches, not one ``write`` each.
+    """A ``StreamHandler`` that writes the per-request lines in batches, not one ``write`` each.
 
     Under gunicorn every request logs a line, and the line's ``write`` and ``flush``
-    were a system call per request that bare Flask does not make. Here lines wait in
-    memory and leave together: at most ``FLUSH_SECONDS`` after the first of them (a
-    background thread, woken only when an empty buffer gets a line), when the buffer
-    holds ``BATCH_BYTES``, when a WARNING or worse is logged (it is written at once,
-    after the lines before it: order is kept), before the process forks, and at exit
-    (``logging.shutdown`` flushes every handler). What a crash can lose: the INFO lines
-    of the last ``FLUSH_SECONDS`` of a process killed without exiting (SIGKILL, a
-    gunicorn worker killed for its ``timeout``, a segfault); never a warning or an error.
-    Lines other writers put on the same file descriptor (gunicorn's own, its access
-    log) may come up to ``FLUSH_SECONDS`` ahead of batched ones written before them.
+    were a system call per request that bare Flask does not make. Here the lines
+    ``emit`` writes directly (``_write_line``: the request line, in the text format)
+    wait in memory and leave together: at most ``FLUSH_SECONDS`` after the first of
+    them (a background thread, woken only when an empty buffer gets a line), when the
+    buffer holds ``BATCH_BYTES``, when any other record is logged (it is written at
+    once, after the lines before it: order is kept), before the process forks, and at
+    exit (``logging.shutdown`` flushes every handler). What a crash can lose: the
+    request lines of the last ``FLUSH_SECONDS`` of a process killed without exiting
+    (SIGKILL, a gunicorn worker killed for its ``timeout``, a segfault); never another
+    line. Lines other writers put on the same file descriptor (gunicorn's own, its
+    access log) may come up to ``FLUSH_SECONDS`` ahead of batched ones before them.
     """
 
     def __init__(self, stream: Any = None) -> None:
@@ -380,7 +381,7 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         except Exception:  # noqa: BLE001 - as StreamHandler does
             self.handleError(record)
             return
-        self.append(text, urgent=record.levelno >= logging.WARNING)
+        self.append(text, urgent=True)  # anything but the request line: at once, as before
 
     def append(self, text: str, urgent: bool = False) -> None:
         """Add a formatted line; write the batch now if ``urgent`` or full."""
@@ -465,8 +466,8 @@ def install(
 ) -> None:
     """Route every logger that propagates (receiver, handler modules) to stderr, escaped or JSON.
 
-    ``batched``: INFO lines are written in batches (``BatchedStreamHandler``); the web
-    process's choice, whose every request logs a line.
+    ``batched``: the request lines are written in batches (``BatchedStreamHandler``);
+    the web process's choice, whose every request logs one.
     """
     handler: logging.StreamHandler[Any] = (
         BatchedStreamHandler() if batched else logging.StreamHandler()

@@ -89,10 +89,11 @@ def test_the_request_line_s_text_is_pinned() -> None:
     )
 
 
-def test_batched_lines_leave_together_in_order_and_a_warning_at_once(
+def test_request_lines_leave_together_and_in_order_with_the_others(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The web process's handler: INFO lines wait for the batch, a WARNING writes it at once."""
+    """The web process's handler: request lines wait for the batch, any other line writes
+    it at once, then itself."""
     from receiver.observe import logsafe
 
     monkeypatch.setattr(logsafe, "FLUSH_SECONDS", 0.05)
@@ -107,9 +108,9 @@ def test_batched_lines_leave_together_in_order_and_a_warning_at_once(
         assert logsafe._write_line(logger, logging.INFO, "%s %s", ("delivery", "n=1"))
         logsafe.emit(logger, logging.INFO, "%s %s", ("delivery", "n=2\n[x]"), {})
         assert stream.getvalue() == ""  # held in memory: no write per request
-        logger.warning("then a warning")
+        logger.info("then another line")
         assert stream.getvalue() == (
-            "[INFO] delivery n=1\n[INFO] delivery n=2\\n[x]\n[WARNING] then a warning\n"
+            "[INFO] delivery n=1\n[INFO] delivery n=2\\n[x]\n[INFO] then another line\n"
         )
         logsafe.emit(logger, logging.INFO, "%s %s", ("delivery", "n=3"), {})
         wait_until(lambda: stream.getvalue().endswith("n=3\n"), what="the background flush")
