@@ -1,7 +1,7 @@
 """The web process's CPU per request, in-process: the WSGI app called directly, no server.
 
     .venv/bin/python bench/wsgi_bench.py [--count 5000] [--runs 3] [--scenario inline]
-                                         [--changes N] [--profile FILE]
+                                         [--changes N] [--profile FILE] [--gevent]
 
 What ``bench/http_bench.py`` measures less gunicorn, gevent and the kernel,
 and so far steadier on a shared machine: bare Flask (``bench.reference_apps:bare``)
@@ -25,13 +25,19 @@ For instruction counts, which a busy machine does not change::
 
 from __future__ import annotations
 
+import sys
+
+if "--gevent" in sys.argv:  # before anything imports threading or sockets, as gunicorn does
+    from gevent import monkey
+
+    monkey.patch_all()
+
 import argparse
 import io
 import logging
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -108,6 +114,12 @@ def main() -> None:
     parser.add_argument(
         "--no-bare", action="store_true", help="leave bare Flask out (instruction counts)"
     )
+    parser.add_argument(
+        "--gevent",
+        action="store_true",
+        help="monkey-patch with gevent first, as the Procfile's gevent workers do (its locks, "
+        "threads and sockets are gevent's)",
+    )
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="wsgi-bench-"))
     server = RedisServer(folder / "redis")
@@ -124,10 +136,12 @@ def main() -> None:
         from receiver.observe import logsafe, metrics
         from receiver.routing.signals import delivery_finished
 
-        logsafe.install(
-            "WARNING" if "log" in args.without else "INFO",
-            "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
-        )
+        level = "WARNING" if "log" in args.without else "INFO"
+        line = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
+        try:  # batched, as the Procfile's gunicorn config installs it
+            logsafe.install(level, line, batched=True)
+        except TypeError:  # a checkout from before batched lines
+            logsafe.install(level, line)
         for handler in logging.getLogger().handlers:
             if isinstance(handler, logging.StreamHandler):
                 handler.setStream(open(folder / "log.txt", "a"))  # noqa: SIM115

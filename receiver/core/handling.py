@@ -19,6 +19,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from receiver.core import network, signature
 from receiver.core.runner import resolve
 from receiver.errors import (
@@ -64,8 +66,22 @@ __all__ = [  # the shared types stay importable from here, where callers first m
     "rejection",
 ]
 
-def _json(status: int, data: Any, **extra: Any) -> Result:
-    return Result(status=status, body=json.dumps(data, separators=(",", ":")).encode(), **extra)
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
+def _json(status: int, data: Any, *, same_in_orjson: bool = False, **extra: Any) -> Result:
+    """A JSON answer, compact, non-ASCII escaped.
+
+    ``same_in_orjson``: ``data`` holds only strings, integers, booleans and lists
+    of them (no float, no ``None``), for which orjson writes ``json.dumps``'s bytes
+    whenever its text is ASCII: the acknowledgement, every delivery's answer, is
+    written ≈ 10× faster.
+    """
+    if same_in_orjson:
+        text = orjson.dumps(data)
+        if text.isascii():
+            return Result(status=status, body=text, **extra)
+    return Result(status=status, body=_ENCODER.encode(data).encode(), **extra)
 
 
 def rejection(exc: Rejected, **extra: Any) -> Result:
@@ -322,6 +338,7 @@ class Core:
         return _json(
             200,
             body,
+            same_in_orjson=True,
             events=events,
             results=results,
             stored=stored,
@@ -412,14 +429,22 @@ def _log_answer(request: Request, result: Result) -> None:
     """
     if not log.isEnabledFor(logging.INFO):
         return
+    kind = "delivery" if request.method == "POST" else "request"
+    integration = result.integration or request.integration or "default"
+    duration_ms = round(result.seconds * 1000, 2)
     fields: dict[str, Any] = {
-        "kind": "delivery" if request.method == "POST" else "request",
+        "kind": kind,
         "method": request.method,
         "delivery_id": result.delivery_id,
-        "integration": result.integration or request.integration or "default",
+        "integration": integration,
         "status": result.status,
-        "duration_ms": round(result.seconds * 1000, 2),
+        "duration_ms": duration_ms,
     }
+    # The text is the fields but ``kind``, each as ``key=repr(value)``, in this order.
+    text = (
+        f"method={request.method!r} delivery_id={result.delivery_id!r} "
+        f"integration={integration!r} status={result.status!r} duration_ms={duration_ms!r}"
+    )
     if result.events:
         counts: dict[str, int] = {}
         for event in result.events:
@@ -427,9 +452,11 @@ def _log_answer(request: Request, result: Result) -> None:
             counts[name] = counts.get(name, 0) + 1
         fields["events"] = counts
         fields["queued"] = result.queued
+        text += f" events={counts!r} queued={result.queued!r}"
     if result.error:
         fields["error"] = result.error
+        text += f" error={result.error!r}"
     if result.reason:
         fields["reason"] = result.reason
-    text = " ".join([f"{k}={v!r}" for k, v in fields.items() if k != "kind"])
-    logsafe.emit(log, logging.INFO, "%s %s", (fields["kind"], text), fields)
+        text += f" reason={result.reason!r}"
+    logsafe.emit(log, logging.INFO, "%s %s", (kind, text), fields)

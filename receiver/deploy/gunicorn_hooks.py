@@ -49,10 +49,23 @@ def take_turns(worker: Any, req: Any, environ: Any, resp: Any) -> None:
     up to 2,900 deliveries' records (RSS per worker 57 → 67–79 MB). Yielding here,
     once per request, gave p99 58–89 ms and at most ≈ 100 records waiting
     (``bench/http_bench.py``'s gevent inline scenario, docs/performance.md).
+
+    A request that waited on anything (its socket, Redis) let the hub run its loop,
+    and so every other ready greenlet: that one needs no extra turn. Only an answer
+    served without a single loop iteration since the previous answer yields: the
+    keep-alive run above is still broken after one request, without a hub switch
+    (two greenlet switches and a loop iteration) per request that already blocked.
     """
     import gevent
 
-    gevent.sleep(0)
+    loop = gevent.get_hub().loop
+    if loop.iteration == _last_turn[0]:
+        gevent.sleep(0)
+    _last_turn[0] = loop.iteration
+
+
+_last_turn = [-1]
+"""The hub loop's iteration count when the previous answer's turn ended (per process)."""
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -25,9 +25,10 @@ import re
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from types import CodeType, TracebackType
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 from urllib.parse import unquote_plus
 
 from pythonjsonlogger.json import JsonFormatter
@@ -55,6 +56,8 @@ def _escape_char(match: re.Match[str]) -> str:
 
 def escape(text: str) -> str:
     """``text`` with every control character written as an escape: one safe line."""
+    if text.isprintable():  # no character ``_CONTROL`` matches is printable: nothing to do
+        return text
     return _CONTROL.sub(_escape_char, text)
 
 
@@ -267,7 +270,7 @@ def _write_line(logger: logging.Logger, level: int, msg: str, args: tuple[Any, .
     and written as that handler would, without the record: the same text, without
     the logging machinery's per-record calls (handle, filter, callHandlers, format,
     formatMessage...). Anything else (a test's capture handler, JSON lines, a second
-    handler) takes the record path.
+    handler) takes the record path. A ``BatchedStreamHandler`` gets the line in its batch.
     """
     found: logging.Handler | None = None
     current: logging.Logger | None = logger
@@ -284,11 +287,12 @@ def _write_line(logger: logging.Logger, level: int, msg: str, args: tuple[Any, .
     if (
         found is None
         or found.filters
-        or type(found) is not logging.StreamHandler
+        or type(found) not in (logging.StreamHandler, BatchedStreamHandler)
         or type(found.formatter) is not SafeFormatter
     ):
         return False
-    formatter = found.formatter
+    found = cast("logging.StreamHandler[Any]", found)  # its type is checked above
+    formatter = cast(SafeFormatter, found.formatter)
     fields = formatter._line_fields()
     if fields is None:
         return False
@@ -304,6 +308,9 @@ def _write_line(logger: logging.Logger, level: int, msg: str, args: tuple[Any, .
         moment: Any = _Moment(now)  # all that formatTime reads of a record
         values["asctime"] = formatter.formatTime(moment, formatter.datefmt)
     text = escape(mask_urls(formatter._fmt % values))  # type: ignore[operator]
+    if type(found) is BatchedStreamHandler:
+        found.append(text + found.terminator, urgent=level >= logging.WARNING)
+        return True
     stream = found.stream
     found.acquire()
     try:
@@ -334,6 +341,108 @@ _LINE_FIELDS = frozenset({"asctime", "name", "levelname", "levelno", "process", 
 _FIELD = re.compile(r"%\((\w+)\)")
 
 
+FLUSH_SECONDS = 0.5
+"""How long a request line may wait in a ``BatchedStreamHandler``'s buffer."""
+BATCH_BYTES = 64 * 1024
+"""A batch is written as soon as it holds this much text."""
+
+
+class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A ``StreamHandler`` that writes the per-request lines in batches, not one ``write`` each.
+
+    Under gunicorn every request logs a line, and the line's ``write`` and ``flush``
+    were a system call per request that bare Flask does not make. Here the lines
+    ``emit`` writes directly (``_write_line``: the request line, in the text format)
+    wait in memory and leave together: at most ``FLUSH_SECONDS`` after the first of
+    them (a background thread, woken only when an empty buffer gets a line), when the
+    buffer holds ``BATCH_BYTES``, when any other record is logged (it is written at
+    once, after the lines before it: order is kept), before the process forks, and at
+    exit (``logging.shutdown`` flushes every handler). What a crash can lose: the
+    request lines of the last ``FLUSH_SECONDS`` of a process killed without exiting
+    (SIGKILL, a gunicorn worker killed for its ``timeout``, a segfault); never another
+    line. Lines other writers put on the same file descriptor (gunicorn's own, its
+    access log) may come up to ``FLUSH_SECONDS`` ahead of batched ones before them.
+    """
+
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__(stream)
+        self._pending: list[str] = []
+        self._size = 0
+        self._wake = threading.Event()
+        self._flusher_pid = 0
+        # The batch's own lock, not the handler's RLock: a pure-Python one under
+        # gevent's patching, which the direct request line would take every time.
+        self._batch_lock = threading.Lock()
+        _BATCHED.add(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record) + self.terminator
+        except Exception:  # noqa: BLE001 - as StreamHandler does
+            self.handleError(record)
+            return
+        self.append(text, urgent=True)  # anything but the request line: at once, as before
+
+    def append(self, text: str, urgent: bool = False) -> None:
+        """Add a formatted line; write the batch now if ``urgent`` or full."""
+        with self._batch_lock:
+            self._pending.append(text)
+            self._size += len(text)
+            if urgent or self._size >= BATCH_BYTES:
+                self._write_pending()
+            elif len(self._pending) == 1:
+                self._wake_flusher()
+
+    def flush(self) -> None:
+        with self._batch_lock:
+            self._write_pending()
+        super().flush()
+
+    def _write_pending(self) -> None:
+        """Write and flush what is buffered; the caller holds ``_batch_lock``."""
+        if not self._pending:
+            return
+        text, self._pending, self._size = "".join(self._pending), [], 0
+        self._wake.clear()
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except Exception:  # noqa: BLE001 - a log that cannot be written never stops a request
+            if logging.raiseExceptions:
+                sys.stderr.write("--- Logging error: a batch of log lines was lost ---\n")
+
+    def _wake_flusher(self) -> None:
+        if self._flusher_pid != _PID[0]:  # none yet, or this is a fork: threads do not follow
+            self._flusher_pid = _PID[0]
+            self._wake = threading.Event()
+            threading.Thread(target=self._flush_later, name="receiver-log", daemon=True).start()
+        self._wake.set()
+
+    def _flush_later(self) -> None:
+        wake = self._wake
+        while wake is self._wake:  # a fork replaced it: this copy of the thread is gone
+            wake.wait()
+            time.sleep(FLUSH_SECONDS)
+            self.flush()
+
+
+_BATCHED: weakref.WeakSet[BatchedStreamHandler] = weakref.WeakSet()
+
+
+def _flush_batches() -> None:
+    """Before a fork: the child must not inherit (and later write again) a parent's batch."""
+    for handler in list(_BATCHED):
+        handler.flush()
+
+
+def _after_fork() -> None:
+    for handler in list(_BATCHED):  # another thread may have held it when the fork came
+        handler._batch_lock = threading.Lock()
+
+
+os.register_at_fork(before=_flush_batches, after_in_child=_after_fork)
+
+
 LOG_FORMATS = ("text", "json")
 _JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"
 
@@ -352,9 +461,17 @@ def formatter(
     raise ConfigError(f"RECEIVER_LOG_FORMAT={chosen!r} is not a log format; use text or json")
 
 
-def install(level: str | int, fmt: str, datefmt: str | None = None) -> None:
-    """Route every logger that propagates (receiver, handler modules) to stderr, escaped or JSON."""
-    handler = logging.StreamHandler()
+def install(
+    level: str | int, fmt: str, datefmt: str | None = None, *, batched: bool = False
+) -> None:
+    """Route every logger that propagates (receiver, handler modules) to stderr, escaped or JSON.
+
+    ``batched``: the request lines are written in batches (``BatchedStreamHandler``);
+    the web process's choice, whose every request logs one.
+    """
+    handler: logging.StreamHandler[Any] = (
+        BatchedStreamHandler() if batched else logging.StreamHandler()
+    )
     handler.setFormatter(formatter(fmt, datefmt))
     handler._receiver_logsafe = True  # type: ignore[attr-defined]
     root = logging.getLogger()

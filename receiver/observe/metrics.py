@@ -14,6 +14,7 @@ from __future__ import annotations
 import bisect
 import logging
 import os
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -120,14 +121,24 @@ class _Cell:
     (``os.register_at_fork``) instead of each write checking the process id. The
     value is private to prometheus_client (pinned below 1); with any other value
     class (not multiprocess mode) the library's own ``inc`` runs.
+
+    The value's place in its file is found once: the file only grows at its end
+    (a value's offset never changes), though it may be mapped again when it does,
+    so the map is looked up on each write. Written as the library writes it (one
+    16-byte slice assignment, never ``pack_into``, whose transient zeros a scrape
+    could read): the library's per-write lookups were a third of
+    ``observe_delivery``'s instructions (callgrind: 54k with them, 34k with no write).
     """
 
-    __slots__ = ("_value", "_direct")
+    __slots__ = ("_value", "_direct", "_file", "_at")
 
     def __init__(self, value: Any) -> None:
         self._direct = bool(getattr(value, "_multiprocess", False))
         if self._direct:
             value.get()  # the library reopens its files here if this process is a fork
+            self._file = value._file
+            self._file.read_value(value._key)  # gives the value its place, if it had none
+            self._at = self._file._positions[value._key]
         self._value = value
 
     def inc(self, amount: float) -> None:
@@ -136,9 +147,13 @@ class _Cell:
         if not self._direct:
             value.inc(amount)
             return
-        value._value += amount
+        total = value._value = value._value + amount
         value._timestamp = 0.0
-        value._file.write_value(value._key, value._value, 0.0)
+        at = self._at
+        self._file._m[at : at + 16] = _TWO_DOUBLES(total, 0.0)
+
+
+_TWO_DOUBLES = struct.Struct("dd").pack
 
 
 _WRITING = threading.Lock()

@@ -53,28 +53,37 @@ def packets(delivery_id: str, work: Work, default_queue: str) -> dict[str, str]:
         )
     at = round(time.time(), 3)  # for the oldest-pending gauge (ops.packet_time)
     return {
-        queue: _json({"delivery_id": delivery_id, "at": at, "items": items})
+        queue: dumps({"delivery_id": delivery_id, "at": at, "items": items})
         for queue, items in by_queue.items()
     }
 
 
-def _json(packet: dict[str, Any]) -> str:
-    """A packet as compact JSON: orjson, ≈ 7× json.dumps on a 1,000-item packet.
+def dumps(data: Any) -> str:
+    """Compact JSON text that ``json.loads`` reads back as ``json.dumps``'s would be.
 
-    Not the same bytes (non-ASCII text is written as UTF-8, not ``\\u`` escapes), the same
-    values for the drainer's json.loads; what orjson refuses (an integer past 64 bits, a
-    lone surrogate, an infinite number: ``envelope.Unbounded``) goes through json.dumps.
+    orjson's text where it means the same (≈ 7-10× faster than json.dumps on a delivery's
+    packet; non-ASCII is written as UTF-8, not ``\\u`` escapes, which reads back the
+    same; an event's time as json's ``isoformat``). Where it could not mean the same,
+    json writes it: what orjson refuses (an integer past 64 bits, a lone surrogate,
+    ``envelope.Unbounded``) and any text holding a ``null``, since orjson writes any other
+    infinite or NaN float as ``null`` where json writes ``Infinity``/``NaN``.
     """
     try:
-        return orjson.dumps(packet).decode()
+        text = orjson.dumps(data)
     except orjson.JSONEncodeError:
-        return json.dumps(packet, separators=(",", ":"), default=_isoformat)
+        return _ENCODER.encode(data)
+    if b"null" in text:
+        return _ENCODER.encode(data)
+    return text.decode()
 
 
 def _isoformat(value: object) -> str:
     if isinstance(value, datetime):
         return value.isoformat()
     raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=_isoformat)
 
 
 def push_call(
@@ -105,12 +114,13 @@ def push(
     packets: list[bytes],
     max_drainers: int,
     lanes: Sequence[tuple[str, str, str]] = (),
+    held: scripts.Held | None = None,
 ) -> str | None:
     """Append packets and ordered items (one round trip); return a new drainer id when one
-    should be started."""
+    should be started. ``held``: the connection to use (``scripts.run``)."""
     candidate = uuid.uuid4().hex
     script_keys, args = push_call(queue, packets, max_drainers, candidate, lanes)
-    wanted = scripts.run(connection, scripts.PUSH, script_keys, args)
+    wanted = scripts.run(connection, scripts.PUSH, script_keys, args, held=held)
     return candidate if wanted else None
 
 

@@ -9,6 +9,7 @@ The script that moves ordered work on (``ordering.LANE``) lives with the rest of
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from typing import Any
 from weakref import WeakKeyDictionary
@@ -127,7 +128,14 @@ return #dead
 _registered: WeakKeyDictionary[Redis, dict[str, Any]] = WeakKeyDictionary()
 
 
-def run(connection: Redis, source: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+def run(
+    connection: Redis,
+    source: str,
+    keys: Sequence[Any],
+    args: Sequence[Any],
+    *,
+    held: Held | None = None,
+) -> Any:
     """``script(connection, source)(keys=keys, args=args)``, with less Python per call.
 
     The same EVALSHA on a connection of the client's pool, under the client's own
@@ -136,31 +144,80 @@ def run(connection: Redis, source: str, keys: Sequence[Any], args: Sequence[Any]
     redis-py's per-argument encoding checks and its generic command path (command
     lookup, options, response callbacks), ≈ 40 % of a durable delivery's CPU in
     ``bench/wsgi_bench.py``'s cProfile. Keys and arguments are ``str``, ``bytes``
-    or ``int``.
+    or ``int``. With ``held``, its connection is used instead of one of the pool's.
     """
-    command = (b"EVALSHA", _sha(source), b"%d" % len(keys), *map(_arg, keys), *map(_arg, args))
+    command = (b"EVALSHA", _sha(source), b"%d" % len(keys), *_args(keys), *_args(args))
     pool = connection.connection_pool
-    conn: Any = pool.get_connection()  # redis-py's connections carry no type hints
+    # redis-py's connections carry no type hints
+    conn: Any = pool.get_connection() if held is None else held.connection()
     try:
         packed = [_pack(command)] if _pack is not None else conn.pack_command(*command)
-
-        def send() -> Any:
-            conn.send_packed_command(packed)
-            return conn.read_response()
-
-        def failed(error: BaseException) -> None:
-            conn.disconnect()  # as redis-py does before its retry
-
-        return conn.retry.call_with_retry(send, failed)
+        return conn.retry.call_with_retry(
+            lambda: _send(conn, packed),
+            lambda error: conn.disconnect(),  # as redis-py does before its retry
+        )
     except NoScriptError:
         pass  # the server restarted since the script was loaded
+    except BaseException:
+        if held is not None:  # a reply may be left half read: never reuse the connection
+            conn.disconnect()
+        raise
     finally:
         reconnect = getattr(conn, "should_reconnect", None)  # redis-py ≥ 7's maintenance
         if reconnect is not None and reconnect():
             conn.disconnect()
             conn.connect()
-        pool.release(conn)
+        if held is None:
+            pool.release(conn)
     return script(connection, source)(keys=keys, args=args)
+
+
+def _send(conn: Any, packed: Any) -> Any:
+    conn.send_packed_command(packed)
+    return conn.read_response()
+
+
+class Held:
+    """One connection taken from a client's pool and kept, for a caller that writes alone.
+
+    Taking a connection from redis-py's pool and giving it back costs more than
+    the round trip's own Python under gevent workers: the pool's locks (gevent's,
+    in Python), a process id check (a ``getpid`` system call) and a readiness poll
+    of the socket on every take (``bench/wsgi_bench.py --gevent``). The web side's
+    group writer (``web_store.PacketGroup``: one write at a time per process) keeps
+    one instead. It is taken again after a fork (a child never writes on its
+    parent's socket), and dropped (disconnected) whenever a call on it fails, so no
+    half-read reply is ever read as the next call's.
+    """
+
+    def __init__(self, client: Redis) -> None:
+        self.client = client
+        self._conn: Any = None
+        self._pid = -1
+
+    def connection(self) -> Any:
+        if self._conn is None or self._pid != _PID[0]:
+            self._conn = self.client.connection_pool.get_connection()
+            self._pid = _PID[0]
+        return self._conn
+
+
+_PID = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
+
+
+def _args(values: Sequence[Any]) -> list[bytes]:
+    """``_arg`` of each value, the common types without a call each."""
+    return [
+        v
+        if (kind := type(v)) is bytes
+        else v.encode()
+        if kind is str
+        else b"%d" % v
+        if kind is int
+        else _arg(v)
+        for v in values
+    ]
 
 
 def _arg(value: Any) -> bytes:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 import redis
 
 from receiver.errors import NotReplicated, QueueUnavailable
-from receiver.queue import ordering
+from receiver.queue import ordering, scripts
 from receiver.queue.durability import GroupCommit, tend_held
 from receiver.queue.handoff import packets, push, start_drainer
 from receiver.queue.web_spool import Lanes, Mark, Spool, Spooled, SpoolFlusher, spool_folder
@@ -152,7 +152,9 @@ class RedisBackend:
         )
         self._down_until = 0.0
         self._unconfirmed = False
-        self._group = PacketGroup(self._push)
+        # One write at a time goes through the group: it keeps a connection of its own.
+        self._held = scripts.Held(connection)
+        self._group = PacketGroup(lambda queues, lanes: self._push(queues, lanes, self._held))
         if self.commit is None:
             for copy in self.spool.held():  # replicated durability was switched off
                 self.spool.release(copy.path)
@@ -221,7 +223,7 @@ class RedisBackend:
         else:
             self._group.submit(queues, lanes)
 
-    def _push(self, queues: Queues, lanes: Lanes) -> None:
+    def _push(self, queues: Queues, lanes: Lanes, held: scripts.Held | None = None) -> None:
         encoded = {queue: [p.encode() for p in items] for queue, items in queues.items()}
         ordered = {
             queue: [(lane, element, wake) for lane, element, wake in items]
@@ -237,6 +239,7 @@ class RedisBackend:
                 encoded.get(queue, []),
                 self.settings.max_drainers,
                 ordered.get(queue, []),
+                held,
             )
             if drainer is not None:
                 self._start_drainer(queue, drainer)

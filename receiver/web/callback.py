@@ -170,8 +170,11 @@ def _answer(
 ) -> Iterable[bytes]:
     headers = [("Content-Type", result.content_type), ("Content-Length", str(len(result.body)))]
     headers.extend(result.headers.items())
-    status = HTTPStatus(result.status)
-    start_response(f"{status.value} {status.phrase}", headers)
+    line = _STATUS_LINES.get(result.status)
+    if line is None:
+        status = HTTPStatus(result.status)
+        line = f"{status.value} {status.phrase}"
+    start_response(line, headers)
     body = [] if environ.get("REQUEST_METHOD") == "HEAD" else [result.body]
     if result.error in _UNREADABLE_BODY:
         return _HangUpAfter(body, _client_socket(environ))
@@ -187,6 +190,7 @@ def _answer(
     return _Uncork(body, sock)
 
 
+_STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
 _CORK: int = getattr(socket, "TCP_CORK", 0)
 """Linux: hold partial segments until uncorked. 0 elsewhere: no coalescing, as before."""
 

@@ -95,3 +95,29 @@ def test_test_servers_get_ports_no_outgoing_connection_can_take(tmp_path: Path) 
         assert redis.Redis.from_url(server.url).ping()
     finally:
         server.stop()
+
+
+def test_the_group_writer_s_held_connection_recovers_and_is_never_reused_after_a_failure(
+    redis_url: str,
+) -> None:
+    """``scripts.Held``: a connection the server closed is opened again; one whose call
+    failed is dropped, so no half-read reply is taken for the next call's."""
+    from receiver.app import connect
+    from receiver.queue import scripts
+
+    client = connect(redis_url, 5.0)  # the receiver's client: one quick retry
+    held = scripts.Held(client)
+    source = "return redis.call('INCR', KEYS[1])"
+    assert scripts.run(client, source, ["held-counter"], [], held=held) == 1
+    first = held.connection()
+    first.send_command("CLIENT", "ID")
+    assert client.client_kill_filter(_id=first.read_response()) == 1
+    assert scripts.run(client, source, ["held-counter"], [], held=held) == 2  # reconnected
+    assert held.connection() is first
+    refusing = "if ARGV[1] == 'no' then return redis.error_reply('no') end return 0"
+    assert scripts.run(client, refusing, [], ["yes"], held=held) == 0  # loaded (NOSCRIPT)
+    with pytest.raises(redis.ResponseError):
+        scripts.run(client, refusing, [], ["no"], held=held)
+    assert first._sock is None  # dropped after the failed call
+    assert scripts.run(client, source, ["held-counter"], [], held=held) == 3
+    assert client.get("held-counter") == b"3"

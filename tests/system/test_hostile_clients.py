@@ -286,13 +286,16 @@ def test_log_forging_is_escaped(server: Server, clean_log: None) -> None:
     target = "/webhooks/x%0AINJECTED%20[CRITICAL]%20forged%1B[2J"
     answer = exchange(server.port, get(target))
     assert (answer.status, answer.json()["error"]) == (404, "unknown_integration")
-    # The access line, written after the answer has gone out, must be in what is checked.
+    # The access line, written after the answer has gone out, and the request line (the
+    # web process writes those in batches, within 0.5 s) must be in what is checked.
+    escaped = r"x\nINJECTED [CRITICAL] forged\x1b[2J"
     log = wait_until(
-        lambda: text if "GET /webhooks/x%0AINJECTED" in (text := server.log()) else "",
+        lambda: text
+        if "GET /webhooks/x%0AINJECTED" in (text := server.log()) and escaped in text
+        else "",
         10,
-        "the access log line",
+        "the access log line and the escaped request line",
     )
-    assert r"x\nINJECTED [CRITICAL] forged\x1b[2J" in log
     assert not any(line.startswith("INJECTED") for line in log.splitlines())
     assert "\x1b" not in log
 

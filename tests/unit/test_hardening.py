@@ -21,6 +21,7 @@ from receiver.observe.logsafe import SafeFormatter, escape, mask_query_string
 from receiver.routing.contracts import Work
 from receiver.settings.loading import load_settings
 from tests.conftest import SECRET, TOKEN, base_config, payload, signed
+from tests.processes import wait_until
 
 META_CN = "client.webhooks.fbclientcerts.com"
 
@@ -49,6 +50,73 @@ def test_the_direct_log_line_is_the_record_path_s_text(monkeypatch: pytest.Monke
         logsafe.emit(logger, logging.INFO, "%s %s", args, {"kind": "delivery"})
         assert direct == stream.getvalue()
         assert "abc" not in direct and direct.count("\n") == 1 and "\x1b" not in direct
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_the_request_line_s_text_is_pinned() -> None:
+    """The per-request line's bytes: operators' parsers read them (fields in this order)."""
+    from receiver.core.handling import _log_answer
+    from receiver.model import envelope
+    from receiver.routing.contracts import Request, Result
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(SafeFormatter("%(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("receiver")
+    logger.addHandler(handler)
+    level, propagate = logger.level, logger.propagate
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    body = payload("group__comments__add.json")
+    events = envelope.parse(body, delivery_id="a" * 32, integration="default", max_depth=64)
+    delivered = Result(status=200, body=b"{}", events=events, delivery_id="a" * 32, queued=1)
+    refused = Result(status=401, body=b"{}", error="bad_signature", reason="mismatch\x1b")
+    delivered.seconds = refused.seconds = 0.0012345
+    try:
+        _log_answer(Request("POST", path="/webhook"), delivered)
+        _log_answer(Request("GET", integration="x\u2028", path="/webhook"), refused)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+    assert stream.getvalue() == (
+        "INFO receiver: delivery method='POST' delivery_id='aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa' "
+        "integration='default' status=200 duration_ms=1.23 events={'group.comments': 1} "
+        "queued=1\n"
+        "INFO receiver: request method='GET' delivery_id=None integration='x\\u2028' status=401 "
+        "duration_ms=1.23 error='bad_signature' reason='mismatch\\x1b'\n"
+    )
+
+
+def test_request_lines_leave_together_and_in_order_with_the_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The web process's handler: request lines wait for the batch, any other line writes
+    it at once, then itself."""
+    from receiver.observe import logsafe
+
+    monkeypatch.setattr(logsafe, "FLUSH_SECONDS", 0.05)
+    stream = io.StringIO()
+    handler = logsafe.BatchedStreamHandler(stream)
+    handler.setFormatter(SafeFormatter("[%(levelname)s] %(message)s"))
+    logger = logging.getLogger("receiver.test-batched")
+    logger.propagate = False
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        assert logsafe._write_line(logger, logging.INFO, "%s %s", ("delivery", "n=1"))
+        logsafe.emit(logger, logging.INFO, "%s %s", ("delivery", "n=2\n[x]"), {})
+        assert stream.getvalue() == ""  # held in memory: no write per request
+        logger.info("then another line")
+        assert stream.getvalue() == (
+            "[INFO] delivery n=1\n[INFO] delivery n=2\\n[x]\n[INFO] then another line\n"
+        )
+        logsafe.emit(logger, logging.INFO, "%s %s", ("delivery", "n=3"), {})
+        wait_until(lambda: stream.getvalue().endswith("n=3\n"), what="the background flush")
+        logsafe.emit(logger, logging.INFO, "%s %s", ("delivery", "n=4"), {})
+        handler.flush()  # what logging.shutdown does at exit
+        assert stream.getvalue().endswith("[INFO] delivery n=3\n[INFO] delivery n=4\n")
     finally:
         logger.removeHandler(handler)
 

@@ -88,3 +88,27 @@ def test_a_failed_attempt_is_logged_at_the_warning_level_too(
     assert record.levelno == logging.WARNING
     assert "handler='mod:flaky'" in record.getMessage()
     assert "ValueError: boom" in record.getMessage()
+
+
+# --- gevent workers take turns -----------------------------------------------------------------
+
+
+def test_take_turns_yields_only_when_the_hub_has_not_polled_since_the_last_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An answer after a wait (the hub polled: others ran) needs no extra turn; two in a row do."""
+    import gevent
+
+    from receiver.deploy import gunicorn_hooks
+
+    gevent.sleep(0.001)  # a poll: whatever was ready has run
+    yields: list[float] = []
+    real_sleep = gevent.sleep
+    monkeypatch.setattr(gevent, "sleep", lambda seconds=0: yields.append(seconds))
+    gunicorn_hooks.take_turns(None, None, None, None)
+    assert yields == []  # the hub polled since the previous answer
+    gunicorn_hooks.take_turns(None, None, None, None)
+    assert yields == [0]  # served again without the hub running: a turn for the others
+    real_sleep(0.001)
+    gunicorn_hooks.take_turns(None, None, None, None)
+    assert yields == [0]

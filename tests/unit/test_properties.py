@@ -154,3 +154,45 @@ def test_depth_read_from_bytes_is_the_tree_s(data: Any) -> None:
         body = json.dumps(data, ensure_ascii=ensure_ascii).encode()
         for limit in range(1, 5):
             assert _depth_exceeds(body, limit) == deeper(data, limit)
+
+
+any_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(deadline=None, max_examples=1000)
+@given(any_json)
+def test_packets_read_back_as_json_dumps_s_text_would(value: Any) -> None:
+    """A packet's text (orjson where it means the same) reads back as json.dumps's would:
+    infinities, NaN, integers past 64 bits and lone surrogates included."""
+    import math
+
+    from receiver.queue.handoff import dumps
+
+    def same(a: Any, b: Any) -> bool:  # NaN is not equal to itself
+        if isinstance(a, float) and isinstance(b, float) and math.isnan(a):
+            return math.isnan(b)
+        if isinstance(a, list) and isinstance(b, list):
+            return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+        if isinstance(a, dict) and isinstance(b, dict):
+            return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+        return type(a) is type(b) and a == b
+
+    data = {"delivery_id": "d", "at": 1.5, "items": [{"event": {"value": value}}]}
+    assert same(json.loads(dumps(data)), json.loads(json.dumps(data, separators=(",", ":"))))
+    assert same(json.loads(dumps([1e999, 2**70, "\ud800"])), [math.inf, 2**70, "\ud800"])
+
+
+@settings(deadline=None, max_examples=300)
+@given(st.text(max_size=12), st.integers(min_value=0, max_value=2000), st.booleans())
+def test_the_acknowledgement_s_bytes_are_json_dumps_s(handler: str, events: int, ok: bool) -> None:
+    from receiver.core.handling import _json
+
+    body = {"delivery_id": "ab12", "events": events, "queued": 0, "handlers": [[handler, "e", ok]]}
+    expected = json.dumps(body, separators=(",", ":")).encode()
+    assert _json(200, body, same_in_orjson=True).body == expected
