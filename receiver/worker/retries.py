@@ -53,6 +53,9 @@ RETRY_JOB_PREFIX = "retry-"
 HAND_OVER_PATIENCE = 45.0
 """Seconds a retry job keeps trying to hand its item over while Redis is away (a Sentinel
 failover): less than ``RETRY_JOB_TIMEOUT``, so RQ can still record the job's end."""
+INTERMEDIATE_PATIENCE = 30.0
+"""Seconds a retry job may sit in RQ's intermediate list (taken from its queue, its start
+not recorded: normally a round trip) before it counts as stranded by a lost master."""
 OUTAGE_PAUSE = 0.5
 """Seconds between two tries of a hand-over while Redis is away."""
 
@@ -203,7 +206,7 @@ def _push_patiently(connection: Redis, queue: str, packet: bytes, max_drainers: 
 
 
 def recover_abandoned(connection: Redis, queue_name: str) -> int:
-    """Queue again the retry jobs a worker started and never finished; return how many.
+    """Queue again the retry jobs a worker took and never finished; return how many.
 
     A worker that loses Redis mid-job longer than ``HAND_OVER_PATIENCE`` (or whose
     hand-over only the lost master saw) leaves the job ``started``, where RQ only files
@@ -211,6 +214,8 @@ def recover_abandoned(connection: Redis, queue_name: str) -> int:
     operator. Its execution expires a minute after the job's own time limit (RQ's
     heartbeat), which no running retry job outlives; then it is queued again here. Only
     retry jobs: a drain job's packets come back from its in-flight list (``drain.reap``).
+    So are retry jobs stranded between RQ's queue and its started registry
+    (``_recover_intermediate``).
     """
     queue = keys.rq_queue(queue_name, connection)
     registry = StartedJobRegistry(queue=queue)
@@ -233,7 +238,67 @@ def recover_abandoned(connection: Redis, queue_name: str) -> int:
             continue
         if _requeue(connection, queue, job, registry.key, entry):
             recovered += 1
+    return recovered + _recover_intermediate(connection, queue)
+
+
+_first_seen: dict[tuple[str, str], float] = {}
+"""(queue, retry job id) → when this process's maintenance first saw it in RQ's
+intermediate list for its current enqueue (epoch seconds)."""
+
+
+def _recover_intermediate(connection: Redis, queue: Queue) -> int:
+    """Queue again the retry jobs stranded in RQ's intermediate list for over
+    ``INTERMEDIATE_PATIENCE`` seconds of this process's watch.
+
+    A worker moves a job from its queue to that list, then records its start: a master
+    lost in between leaves it there on the promoted replica, neither queued nor started,
+    until RQ's ten-minute maintenance files it as failed. A worker listening on several
+    queues leaves a job's entry there after running it (RQ removes it only for one
+    queue): such an entry names a job that is gone, or no longer merely queued, or whose
+    current enqueue came after the entry was first seen; none of them counts.
+    """
+    intermediate = queue.intermediate_queue
+    ids = [i for i in intermediate.get_job_ids() if i.startswith(RETRY_JOB_PREFIX)]
+    for key in [k for k in _first_seen if k[0] == queue.name and k[1] not in ids]:
+        del _first_seen[key]
+    recovered = 0
+    for job_id in dict.fromkeys(ids):
+        try:
+            job = Job.fetch(job_id, connection=connection, serializer=JSONSerializer)
+        except NoSuchJobError:
+            continue  # ran (a retry job keeps no result): RQ's cleanup drops the entry
+        if job.get_status(refresh=False) != JobStatus.QUEUED:
+            continue
+        key = (queue.name, job_id)
+        enqueued = job.enqueued_at.timestamp() if job.enqueued_at is not None else 0.0
+        seen = _first_seen.get(key)
+        if seen is None or seen < enqueued:
+            _first_seen[key] = time.time()
+            continue
+        if time.time() - seen < INTERMEDIATE_PATIENCE:
+            continue
+        if _requeue_stranded(connection, queue, job):
+            del _first_seen[key]
+            recovered += 1
     return recovered
+
+
+def _requeue_stranded(connection: Redis, queue: Queue, job: Job) -> bool:
+    """Move ``job`` from the intermediate list back to its queue, unless it is in the queue
+    already; one transaction, False when another worker got there first."""
+    intermediate = queue.intermediate_queue_key
+    with connection.pipeline() as pipe:
+        try:
+            pipe.watch(intermediate, queue.key)  # type: ignore[no-untyped-call]
+            if pipe.lpos(intermediate, job.id) is None or pipe.lpos(queue.key, job.id) is not None:
+                return False
+            pipe.multi()
+            pipe.lrem(intermediate, 0, job.id)
+            queue.enqueue_job(job, pipeline=pipe)
+            pipe.execute()
+        except redis.WatchError:
+            return False
+    return True
 
 
 def _requeue(connection: Redis, queue: Queue, job: Job, key: str, entry: str) -> bool:

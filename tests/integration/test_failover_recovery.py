@@ -15,6 +15,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import pytest
 import redis
 from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry, StartedJobRegistry
+from rq.utils import utcformat
 
 from receiver.model.events import Event
 from receiver.queue import handoff, keys, scripts
@@ -277,3 +279,67 @@ def test_an_earlier_attempts_leftover_entry_goes_and_requeues_nothing(redis_url:
     queue = keys.rq_queue(QUEUE, connection)
     assert connection.zcard(StartedJobRegistry(queue=queue).key) == 0
     assert queue.job_ids == []
+
+
+def queued_retry_job(connection: redis.Redis, n: int) -> Job:
+    router = Router()
+    router.connect("group.posts", lambda e: None, background=True)
+    item = {**handoff.item(event(n), only_handler(router)), "attempts": 1}
+    queue = keys.rq_queue(QUEUE, connection)
+    return queue.enqueue_job(retries._retry_job(queue, retries.retry_job_id(item), item, "r"))
+
+
+def taken(connection: redis.Redis, job: Job) -> None:
+    """As a worker's dequeue leaves it: out of its queue, in RQ's intermediate list."""
+    queue = keys.rq_queue(QUEUE, connection)
+    connection.lrem(queue.key, 1, job.id)
+    connection.rpush(queue.intermediate_queue_key, job.id)
+
+
+def watched_for_long(connection: redis.Redis, job: Job) -> None:
+    """As if it had been enqueued long ago and this process's maintenance had first seen it
+    in the intermediate list a minute ago (no test waits)."""
+    patience = retries.INTERMEDIATE_PATIENCE
+    enqueued = datetime.fromtimestamp(time.time() - 3 * patience, UTC)
+    connection.hset(job.key, "enqueued_at", utcformat(enqueued))
+    retries._first_seen[(QUEUE, job.id)] = time.time() - 2 * patience
+
+
+def test_a_retry_job_stranded_between_queue_and_start_is_queued_again(redis_url: str) -> None:
+    """A worker took it (RQ moved it to its intermediate list) and the master was lost
+    before the start was recorded: queued again once it has sat there long enough. RQ
+    itself would file it as failed at its ten-minute maintenance."""
+    connection = redis.Redis.from_url(redis_url)
+    job = queued_retry_job(connection, 8)
+    queue = keys.rq_queue(QUEUE, connection)
+    taken(connection, job)
+    assert retries.recover_abandoned(connection, QUEUE) == 0  # first seen now
+    assert retries.recover_abandoned(connection, QUEUE) == 0  # not long enough
+    watched_for_long(connection, job)
+    assert retries.recover_abandoned(connection, QUEUE) == 1
+    assert queue.job_ids == [job.id]
+    assert connection.llen(queue.intermediate_queue_key) == 0
+    assert retries.recover_abandoned(connection, QUEUE) == 0
+
+
+def test_intermediate_entries_that_are_not_stranded_are_left_alone(redis_url: str) -> None:
+    """A worker on several queues leaves entries behind after running a job (RQ removes
+    them only for one queue): the job is queued again meanwhile (in its queue, or taken
+    since that enqueue), started, or gone. None of them is queued twice."""
+    connection = redis.Redis.from_url(redis_url)
+    queue = keys.rq_queue(QUEUE, connection)
+    waiting = queued_retry_job(connection, 9)  # its next attempt waits in the queue
+    connection.rpush(queue.intermediate_queue_key, waiting.id)
+    running = queued_retry_job(connection, 10)
+    taken(connection, running)
+    running.set_status(JobStatus.STARTED)
+    connection.rpush(queue.intermediate_queue_key, "retry-gone")
+    retaken = queued_retry_job(connection, 11)
+    for job in (waiting, running, retaken):
+        watched_for_long(connection, job)
+    # The old entry's job was enqueued again and taken just now: its watch starts again.
+    connection.hset(retaken.key, "enqueued_at", utcformat(datetime.now(UTC)))
+    taken(connection, retaken)
+    assert retries.recover_abandoned(connection, QUEUE) == 0
+    assert queue.job_ids == [waiting.id]
+    assert connection.llen(queue.intermediate_queue_key) == 4
