@@ -13,7 +13,8 @@ and hands its item to the new master (``HAND_OVER_PATIENCE``); a retry job a wor
 left ``started`` anyway (the hand-over was written to the lost master only, then RQ
 could not record the job's end) is queued again by the workers' maintenance once its
 execution has expired (``recover_abandoned``), where RQ itself would only file it
-as failed at its own ten-minute maintenance. A second hand-over runs nothing twice
+as failed at its own ten-minute maintenance; so is one stranded in RQ's intermediate
+list (taken from its queue, its start never recorded). A second hand-over runs nothing twice
 that ran: the item's claim state decides.
 
 RQ jobs name ``receiver.worker.retries.retry_item`` (``keys.RETRY_FUNCTION``);
