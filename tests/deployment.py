@@ -16,7 +16,8 @@ from typing import Any
 import redis
 import requests
 from rq import Queue
-from rq.registry import ScheduledJobRegistry
+from rq.job import Job
+from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 
 from receiver.app import connect
 from receiver.queue import keys
@@ -110,15 +111,25 @@ class Deployment:
         wait_until(lambda: client.keys("rq:scheduler-lock:*"), 60, "a worker's scheduler to start")
 
     def settled(self) -> bool:
-        """No packet pending, no drainer, no RQ job queued or scheduled."""
+        """No packet pending, no drainer, no RQ job queued or scheduled, no retry job taken
+        and unfinished (a worker that lost Redis mid-job leaves it started, or in RQ's
+        intermediate list, for ``recover_abandoned``)."""
         try:
             connection = self.client()
             queue = Queue("receiver", connection=connection)
+            started = connection.zrange(StartedJobRegistry(queue=queue).key, 0, -1)
+            taken = [
+                job_id
+                for job_id in connection.lrange(queue.intermediate_queue_key, 0, -1)
+                if job_id.startswith(b"retry-") and connection.exists(Job.key_for(job_id.decode()))
+            ]
             return (
                 connection.llen(keys.pending_key("receiver")) == 0
                 and connection.zcard(keys.drainers_key("receiver")) == 0
                 and queue.count == 0
                 and ScheduledJobRegistry(queue=queue).count == 0
+                and not any(entry.startswith(b"retry-") for entry in started)
+                and not taken
             )
         except redis.RedisError:
             return False

@@ -95,11 +95,20 @@ return packets
 FINISH = """
 -- KEYS[1] keys.pending_key(queue); KEYS[2] keys.drainers_key(queue);
 -- KEYS[3] keys.inflight_key(drainer). ARGV[1] the drainer id.
--- When nothing waits, the drainer gives up its slot and its in-flight list: returns 1;
--- otherwise 0 (work arrived meanwhile: the caller keeps going or hands over).
+-- Called once the drainer has removed every packet it finished, so its in-flight list
+-- is empty. Packets still there (a lost master had applied their removal, the promoted
+-- replica had not) go back to the front of the queue, in order, as a dead drainer's do
+-- (REAP): returns minus their number, and the caller keeps going or hands over.
+-- Otherwise, when nothing waits, the drainer gives up its slot: returns 1; else 0
+-- (work arrived meanwhile: the caller keeps going or hands over).
+local left = redis.call('LRANGE', KEYS[3], 0, -1)
+if #left > 0 then
+  for i = #left, 1, -1 do redis.call('LPUSH', KEYS[1], left[i]) end
+  redis.call('DEL', KEYS[3])
+  return -#left
+end
 if redis.call('LLEN', KEYS[1]) == 0 then
   redis.call('ZREM', KEYS[2], ARGV[1])
-  redis.call('DEL', KEYS[3])
   return 1
 end
 return 0

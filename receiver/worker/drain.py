@@ -255,7 +255,7 @@ class _Drain:
         if busy or self.finished:
             return False
         if winding:
-            if not scripts.run(self.connection, scripts.FINISH, self.done_keys, [self.drainer]):
+            if not self._finish():
                 _hand_over(self.connection, self.queue, self.drainer, self.context)
             if self.runner.exhausted:
                 self.control.request_restart()
@@ -267,7 +267,21 @@ class _Drain:
         if moved:
             self._take([moved])
             return False
-        return bool(scripts.run(self.connection, scripts.FINISH, self.done_keys, [self.drainer]))
+        return self._finish()
+
+    def _finish(self) -> bool:
+        """Give up the slot if nothing waits (True). Packets left in flight although this
+        drainer removed every one it finished go back to the queue first (``FINISH``): a
+        failover's promoted replica had not seen their removal, and an item whose retry
+        or filing it had not seen either must run again rather than be lost."""
+        done = int(scripts.run(self.connection, scripts.FINISH, self.done_keys, [self.drainer]))
+        if done < 0:
+            log.warning(
+                "drainer %s found %d packet(s) still in flight at its end; back to the queue",
+                self.drainer,
+                -done,
+            )
+        return done == 1
 
     def _winding(self) -> bool:
         """Stopping, restarting, or out of budget: start nothing new, hand the rest back."""

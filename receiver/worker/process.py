@@ -42,6 +42,7 @@ from receiver.queue.ops import queue_names
 from receiver.settings.model import Settings
 from receiver.worker import claims as worker_claims
 from receiver.worker import drain as worker_drain
+from receiver.worker import retries as worker_retries
 from receiver.worker.claims import WorkContext, WorkerControl
 
 log = logging.getLogger("receiver.worker")
@@ -237,10 +238,12 @@ def _restart(runner: Runner) -> None:
 
 
 def maintain_all(connection: redis.Redis, queues: list[str], settings: Settings) -> None:
-    """Recover dead drainers' packets, wake stalled lanes, make sure pending work has a drainer."""
+    """Recover dead drainers' packets and abandoned retry jobs, wake stalled lanes, make sure
+    pending work has a drainer."""
     for queue in queues:
         try:
             reaped = worker_drain.reap(connection, queue)
+            rerun = worker_retries.recover_abandoned(connection, queue)
             ordering.nudge(connection, queue)
             handoff.kick(connection, queue, settings.max_drainers, settings.job_timeout)
         except redis.RedisError as exc:
@@ -248,6 +251,8 @@ def maintain_all(connection: redis.Redis, queues: list[str], settings: Settings)
             continue
         if reaped:
             log.warning("recovered the in-flight work of %d dead drainer(s) on %s", reaped, queue)
+        if rerun:
+            log.warning("queued again %d retry job(s) a worker left unfinished on %s", rerun, queue)
 
 
 def _start_maintenance(
