@@ -17,11 +17,12 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from contextlib import AbstractContextManager
 from typing import Any
 
 from receiver import Event, on
 
-from . import noted
+from . import noted, transaction
 from . import value_of as _value
 
 _SCHEMA = (
@@ -30,10 +31,8 @@ _SCHEMA = (
 )
 
 
-def _db() -> sqlite3.Connection:
-    connection = sqlite3.connect(os.environ["RECORDING_DB"], timeout=30)
-    connection.execute(_SCHEMA)
-    return connection
+def _db() -> AbstractContextManager[sqlite3.Connection]:
+    return transaction(os.environ["RECORDING_DB"], [_SCHEMA])
 
 
 def calls(path: str, phase: str, name: str | None = None) -> list[tuple[Any, ...]]:

@@ -18,10 +18,13 @@ import os
 import sqlite3
 import time
 import uuid
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 from receiver import Event, on
+
+from . import transaction
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS calls"
@@ -31,17 +34,14 @@ _SCHEMA = (
 )
 
 
-def _db() -> sqlite3.Connection:
-    connection = sqlite3.connect(os.environ["RECORDING_DB"], timeout=30)
-    for statement in _SCHEMA:
-        connection.execute(statement)
-    return connection
+def _db() -> AbstractContextManager[sqlite3.Connection]:
+    return transaction(os.environ["RECORDING_DB"], _SCHEMA)
 
 
 def rows(path: str, query: str) -> list[Any]:
     if not os.path.exists(path):
         return []
-    with sqlite3.connect(path, timeout=30) as connection:
+    with transaction(path) as connection:
         try:
             return connection.execute(query).fetchall()
         except sqlite3.OperationalError:

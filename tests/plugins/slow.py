@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sqlite3
 import time
 
 from receiver import Event, on
 
-from . import noted
+from . import noted, transaction
 from . import value_of as _value
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS runs (name TEXT, n INTEGER, pid INTEGER, phase TEXT, at REAL)"
 
 
 def _note(event: Event, phase: str) -> None:
-    with sqlite3.connect(os.environ["RECORDING_DB"], timeout=30) as connection:
-        connection.execute(_SCHEMA)
+    with transaction(os.environ["RECORDING_DB"], [_SCHEMA]) as connection:
         connection.execute(
             "INSERT INTO runs VALUES (?, ?, ?, ?, ?)",
             (event.name, _value(event).get("n"), os.getpid(), phase, time.time()),
