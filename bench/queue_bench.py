@@ -1,6 +1,7 @@
 """Durable-queue benchmark: ack cost of background work, and worker drain rate.
 
     .venv/bin/python bench/queue_bench.py [--events 20000] [--runs 3]
+    .venv/bin/python bench/queue_bench.py --drain-only --before /tmp/base  # before/after
 
 Starts a private redis-server (AOF on, everysec) on a free loopback port,
 and prints, in one run on this machine:
@@ -239,25 +240,40 @@ def repeat(runs: int, measure: Callable[[], float]) -> list[float]:
 
 
 def print_drain_table(
-    url: str, events: int, runs: int, env: dict[str, str], root: Path = ROOT
+    url: str,
+    events: int,
+    runs: int,
+    env: dict[str, str],
+    root: Path = ROOT,
+    *,
+    before: Path | None = None,
+    plain_rq: bool = True,
 ) -> None:
     """Worker drain rates: plain RQ one job per event, then `receiver worker` × 1 and × 2,
-    run from the checkout ``root``."""
+    run from the checkout ``root``; with ``before``, that checkout's workers too, each of
+    its runs next to one of ``root``'s (back to back, same machine state)."""
     env = {**env, "RECEIVER_HANDLERS": "bench.noop", "REDIS_URL": url}
     print(f"\nworker drain, no-op background handler, {events} events")
-    print(f"{'':>40}  {'events/s':>26}  {'events per worker CPU s':>26}")
-    rq = repeat(runs, lambda: rq_rate(url, events // 4, env))
-    print(f"{'plain RQ SimpleWorker, 1 job per event':>40}  {median_spread(rq):>26}")
+    print(f"{'':>48}  {'events/s':>26}  {'events per worker CPU s':>26}")
+    if plain_rq:
+        rq = repeat(runs, lambda: rq_rate(url, events // 4, env))
+        print(f"{'plain RQ SimpleWorker, 1 job per event':>48}  {median_spread(rq):>26}")
+    roots = [(before, " (before)"), (root, "")] if before is not None else [(root, "")]
     for per_delivery in (1, 100):
         for processes in (1, 2):
-            rates = [
-                drain_rate(url, events, per_delivery, processes, env, root) for _ in range(runs)
-            ]
-            label = f"receiver, {per_delivery} ev/delivery, {processes} proc"
-            print(
-                f"{label:>40}  {median_spread([r[0] for r in rates]):>26}"
-                f"  {median_spread([r[1] for r in rates]):>26}"
-            )
+            rates: dict[Path, list[tuple[float, float]]] = {r: [] for r, _ in roots}
+            for _ in range(runs):
+                for checkout, _ in roots:
+                    rates[checkout].append(
+                        drain_rate(url, events, per_delivery, processes, env, checkout)
+                    )
+            for checkout, which in roots:
+                label = f"receiver{which}, {per_delivery} ev/delivery, {processes} proc"
+                found = rates[checkout]
+                print(
+                    f"{label:>48}  {median_spread([r[0] for r in found]):>26}"
+                    f"  {median_spread([r[1] for r in found]):>26}"
+                )
 
 
 def main() -> None:
@@ -266,6 +282,15 @@ def main() -> None:
     )
     parser.add_argument("--events", type=int, default=20000, help="events per drain measurement")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--drain-only", action="store_true", help="only the worker drain table, without plain RQ"
+    )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="another checkout whose workers drain too, run for run next to this one's",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as folder:
@@ -286,16 +311,25 @@ def main() -> None:
                 f"redis-server {server.binary} (AOF everysec), {os.cpu_count()} cores, "
                 f"median of {args.runs} runs (min–max)\n"
             )
-            print("ack path, background no-op handler (verify + parse + route + store)")
-            print(f"{'changes/delivery':>18}  {'p50 ms/delivery':>26}  {'CPU µs/event':>26}")
-            for changes, count in ((1, 2000), (10, 500), (100, 100), (1000, 20)):
+            sizes = () if args.drain_only else ((1, 2000), (10, 500), (100, 100), (1000, 20))
+            if sizes:
+                print("ack path, background no-op handler (verify + parse + route + store)")
+                print(f"{'changes/delivery':>18}  {'p50 ms/delivery':>26}  {'CPU µs/event':>26}")
+            for changes, count in sizes:
                 results = [ack_cost(server.url, changes, count) for _ in range(args.runs)]
                 redis.Redis.from_url(server.url).flushall()
                 print(
                     f"{changes:>18}  {median_spread([r[0] for r in results]):>26}  "
                     f"{median_spread([r[1] for r in results]):>26}"
                 )
-            print_drain_table(server.url, args.events, args.runs, env)
+            print_drain_table(
+                server.url,
+                args.events,
+                args.runs,
+                env,
+                before=args.before.resolve() if args.before else None,
+                plain_rq=not args.drain_only,
+            )
         finally:
             server.stop()
 
