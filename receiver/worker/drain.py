@@ -352,9 +352,10 @@ class _Drain:
                 self._packet_done(packet)
             return
         outcome = Outcome(item, handler, Event.from_dict(item["event"]), ran=False)
-        queue = self.waiting.get(handler.id)
+        handler_id = handler.id  # a property that formats the id: once per item
+        queue = self.waiting.get(handler_id)
         if queue is None:
-            queue = self.waiting[handler.id] = deque()
+            queue = self.waiting[handler_id] = deque()
         queue.append(_Work(outcome, packet, next(self.seq), lane, wake))
         self.n_waiting += 1
 
@@ -511,8 +512,8 @@ class _Drain:
         self.counts["events"] += 1
         number = int(outcome.item.get("attempts", 0)) + 1
         seconds = max(0.0, time.monotonic() - attempt.started) if attempt.started else 0.0
-        self.traced.append(
-            outcomes.attempt_ended(outcome.event, outcome.handler.id, number, error, seconds)
+        self.traced.append(  # the attempt's key is its handler's id
+            outcomes.attempt_ended(outcome.event, attempt.key, number, error, seconds)
         )
         if error is None:
             self.states.append((outcome, keys.DONE))
