@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/queue_bench.py [--events 20000] [--runs 3]
     .venv/bin/python bench/queue_bench.py --drain-only --before /tmp/base  # before/after
+    valgrind --tool=callgrind --instr-atstart=no .venv/bin/python bench/queue_bench.py \
+        --in-process 2000 --callgrind    # instructions of one drain job, this process
 
 Starts a private redis-server (AOF on, everysec) on a free loopback port,
 and prints, in one run on this machine:
@@ -17,6 +19,14 @@ and prints, in one run on this machine:
   file), and count and trace every attempt.
 
 Medians of ``--runs`` runs, with the spread (min–max). Nothing but loopback.
+
+``--in-process N`` runs one drain job over N one-event packets in this process
+instead, as ``receiver worker`` runs it (its handler threads, its log line to a
+file at INFO, metrics, traces), after a warm-up drain, and prints its CPU per
+event; with ``--callgrind``, under ``valgrind --tool=callgrind
+--instr-atstart=no``, only that drain is counted (instructions per event: the
+total divided by N, which a busy machine does not change). To count another
+checkout, run its copy of this file.
 """
 
 from __future__ import annotations
@@ -276,6 +286,51 @@ def print_drain_table(
                 )
 
 
+def drain_in_process(url: str, events: int, callgrind: bool) -> None:
+    """One drain job over ``events`` one-event packets, run here (see the module's doc)."""
+    import logging
+
+    from receiver.app import build_core, work_context
+    from receiver.core.runner import Runner
+    from receiver.observe import logsafe
+    from receiver.worker import claims, drain
+    from receiver.worker.process import WORKER_REDIS_TIMEOUT
+
+    log_file = tempfile.TemporaryFile("w+")
+    handler = logging.StreamHandler(log_file)  # a worker's INFO line per attempt, to a file
+    handler.setFormatter(logsafe.formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(LOG_LEVEL)
+    core = build_core(require_redis=True, redis_timeout=WORKER_REDIS_TIMEOUT)
+    context = work_context(core)
+    context.runner = Runner(context.settings.worker_concurrency)
+    claims.configure(context)
+    drain.BUDGET = float("inf")  # no hand-over mid-count (valgrind runs ≈ 50× slower)
+    connection = redis.Redis.from_url(url)
+    for count in (200, events):  # a warm-up, then the drain measured
+        connection.flushall()
+        preload(connection, count, 1)
+        connection.rename(STAGING, keys.pending_key(QUEUE))
+        if callgrind and count == events:
+            _callgrind("on")
+        cpu = time.process_time()
+        done = drain.drain(QUEUE)
+        cpu = time.process_time() - cpu
+        if callgrind and count == events:
+            _callgrind("off")
+        assert done["events"] == count, done
+    print(
+        f"one drain job in this process: {events} events, {cpu:.2f} s CPU (its idle second "
+        f"waiting for more costs ≈ none), {cpu / events * 1e6:.1f} µs per event"
+    )
+
+
+def _callgrind(state: str) -> None:
+    subprocess.run(
+        ["callgrind_control", "-i", state, str(os.getpid())], check=True, capture_output=True
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -290,6 +345,19 @@ def main() -> None:
         type=Path,
         default=None,
         help="another checkout whose workers drain too, run for run next to this one's",
+    )
+    parser.add_argument(
+        "--in-process",
+        type=int,
+        default=0,
+        metavar="N",
+        help="only one drain job of N events, in this process (CPU per event)",
+    )
+    parser.add_argument(
+        "--callgrind",
+        action="store_true",
+        help="with --in-process, under valgrind --tool=callgrind --instr-atstart=no: "
+        "count that drain only",
     )
     args = parser.parse_args()
 
@@ -307,6 +375,10 @@ def main() -> None:
         }
         os.environ["RECEIVER_DATA_DIR"] = env["RECEIVER_DATA_DIR"]
         try:
+            if args.in_process:
+                os.environ.update(env)
+                drain_in_process(server.url, args.in_process, args.callgrind)
+                return
             print(
                 f"redis-server {server.binary} (AOF everysec), {os.cpu_count()} cores, "
                 f"median of {args.runs} runs (min–max)\n"
