@@ -11,8 +11,12 @@ list once all its items have an outcome. The job stops when the queue is
 empty or its time budget is spent (then hands its slot to a fresh drain job
 and the packets it had not started back to the queue).
 
-Failures leave the fast path: a failed or timed-out item's next attempt is
-scheduled, or the item filed as failed, by ``retries``.
+A turn whose outcomes are all successes costs one round trip: their states, the
+finished packets' removal (``scripts.DONE``, states first), their trace entries,
+the claim of the items the freed slots take next and the next POP travel as one
+``scripts.Batch``. Failures leave the fast path: a failed or timed-out item's next
+attempt is scheduled, or the item filed as failed, by ``retries``, and the turn's
+outcomes are written through a pipeline (``_flush``).
 
 Ordered items (``ordering``) wait in their keys' lanes instead of packets; a
 packet that is a lane's *wake* makes this drainer run the lane's head and,
