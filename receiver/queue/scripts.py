@@ -257,7 +257,12 @@ class Batch:
         self.command(b"EXPIRE", key, seconds)
 
     def execute(self, connection: Redis) -> list[Any]:
-        """Send everything, read every reply; under the client's retry policy, as ``run``."""
+        """Send everything, read every reply.
+
+        Unlike ``run``, never sent again after a connection error: whether the commands
+        ran is then unknown, and only the caller knows which of them may run twice (a
+        POP whose reply was lost must not: the packets it moved would be nobody's).
+        """
         if not self.commands:
             return []
         pool = connection.connection_pool
@@ -269,20 +274,16 @@ class Batch:
                 packed = conn.pack_commands(self.commands)
             count = len(self.commands)
 
-            def send() -> list[Any]:
-                conn.send_packed_command(packed)
-                replies: list[Any] = []
-                for _ in range(count):
-                    try:
-                        replies.append(conn.read_response())
-                    except ResponseError as error:  # the connection is in step: read on
-                        replies.append(error)
-                return replies
-
-            def failed(error: BaseException) -> None:
-                conn.disconnect()
-
-            replies: list[Any] = conn.retry.call_with_retry(send, failed)
+            conn.send_packed_command(packed)
+            replies: list[Any] = []
+            for _ in range(count):
+                try:
+                    replies.append(conn.read_response())
+                except ResponseError as error:  # the connection is in step: read on
+                    replies.append(error)
+        except BaseException:
+            conn.disconnect()  # replies may be left unread: no one else may use it as it is
+            raise
         finally:
             reconnect = getattr(conn, "should_reconnect", None)
             if reconnect is not None and reconnect():

@@ -261,7 +261,7 @@ class _Drain:
             )
         self._dispatch()
         busy = self.attempts or self.n_waiting or self.states or self.failures or self.steps
-        if busy or self.finished:
+        if busy or self.finished or self.resync:  # resync: what is in flight may be ours
             return False
         if winding:
             if not scripts.run(self.connection, scripts.FINISH, self.done_keys, [self.drainer]):
@@ -545,8 +545,9 @@ class _Drain:
         without redis-py's pipeline: one round trip a turn instead of three. Anything
         else (a failure, a lane's step) is left to ``_flush``. Returns the popped
         packets, or None when nothing was popped. Waits out a Redis outage as
-        ``record`` does (what it claimed then waits again; what it popped is found by
-        the next resync).
+        ``record`` does; what it claimed then waits again, and what a POP whose reply
+        was lost moved is found by the next resync (the batch is never sent twice as
+        it was).
         """
         if self.failures or self.steps or not (self.states or self.finished):
             return None
@@ -558,6 +559,7 @@ class _Drain:
         picked = self._pick()
         pop = go_on and self._want_more()
         deadline = time.monotonic() + STATE_PATIENCE
+        failed = 0
         while True:
             batch = scripts.Batch()
             batch.script(
@@ -585,8 +587,10 @@ class _Drain:
                     self.resync = True
                 if time.monotonic() > deadline:
                     raise
-                log.warning("drainer %s waiting for Redis: %s", self.drainer, exc)
-                time.sleep(0.5)
+                if failed:  # the first failure is tried again at once (a dropped connection)
+                    log.warning("drainer %s waiting for Redis: %s", self.drainer, exc)
+                    time.sleep(0.5)
+                failed += 1
         for key in state_keys:
             self.active.discard(key)
         self.states = []

@@ -30,11 +30,14 @@ return redis.call('INCR', KEYS[1])
 
 
 FAILING = {170}
+RAN: list[int] = []
+"""The events ``flaky`` was called with, in this process (list.append: thread-safe)."""
 
 
 def flaky(event: Event) -> None:
     """Fails for the events in ``FAILING``: the turn that ends them takes the failure path,
     the others the batched one."""
+    RAN.append(event.value["n"])
     if event.value["n"] in FAILING:
         raise ValueError("flaky")
 
@@ -57,6 +60,7 @@ def context(
     made = work_context(core)
     monkeypatch.setattr(claims, "_context", made)
     monkeypatch.setattr(drain, "LINGER", 0.05)  # an idle drainer ends at once
+    RAN.clear()
     yield made
     if made.runner is not None:
         made.runner.close()
@@ -124,6 +128,30 @@ def test_an_item_recorded_done_is_not_run_again_by_a_later_drain(
     assert drain.drain(QUEUE)["events"] == 2
     store(connection, handler, [[0], [1], [2]])  # a redelivery, and one new event
     assert drain.drain(QUEUE)["events"] == 1
+
+
+def test_a_turn_whose_reply_is_lost_still_runs_every_event_once(
+    context: claims.WorkContext, connection: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection drops after Redis ran a turn's batch (states, claim, a POP): the POP's
+    packets are found in flight again and run, the claimed items start, nothing runs twice."""
+    [handler] = context.router.handlers()
+    store(connection, handler, [[n] for n in range(120)])
+    execute = scripts.Batch.execute
+    lost: list[Any] = []
+
+    def lose_a_reply(batch: scripts.Batch, client: redis.Redis) -> list[Any]:
+        replies = execute(batch, client)
+        if not lost and any(call and call[0] == scripts.POP for call in batch.scripts):
+            lost.append(replies[-1])
+            raise redis.ConnectionError("the reply was lost")
+        return replies
+
+    monkeypatch.setattr(scripts.Batch, "execute", lose_a_reply)
+    drain.drain(QUEUE)
+    assert lost and lost[0]  # that POP had moved packets
+    assert sorted(RAN) == list(range(120))
+    assert connection.llen(keys.pending_key(QUEUE)) == 0
 
 
 def test_done_writes_the_states_and_removes_one_copy_of_each_packet(
