@@ -1,6 +1,9 @@
 """Durable-queue benchmark: ack cost of background work, and worker drain rate.
 
     .venv/bin/python bench/queue_bench.py [--events 20000] [--runs 3]
+    .venv/bin/python bench/queue_bench.py --drain-only --before /tmp/base  # before/after
+    valgrind --tool=callgrind --instr-atstart=no .venv/bin/python bench/queue_bench.py \
+        --in-process 2000 --callgrind    # instructions of one drain job, this process
 
 Starts a private redis-server (AOF on, everysec) on a free loopback port,
 and prints, in one run on this machine:
@@ -16,6 +19,14 @@ and prints, in one run on this machine:
   file), and count and trace every attempt.
 
 Medians of ``--runs`` runs, with the spread (min–max). Nothing but loopback.
+
+``--in-process N`` runs one drain job over N one-event packets in this process
+instead, as ``receiver worker`` runs it (its handler threads, its log line to a
+file at INFO, metrics, traces), after a warm-up drain, and prints its CPU per
+event; with ``--callgrind``, under ``valgrind --tool=callgrind
+--instr-atstart=no``, only that drain is counted (instructions per event: the
+total divided by N, which a busy machine does not change). To count another
+checkout, run its copy of this file.
 """
 
 from __future__ import annotations
@@ -240,25 +251,85 @@ def repeat(runs: int, measure: Callable[[], float]) -> list[float]:
 
 
 def print_drain_table(
-    url: str, events: int, runs: int, env: dict[str, str], root: Path = ROOT
+    url: str,
+    events: int,
+    runs: int,
+    env: dict[str, str],
+    root: Path = ROOT,
+    *,
+    before: Path | None = None,
+    plain_rq: bool = True,
 ) -> None:
     """Worker drain rates: plain RQ one job per event, then `receiver worker` × 1 and × 2,
-    run from the checkout ``root``."""
+    run from the checkout ``root``; with ``before``, that checkout's workers too, each of
+    its runs next to one of ``root``'s (back to back, same machine state)."""
     env = {**env, "RECEIVER_HANDLERS": "bench.noop", "REDIS_URL": url}
     print(f"\nworker drain, no-op background handler, {events} events")
-    print(f"{'':>40}  {'events/s':>26}  {'events per worker CPU s':>26}")
-    rq = repeat(runs, lambda: rq_rate(url, events // 4, env))
-    print(f"{'plain RQ SimpleWorker, 1 job per event':>40}  {median_spread(rq):>26}")
+    print(f"{'':>48}  {'events/s':>26}  {'events per worker CPU s':>26}")
+    if plain_rq:
+        rq = repeat(runs, lambda: rq_rate(url, events // 4, env))
+        print(f"{'plain RQ SimpleWorker, 1 job per event':>48}  {median_spread(rq):>26}")
+    roots = [(before, " (before)"), (root, "")] if before is not None else [(root, "")]
     for per_delivery in (1, 100):
         for processes in (1, 2):
-            rates = [
-                drain_rate(url, events, per_delivery, processes, env, root) for _ in range(runs)
-            ]
-            label = f"receiver, {per_delivery} ev/delivery, {processes} proc"
-            print(
-                f"{label:>40}  {median_spread([r[0] for r in rates]):>26}"
-                f"  {median_spread([r[1] for r in rates]):>26}"
-            )
+            rates: dict[Path, list[tuple[float, float]]] = {r: [] for r, _ in roots}
+            for _ in range(runs):
+                for checkout, _ in roots:
+                    rates[checkout].append(
+                        drain_rate(url, events, per_delivery, processes, env, checkout)
+                    )
+            for checkout, which in roots:
+                label = f"receiver{which}, {per_delivery} ev/delivery, {processes} proc"
+                found = rates[checkout]
+                print(
+                    f"{label:>48}  {median_spread([r[0] for r in found]):>26}"
+                    f"  {median_spread([r[1] for r in found]):>26}"
+                )
+
+
+def drain_in_process(url: str, events: int, callgrind: bool) -> None:
+    """One drain job over ``events`` one-event packets, run here (see the module's doc)."""
+    import logging
+
+    from receiver.app import build_core, work_context
+    from receiver.core.runner import Runner
+    from receiver.observe import logsafe
+    from receiver.worker import claims, drain
+    from receiver.worker.process import WORKER_REDIS_TIMEOUT
+
+    log_file = tempfile.TemporaryFile("w+")
+    handler = logging.StreamHandler(log_file)  # a worker's INFO line per attempt, to a file
+    handler.setFormatter(logsafe.formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(LOG_LEVEL)
+    core = build_core(require_redis=True, redis_timeout=WORKER_REDIS_TIMEOUT)
+    context = work_context(core)
+    context.runner = Runner(context.settings.worker_concurrency)
+    claims.configure(context)
+    drain.BUDGET = float("inf")  # no hand-over mid-count (valgrind runs ≈ 50× slower)
+    connection = redis.Redis.from_url(url)
+    for count in (200, events):  # a warm-up, then the drain measured
+        connection.flushall()
+        preload(connection, count, 1)
+        connection.rename(STAGING, keys.pending_key(QUEUE))
+        if callgrind and count == events:
+            _callgrind("on")
+        cpu = time.process_time()
+        done = drain.drain(QUEUE)
+        cpu = time.process_time() - cpu
+        if callgrind and count == events:
+            _callgrind("off")
+        assert done["events"] == count, done
+    print(
+        f"one drain job in this process: {events} events, {cpu:.2f} s CPU (its idle second "
+        f"waiting for more costs ≈ none), {cpu / events * 1e6:.1f} µs per event"
+    )
+
+
+def _callgrind(state: str) -> None:
+    subprocess.run(
+        ["callgrind_control", "-i", state, str(os.getpid())], check=True, capture_output=True
+    )
 
 
 def main() -> None:
@@ -267,6 +338,28 @@ def main() -> None:
     )
     parser.add_argument("--events", type=int, default=20000, help="events per drain measurement")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--drain-only", action="store_true", help="only the worker drain table, without plain RQ"
+    )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="another checkout whose workers drain too, run for run next to this one's",
+    )
+    parser.add_argument(
+        "--in-process",
+        type=int,
+        default=0,
+        metavar="N",
+        help="only one drain job of N events, in this process (CPU per event)",
+    )
+    parser.add_argument(
+        "--callgrind",
+        action="store_true",
+        help="with --in-process, under valgrind --tool=callgrind --instr-atstart=no: "
+        "count that drain only",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as folder:
@@ -283,20 +376,33 @@ def main() -> None:
         }
         os.environ["RECEIVER_DATA_DIR"] = env["RECEIVER_DATA_DIR"]
         try:
+            if args.in_process:
+                os.environ.update(env)
+                drain_in_process(server.url, args.in_process, args.callgrind)
+                return
             print(
                 f"redis-server {server.binary} (AOF everysec), {os.cpu_count()} cores, "
                 f"median of {args.runs} runs (min–max)\n"
             )
-            print("ack path, background no-op handler (verify + parse + route + store)")
-            print(f"{'changes/delivery':>18}  {'p50 ms/delivery':>26}  {'CPU µs/event':>26}")
-            for changes, count in ((1, 2000), (10, 500), (100, 100), (1000, 20)):
+            sizes = () if args.drain_only else ((1, 2000), (10, 500), (100, 100), (1000, 20))
+            if sizes:
+                print("ack path, background no-op handler (verify + parse + route + store)")
+                print(f"{'changes/delivery':>18}  {'p50 ms/delivery':>26}  {'CPU µs/event':>26}")
+            for changes, count in sizes:
                 results = [ack_cost(server.url, changes, count) for _ in range(args.runs)]
                 redis.Redis.from_url(server.url).flushall()
                 print(
                     f"{changes:>18}  {median_spread([r[0] for r in results]):>26}  "
                     f"{median_spread([r[1] for r in results]):>26}"
                 )
-            print_drain_table(server.url, args.events, args.runs, env)
+            print_drain_table(
+                server.url,
+                args.events,
+                args.runs,
+                env,
+                before=args.before.resolve() if args.before else None,
+                plain_rq=not args.drain_only,
+            )
         finally:
             server.stop()
 

@@ -86,6 +86,8 @@ class Outcome:
     event: Event
     ran: bool
     error: str | None = None
+    key: str = ""
+    """Its state key, once ``outcome_key`` worked it out (a drainer asks several times)."""
 
     @property
     def ok(self) -> bool:
@@ -146,7 +148,11 @@ def _claim(outcomes: list[Outcome], context: WorkContext, token: str) -> list[bo
 
 
 def outcome_key(outcome: Outcome) -> str:
-    return keys.state_key(outcome.event.integration, outcome.handler.id, outcome.event.id)
+    key = outcome.key
+    if not key:
+        event = outcome.event
+        key = outcome.key = keys.state_key(event.integration, outcome.handler.id, event.id)
+    return key
 
 
 def claim(context: WorkContext, outcomes: list[Outcome], token: str) -> list[bool]:
@@ -154,30 +160,40 @@ def claim(context: WorkContext, outcomes: list[Outcome], token: str) -> list[boo
 
     An item may carry ``owner``: the token of the scheduled retry it is (see ``drain``).
     """
+    script_keys, args, won = claim_call(context, outcomes, token)
+    if context.connection is None:
+        return won([])
+    return won(scripts.run(context.connection, scripts.CLAIM, script_keys, args))
+
+
+def claim_call(
+    context: WorkContext, outcomes: list[Outcome], token: str
+) -> tuple[list[str], list[Any], Callable[[list[Any]], list[bool]]]:
+    """``claim`` in parts, for a caller that sends the script with other commands:
+    ``scripts.CLAIM``'s KEYS and ARGV, and what turns its reply into ``claim``'s answer."""
     state_keys = [outcome_key(o) for o in outcomes]
     # Copies of one item in the same batch (a delivery posted twice) run once.
     first = {key: index for index, key in reversed(list(enumerate(state_keys)))}
-    if context.connection is None:
-        return [first[key] == index for index, key in enumerate(state_keys)]
     unique = list(first)
     owners = [str(outcomes[first[key]].item.get("owner") or "") for key in unique]
-    result = scripts.run(
-        context.connection,
-        scripts.CLAIM,
-        unique,
-        [
-            token,
-            context.settings.dedupe_window,
-            keys.ALIVE,
-            keys.RUNNING,
-            keys.RETRYING,
-            keys.RUNNING_IN_DRAINER,
-            keys.FAILED,
-            *owners,
-        ],
-    )
-    won = {key for key, flag in zip(unique, result, strict=True) if flag}
-    return [key in won and first[key] == index for index, key in enumerate(state_keys)]
+    args: list[Any] = [
+        token,
+        context.settings.dedupe_window,
+        keys.ALIVE,
+        keys.RUNNING,
+        keys.RETRYING,
+        keys.RUNNING_IN_DRAINER,
+        keys.FAILED,
+        *owners,
+    ]
+
+    def won(result: list[Any]) -> list[bool]:
+        if context.connection is None:  # nothing to claim against: copies still run once
+            return [first[key] == index for index, key in enumerate(state_keys)]
+        flags = {key for key, flag in zip(unique, result, strict=True) if flag}
+        return [key in flags and first[key] == index for index, key in enumerate(state_keys)]
+
+    return unique, args, won
 
 
 def record(

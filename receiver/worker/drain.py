@@ -11,8 +11,12 @@ list once all its items have an outcome. The job stops when the queue is
 empty or its time budget is spent (then hands its slot to a fresh drain job
 and the packets it had not started back to the queue).
 
-Failures leave the fast path: a failed or timed-out item's next attempt is
-scheduled, or the item filed as failed, by ``retries``.
+A turn whose outcomes are all successes costs one round trip: their states, the
+finished packets' removal (``scripts.DONE``, states first), their trace entries,
+the claim of the items the freed slots take next and the next POP travel as one
+``scripts.Batch``. Failures leave the fast path: a failed or timed-out item's next
+attempt is scheduled, or the item filed as failed, by ``retries``, and the turn's
+outcomes are written through a pipeline (``_flush``).
 
 Ordered items (``ordering``) wait in their keys' lanes instead of packets; a
 packet that is a lane's *wake* makes this drainer run the lane's head and,
@@ -52,10 +56,12 @@ from receiver.queue.handoff import POP_PACKETS, SLOT_GRACE, start_drainer
 from receiver.queue.keys import drainers_key, pending_key
 from receiver.routing.handlers import Handler
 from receiver.worker.claims import (
+    STATE_PATIENCE,
     Outcome,
     WorkContext,
     WorkerControl,
     claim,
+    claim_call,
     current_context,
     outcome_key,
     record,
@@ -239,11 +245,14 @@ class _Drain:
             self.resync = False
         self._collect(self._wait())
         self._expire()
+        popped = self._flush_done(go_on=not self._winding())
+        if popped:
+            self._take(popped)  # even when winding down now: they are in flight, ours
         self._flush()
         winding = self._winding()
         if winding:
             self._give_back_untouched()
-        elif self._want_more():
+        elif popped is None and self._want_more():
             self._take(
                 scripts.run(
                     self.connection, scripts.POP, [pending_key(self.queue), self.inflight],
@@ -252,7 +261,7 @@ class _Drain:
             )
         self._dispatch()
         busy = self.attempts or self.n_waiting or self.states or self.failures or self.steps
-        if busy or self.finished:
+        if busy or self.finished or self.resync:  # resync: what is in flight may be ours
             return False
         if winding:
             if not self._finish():
@@ -361,9 +370,10 @@ class _Drain:
                 self._packet_done(packet)
             return
         outcome = Outcome(item, handler, Event.from_dict(item["event"]), ran=False)
-        queue = self.waiting.get(handler.id)
+        handler_id = handler.id  # a property that formats the id: once per item
+        queue = self.waiting.get(handler_id)
         if queue is None:
-            queue = self.waiting[handler.id] = deque()
+            queue = self.waiting[handler_id] = deque()
         queue.append(_Work(outcome, packet, next(self.seq), lane, wake))
         self.n_waiting += 1
 
@@ -402,9 +412,21 @@ class _Drain:
         return startable < READ_AHEAD * self.runner.concurrency
 
     def _dispatch(self) -> None:
+        batch = self._pick()
+        if not batch:
+            return
+        try:
+            won = claim(self.context, [w.outcome for w in batch], self.token)
+        except redis.RedisError:
+            self._unpick(batch)
+            raise
+        self._start(batch, won)
+
+    def _pick(self) -> list[_Work]:
+        """Items for the free slots: the handler with the fewest calls running first."""
         free = self.runner.free
         if free <= 0 or not self.n_waiting:
-            return
+            return []
         running = {h: self.runner.running(h) for h in self.waiting}
         batch: list[_Work] = []
         while free > 0:
@@ -438,16 +460,17 @@ class _Drain:
             free -= 1
         for handler_id in [h for h, q in self.waiting.items() if not q]:
             del self.waiting[handler_id]
-        if not batch:
-            return
-        try:
-            won = claim(self.context, [w.outcome for w in batch], self.token)
-        except redis.RedisError:
-            for work in reversed(batch):
-                self.active.discard(outcome_key(work.outcome))
-                self.waiting.setdefault(work.outcome.handler.id, deque()).appendleft(work)
-                self.n_waiting += 1
-            raise
+        return batch
+
+    def _unpick(self, batch: list[_Work]) -> None:
+        """A batch whose claim did not reach Redis waits again, in front."""
+        for work in reversed(batch):
+            self.active.discard(outcome_key(work.outcome))
+            self.waiting.setdefault(work.outcome.handler.id, deque()).appendleft(work)
+            self.n_waiting += 1
+
+    def _start(self, batch: list[_Work], won: list[bool]) -> None:
+        """Start the claimed items; those another run holds are skipped as duplicates."""
         settings = self.context.settings
         for work, mine in zip(batch, won, strict=True):
             work.packet.started = True
@@ -507,8 +530,8 @@ class _Drain:
         self.counts["events"] += 1
         number = int(outcome.item.get("attempts", 0)) + 1
         seconds = max(0.0, time.monotonic() - attempt.started) if attempt.started else 0.0
-        self.traced.append(
-            outcomes.attempt_ended(outcome.event, outcome.handler.id, number, error, seconds)
+        self.traced.append(  # the attempt's key is its handler's id
+            outcomes.attempt_ended(outcome.event, attempt.key, number, error, seconds)
         )
         if error is None:
             self.states.append((outcome, keys.DONE))
@@ -525,6 +548,71 @@ class _Drain:
         if packet.left == 0:
             self.open.pop(id(packet), None)
             self.finished.append(packet.raw)
+
+    def _flush_done(self, go_on: bool) -> list[Any] | None:
+        """The success path's ``_flush``, with the next claim and POP in its round trip.
+
+        When every outcome to record is a success and no lane moves, the states and the
+        finished packets' removal (``scripts.DONE``: states first, in one script), the
+        attempts' trace entries, the claim of the items the free slots take next and,
+        unless winding down (``go_on`` false), the next POP go as one ``scripts.Batch``,
+        without redis-py's pipeline: one round trip a turn instead of three. Anything
+        else (a failure, a lane's step) is left to ``_flush``. Returns the popped
+        packets, or None when nothing was popped. Waits out a Redis outage as
+        ``record`` does; what it claimed then waits again, and what a POP whose reply
+        was lost moved is found by the next resync (the batch is never sent twice as
+        it was).
+        """
+        if self.failures or self.steps or not (self.states or self.finished):
+            return None
+        done = keys.DONE
+        if any(state != done for _, state in self.states):
+            return None
+        state_keys = [outcome_key(outcome) for outcome, _ in self.states]
+        settings = self.context.settings
+        picked = self._pick()
+        pop = go_on and self._want_more()
+        deadline = time.monotonic() + STATE_PATIENCE
+        failed = 0
+        while True:
+            batch = scripts.Batch()
+            batch.script(
+                scripts.DONE,
+                [self.inflight, *state_keys],
+                [done, settings.dedupe_window, *self.finished],
+            )
+            outcomes.trace_commands(batch, self.traced, settings.trace_ttl)
+            if picked:
+                claim_keys, claim_args, won = claim_call(
+                    self.context, [w.outcome for w in picked], self.token
+                )
+                batch.script(scripts.CLAIM, claim_keys, claim_args)
+            if pop:
+                batch.script(scripts.POP, [pending_key(self.queue), self.inflight], [POP_PACKETS])
+            try:
+                replies = batch.execute(self.connection)
+                break
+            except redis.RedisError as exc:
+                if picked:  # claimed or not, they are claimed again by this token later
+                    self._unpick(picked)
+                    picked = []
+                if pop:  # its reply may be what was lost: look at the in-flight list again
+                    pop = False
+                    self.resync = True
+                if time.monotonic() > deadline:
+                    raise
+                if failed:  # the first failure is tried again at once (a dropped connection)
+                    log.warning("drainer %s waiting for Redis: %s", self.drainer, exc)
+                    time.sleep(0.5)
+                failed += 1
+        for key in state_keys:
+            self.active.discard(key)
+        self.states = []
+        self.finished = []
+        self.traced = []
+        if picked:
+            self._start(picked, won(replies[-2 if pop else -1]))
+        return list(replies[-1]) if pop else None
 
     def _flush(self) -> None:
         """Outcomes first, then finished packets leave the in-flight list: one round trip."""
