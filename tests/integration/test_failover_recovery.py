@@ -87,20 +87,24 @@ def test_finish_puts_packets_still_in_flight_back_at_the_front_of_the_queue(
 
 
 def lose_last_writes(monkeypatch: pytest.MonkeyPatch, rollback: Any) -> list[bool]:
-    """After the drainer's first flush that removes a packet, ``rollback(drainer, raws)``
-    undoes what a promoted replica would not have had; returns a list that is non-empty
-    once it did."""
-    original = worker_drain._Drain._flush
+    """After the drainer's first flush that removes a packet (``_flush``, or the success
+    path's ``_flush_done``), ``rollback(drainer, raws)`` undoes what a promoted replica
+    would not have had; returns a list that is non-empty once it did."""
     done: list[bool] = []
 
-    def flush(self: Any) -> None:
-        finished = list(self.finished)
-        original(self)
-        if finished and not done:
-            done.append(True)
-            rollback(self, finished)
+    def losing(original: Any) -> Any:
+        def flush(self: Any, *args: Any, **kwargs: Any) -> Any:
+            finished = list(self.finished)
+            result = original(self, *args, **kwargs)
+            if finished and not self.finished and not done:
+                done.append(True)
+                rollback(self, finished)
+            return result
 
-    monkeypatch.setattr(worker_drain._Drain, "_flush", flush)
+        return flush
+
+    for name in ("_flush", "_flush_done"):
+        monkeypatch.setattr(worker_drain._Drain, name, losing(getattr(worker_drain._Drain, name)))
     return done
 
 
