@@ -39,7 +39,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
@@ -141,14 +140,6 @@ def preload(connection: redis.Redis, events: int, per_delivery: int) -> None:
             connection.rpush(STAGING, packet.encode())
 
 
-def run_workers(env: dict[str, str], processes: int, command: list[str]) -> float:
-    start = time.perf_counter()
-    workers = [subprocess.Popen(command, env=env, cwd=ROOT) for _ in range(processes)]
-    for worker in workers:
-        assert worker.wait(timeout=600) == 0
-    return time.perf_counter() - start
-
-
 LOG_LEVEL = "INFO"
 """Workers log as shipped: one line per attempt (``receiver worker --log-level``)."""
 
@@ -222,32 +213,37 @@ def drained(connection: redis.Redis) -> bool:
     return not any(connection.llen(keys.inflight_key(d.decode())) for d in drainers)
 
 
-def rq_rate(url: str, events: int, env: dict[str, str]) -> float:
+def rq_rate(url: str, events: int, env: dict[str, str]) -> tuple[float, float]:
+    """Plain RQ's events per second of wall time and per second of its CPU, as ``drain_rate``.
+
+    The worker times its own ``work(burst=True)`` after its imports, and reports it: a
+    process's start-up is not in the figure (subtracting an empty burst's time from a full
+    one's, as this did before, could leave nearly nothing and print an absurd rate).
+    """
     connection = redis.Redis.from_url(url)
     connection.flushall()
     queue = Queue(QUEUE, connection=connection, serializer=JSONSerializer)
-    code = (
-        "import redis; from rq import Queue, SimpleWorker;"
-        "from rq.serializers import JSONSerializer;"
-        f"c = redis.Redis.from_url({url!r});"
-        f"SimpleWorker([Queue({QUEUE!r}, connection=c, serializer=JSONSerializer)], connection=c,"
-        " serializer=JSONSerializer).work(burst=True, logging_level='ERROR')"
-    )
-    command = [sys.executable, "-c", code]
-    startup = run_workers(env, 1, command)
     for start in range(0, events, 500):
         batch = [
             Queue.prepare_data("bench.noop.noop_job", args=(n,), result_ttl=0)
             for n in range(start, min(events, start + 500))
         ]
         queue.enqueue_many(batch)
-    elapsed = run_workers(env, 1, command)
+    code = (
+        "import time, redis; from rq import Queue, SimpleWorker;"
+        "from rq.serializers import JSONSerializer;"
+        f"c = redis.Redis.from_url({url!r});"
+        f"w = SimpleWorker([Queue({QUEUE!r}, connection=c, serializer=JSONSerializer)],"
+        " connection=c, serializer=JSONSerializer);"
+        "t, cpu = time.perf_counter(), time.process_time();"
+        "w.work(burst=True, logging_level='ERROR');"
+        "print(time.perf_counter() - t, time.process_time() - cpu)"
+    )
+    command = [sys.executable, "-c", code]
+    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, check=True, timeout=600)
     assert queue.count == 0
-    return events / max(elapsed - startup, 1e-6)
-
-
-def repeat(runs: int, measure: Callable[[], float]) -> list[float]:
-    return [measure() for _ in range(runs)]
+    elapsed, cpu = (float(part) for part in done.stdout.split())
+    return events / elapsed, events / cpu
 
 
 def print_drain_table(
@@ -267,8 +263,12 @@ def print_drain_table(
     print(f"\nworker drain, no-op background handler, {events} events")
     print(f"{'':>48}  {'events/s':>26}  {'events per worker CPU s':>26}")
     if plain_rq:
-        rq = repeat(runs, lambda: rq_rate(url, events // 4, env))
-        print(f"{'plain RQ SimpleWorker, 1 job per event':>48}  {median_spread(rq):>26}")
+        rq = [rq_rate(url, events // 4, env) for _ in range(runs)]
+        label = "plain RQ SimpleWorker, 1 job per event"
+        print(
+            f"{label:>48}  {median_spread([r[0] for r in rq]):>26}"
+            f"  {median_spread([r[1] for r in rq]):>26}"
+        )
     roots = [(before, " (before)"), (root, "")] if before is not None else [(root, "")]
     for per_delivery in (1, 100):
         for processes in (1, 2):
