@@ -19,6 +19,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Hashable
 from inspect import iscoroutine
+from types import MethodType
 from typing import Any
 
 from blinker import ANY, NamedSignal, Namespace
@@ -123,7 +124,10 @@ def receivers(signal: NamedSignal, sender: Any) -> tuple[Callable[..., Any], ...
     if at != _known_at:
         _known.clear()  # a past state's: never read again, and its receivers may go
         _known_at = at
-    key = (id(signal), make_id(sender))
+    # blinker's ``make_id`` (a Python call) only for the senders it treats apart
+    kind = type(sender)
+    special = kind is MethodType or issubclass(kind, str | int)
+    key = (id(signal), make_id(sender) if special else id(sender))
     entry = _known.get(key)
     if entry is not None and entry[0] == at:  # stored at this state, not a racing past one
         return entry[1]
