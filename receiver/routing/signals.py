@@ -23,7 +23,6 @@ from types import MethodType
 from typing import Any
 
 from blinker import ANY, NamedSignal, Namespace
-from blinker._utilities import make_id
 
 _generation = 0
 
@@ -57,7 +56,7 @@ class _Signal(NamedSignal):
         super()._disconnect(receiver_id, sender_id)
         _changed()
 
-    def _make_cleanup_sender(self, sender_id: Hashable) -> Callable[[Any], None]:
+    def _make_cleanup_sender(self, sender_id: Hashable) -> Callable[[Any], None]:  # blinker ≥ 1.8
         cleanup = super()._make_cleanup_sender(sender_id)
 
         def cleanup_and_count(ref: Any) -> None:
@@ -65,6 +64,10 @@ class _Signal(NamedSignal):
             _changed()
 
         return cleanup_and_count
+
+    def _cleanup_sender(self, sender_ref: Any) -> None:  # blinker 1.7's name for the same
+        super()._cleanup_sender(sender_ref)  # type: ignore[misc]
+        _changed()
 
     def _clear_state(self) -> None:
         super()._clear_state()
@@ -124,10 +127,9 @@ def receivers(signal: NamedSignal, sender: Any) -> tuple[Callable[..., Any], ...
     if at != _known_at:
         _known.clear()  # a past state's: never read again, and its receivers may go
         _known_at = at
-    # blinker's ``make_id`` (a Python call) only for the senders it treats apart
     kind = type(sender)
     special = kind is MethodType or issubclass(kind, str | int)
-    key = (id(signal), make_id(sender) if special else id(sender))
+    key = (id(signal), _make_id(sender) if special else id(sender))
     entry = _known.get(key)
     if entry is not None and entry[0] == at:  # stored at this state, not a racing past one
         return entry[1]
@@ -137,3 +139,13 @@ def receivers(signal: NamedSignal, sender: Any) -> tuple[Callable[..., Any], ...
     ):
         _known[key] = (at, found)
     return found
+
+
+def _make_id(sender: Any) -> Hashable:
+    """How blinker tells senders apart (its ``make_id``; ``hashable_identity`` in 1.7):
+    a bound method by its function and object, a string or integer by its value."""
+    if isinstance(sender, MethodType):
+        return id(sender.__func__), id(sender.__self__)
+    if isinstance(sender, str | int):
+        return sender
+    return id(sender)

@@ -146,7 +146,7 @@ def test_kept_lookups_follow_every_change(router: Router) -> None:
     """Handlers and lifecycle receivers are looked up once and kept: a change is still seen."""
     import gc
 
-    from receiver.routing.signals import event_signal, receivers
+    from receiver.routing.signals import event_signal, generation, receivers
 
     event = Event("group", "comments", {"verb": "add"}, "id1", "d", "i", verb="add")
     first = router.connect("group.comments", lambda event: None)
@@ -174,3 +174,14 @@ def test_kept_lookups_follow_every_change(router: Router) -> None:
     assert receivers(signal, sender) == (strong,)
     signal.disconnect(strong, sender=sender)
     assert receivers(signal, sender) == ()
+
+    class Sender:
+        pass
+
+    gone = Sender()
+    signal.connect(strong, sender=gone, weak=False)
+    assert receivers(signal, gone) == (strong,)
+    before = generation()
+    del gone  # blinker forgets a dead sender's receivers: a change like any other
+    gc.collect()
+    assert generation() > before
