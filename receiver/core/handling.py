@@ -307,10 +307,13 @@ class Core:
                 )
             if isinstance(stored, Stored) and stored.reason is not None:
                 context["reason"] = stored.reason
-        sync = [(e, h) for e, h in inline if e.topic in self.settings.sync_topics]
-        results = [
-            self._run(e, h)[0] for e, h in inline if e.topic not in self.settings.sync_topics
-        ]
+        sync: list[tuple[Event, Handler]] = []
+        results: list[HandlerResult] = []
+        if inline:  # a durable delivery often has none
+            sync = [(e, h) for e, h in inline if e.topic in self.settings.sync_topics]
+            results = [
+                self._run(e, h)[0] for e, h in inline if e.topic not in self.settings.sync_topics
+            ]
         if sync:
             answer, sync_results = self._answer(sync)
             results += sync_results

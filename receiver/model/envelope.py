@@ -133,7 +133,8 @@ def parse(
             else str(raw_entry_id)
         )
         entry_time = to_utc(entry.get("time"))
-        extra = {k: v for k, v in entry.items() if k not in _ENTRY_KEYS}
+        # Most entries hold only known keys: a subset test in C, not a comprehension.
+        extra = {} if entry.keys() <= _ENTRY_KEYS else _extra(entry)
         for field, value, item_time, identity in _items(topic, entry, position):
             verb = value.get("verb") if type(value) is dict else None
             append(
@@ -152,6 +153,11 @@ def parse(
                 )
             )
     return events
+
+
+def _extra(entry: dict[str, Any]) -> dict[str, Any]:
+    """An entry's keys beyond the envelope's own, carried on each of its events."""
+    return {k: v for k, v in entry.items() if k not in _ENTRY_KEYS}
 
 
 Item = tuple[str, Any, Any, Any]

@@ -175,6 +175,12 @@ class _HistogramCell:
 
 _children: dict[tuple[int, tuple[str, ...]], Any] = {}
 os.register_at_fork(after_in_child=_children.clear)
+_delivery_cells: dict[tuple[str, str], tuple[Any, Any]] = {}
+"""A delivery's two cells (count, seconds) by integration and status: one lookup, not two."""
+os.register_at_fork(after_in_child=_delivery_cells.clear)
+_handler_cells: dict[tuple[str, str, str], list[Any]] = {}
+"""A handler run's two cells (count, seconds) by handler, mode and outcome."""
+os.register_at_fork(after_in_child=_handler_cells.clear)
 
 
 def _child(metric: Any, *labels: str) -> Any:
@@ -201,8 +207,14 @@ def _observe_delivery(request: Request, result: Result) -> None:
     if request.method != "POST":
         _child(HANDSHAKES, integration, status).inc(1.0)
         return
-    _child(DELIVERIES, integration, status).inc(1.0)
-    _child(DELIVERY_SECONDS, integration).observe(result.seconds)
+    cells = _delivery_cells.get((integration, status))
+    if cells is None:
+        cells = _delivery_cells[(integration, status)] = (
+            _child(DELIVERIES, integration, status),
+            _child(DELIVERY_SECONDS, integration),
+        )
+    cells[0].inc(1.0)
+    cells[1].observe(result.seconds)
     if result.reason == REPLICATION_TIMEOUT:
         then = "spooled" if result.status < 300 else "rejected"
         _child(REPLICATION_TIMEOUTS, integration, then).inc(1.0)
@@ -235,9 +247,15 @@ def observe_handler(handler: str, mode: str, outcome: str, seconds: float | None
 
 
 def _observe_handler(handler: str, mode: str, outcome: str, seconds: float | None) -> None:
-    _child(HANDLER_RUNS, handler, mode, outcome).inc(1.0)
+    key = (handler, mode, outcome)
+    cells = _handler_cells.get(key)
+    if cells is None:
+        cells = _handler_cells[key] = [_child(HANDLER_RUNS, handler, mode, outcome), None]
+    cells[0].inc(1.0)
     if seconds is not None:
-        _child(HANDLER_SECONDS, handler, mode).observe(seconds)
+        if cells[1] is None:  # made at its first value, as before: no empty series
+            cells[1] = _child(HANDLER_SECONDS, handler, mode)
+        cells[1].observe(seconds)
 
 
 def _outcome(ok: bool, error: str | None) -> str:

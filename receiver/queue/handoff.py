@@ -7,8 +7,8 @@ retry, a hand-over and its maintenance. So it lives in neither.
 from __future__ import annotations
 
 import json
+import os
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
@@ -118,10 +118,21 @@ def push(
 ) -> str | None:
     """Append packets and ordered items (one round trip); return a new drainer id when one
     should be started. ``held``: the connection to use (``scripts.run``)."""
-    candidate = uuid.uuid4().hex
+    candidate = uuid4_hex()
     script_keys, args = push_call(queue, packets, max_drainers, candidate, lanes)
     wanted = scripts.run(connection, scripts.PUSH, script_keys, args, held=held)
     return candidate if wanted else None
+
+
+_VARIANT_AND_VERSION_CLEARED = ~((0xC000 << 48) | (0xF000 << 64))
+_RFC_4122_VERSION_4 = (0x8000 << 48) | (4 << 76)
+
+
+def uuid4_hex() -> str:
+    """``uuid.uuid4().hex``, the same bits set from the same 16 random bytes, without the
+    ``UUID`` object (its checks cost ≈ 1 µs of every durable delivery's push)."""
+    number = int.from_bytes(os.urandom(16), "big")
+    return "%032x" % (number & _VARIANT_AND_VERSION_CLEARED | _RFC_4122_VERSION_4)
 
 
 def start_drainer(connection: Redis, queue: str, drainer_id: str, settings_timeout: int) -> None:

@@ -21,6 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import redis
 
@@ -44,12 +45,15 @@ Queues = dict[str, list[str]]
 class _Waiter:
     """One delivery's packets and ordered items and, once its group is written, the outcome."""
 
-    __slots__ = ("queues", "lanes", "event", "leads", "error")
+    __slots__ = ("queues", "lanes", "done", "leads", "error")
 
     def __init__(self, queues: Queues, lanes: Lanes) -> None:
         self.queues = queues
         self.lanes = lanes
-        self.event: threading.Event | None = None
+        self.done: Any = None
+        """Held while the waiter waits; released once its group is written, or it leads.
+        A lock, not a ``threading.Event``: whose ``wait`` builds a ``Condition``'s waiter
+        lock and deque entry in Python each time; a lock is one C call each way."""
         self.leads = False
         self.error: BaseException | None = None
 
@@ -81,12 +85,12 @@ class PacketGroup:
         me = _Waiter(queues, lanes)
         with self._lock:
             if self._busy:
-                me.event = threading.Event()
+                me.done = _locked()
                 self._waiting.append(me)
             else:
                 self._busy = True
-        if me.event is not None:
-            me.event.wait()
+        if me.done is not None:
+            me.done.acquire()  # released by the writer of its group
             if not me.leads:
                 if me.error is not None:
                     raise me.error
@@ -108,13 +112,18 @@ class PacketGroup:
                     self._busy = False
             for waiter in group[1:]:
                 waiter.error = error
-                assert waiter.event is not None
-                waiter.event.set()
+                waiter.done.release()
             if successor is not None:
-                assert successor.event is not None
-                successor.event.set()
+                successor.done.release()
         if error is not None:
             raise error
+
+
+def _locked() -> Any:
+    """A lock held already (``threading``'s: gevent's when patched, as the workers are)."""
+    lock = threading.Lock()
+    lock.acquire()
+    return lock
 
 
 def _merged(group: list[_Waiter]) -> tuple[Queues, Lanes]:

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from receiver import filters as F
 from receiver.errors import PluginError
 from receiver.model.events import Event
-from receiver.routing.signals import event_signal, patterns_for
+from receiver.routing.signals import event_signal, generation, patterns_for
 
 log = logging.getLogger("receiver.routing")
 
@@ -153,6 +153,8 @@ class Router:
         self._handlers: dict[str, Handler] = {}
         self._receivers: dict[str, Callable[..., Handler | None]] = {}
         self._handler_of: dict[Callable[..., Handler | None], Handler] = {}
+        self._found: dict[tuple[str, str], tuple[int, list[Handler] | None]] = {}
+        """``_candidates`` by event name, with the signals' ``generation()`` it was found at."""
 
     def on(
         self, name: str, *filters: F.Filter | Callable[[Event], Any], **keywords: Any
@@ -215,10 +217,10 @@ class Router:
         def receive(sender: Any, event: Event) -> Handler | None:
             return handler if handler.matches(event) else None
 
-        event_signal(handler.pattern).connect(receive, sender=self, weak=False)
         self._handlers[handler.id] = handler
         self._receivers[handler.id] = receive
-        self._handler_of[receive] = handler
+        self._handler_of[receive] = handler  # known before the signal yields it
+        event_signal(handler.pattern).connect(receive, sender=self, weak=False)
 
     def disconnect(self, handler_id: str) -> None:
         handler = self._handlers.pop(handler_id)
@@ -257,7 +259,7 @@ class Router:
             if name in known:
                 candidates = known[name]
             else:
-                candidates = known[name] = self._candidates(name)
+                candidates = known[name] = self._kept_candidates(name)
             if candidates is None:  # a receiver that is not one of ours: ask as match does
                 pairs.extend([(event, handler) for handler in self.match(event)])
                 continue
@@ -265,6 +267,17 @@ class Router:
                 if handler.filter is None or handler.matches(event):
                     pairs.append((event, handler))
         return pairs
+
+    def _kept_candidates(self, name: tuple[str, str]) -> list[Handler] | None:
+        """``_candidates``, looked up again only after a signal's receivers changed."""
+        at = generation()
+        entry = self._found.get(name)
+        if entry is not None and entry[0] == at:
+            return entry[1]
+        if len(self._found) >= _SIGNALS_KEPT:  # names come from signed bodies: bound them
+            self._found.clear()
+        found = self._found[name] = (at, self._candidates(name))
+        return found[1]
 
     def _candidates(self, name: tuple[str, str]) -> list[Handler] | None:
         """This router's handlers listening on an event name, in registration order (``None``

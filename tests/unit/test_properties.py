@@ -196,3 +196,15 @@ def test_the_acknowledgement_s_bytes_are_json_dumps_s(handler: str, events: int,
     body = {"delivery_id": "ab12", "events": events, "queued": 0, "handlers": [[handler, "e", ok]]}
     expected = json.dumps(body, separators=(",", ":")).encode()
     assert _json(200, body, same_in_orjson=True).body == expected
+
+
+@given(st.binary(min_size=16, max_size=16))
+def test_drainer_ids_are_uuid4_s(random: bytes) -> None:
+    """A drainer id is ``uuid.uuid4().hex`` of the same 16 random bytes."""
+    import uuid
+    from unittest import mock
+
+    from receiver.queue.handoff import uuid4_hex
+
+    with mock.patch("os.urandom", return_value=random):
+        assert uuid4_hex() == uuid.UUID(bytes=random, version=4).hex

@@ -140,3 +140,48 @@ def test_match_all_finds_what_match_finds(router: Router) -> None:
         assert router.match_all(events) == expected
     finally:
         event_signal("group.posts").disconnect(foreign)
+
+
+def test_kept_lookups_follow_every_change(router: Router) -> None:
+    """Handlers and lifecycle receivers are looked up once and kept: a change is still seen."""
+    import gc
+
+    from receiver.routing.signals import event_signal, generation, receivers
+
+    event = Event("group", "comments", {"verb": "add"}, "id1", "d", "i", verb="add")
+    first = router.connect("group.comments", lambda event: None)
+    assert [h for _, h in router.match_all([event])] == [first]
+    second = router.connect("*", lambda event: None)
+    assert [h for _, h in router.match_all([event])] == [first, second]
+    router.disconnect(first.id)
+    assert [h for _, h in router.match_all([event])] == [second]
+
+    signal = event_signal("test.kept-lookups")
+    sender = object()
+
+    def strong(sender: Any) -> None: ...
+
+    signal.connect(strong, sender=sender, weak=False)
+    assert receivers(signal, sender) == (strong,)
+    assert receivers(signal, object()) == ()
+
+    def weak(sender: Any) -> None: ...
+
+    signal.connect(weak)  # weakly held: never kept alive by a lookup
+    assert set(receivers(signal, sender)) == {strong, weak}
+    del weak
+    gc.collect()
+    assert receivers(signal, sender) == (strong,)
+    signal.disconnect(strong, sender=sender)
+    assert receivers(signal, sender) == ()
+
+    class Sender:
+        pass
+
+    gone = Sender()
+    signal.connect(strong, sender=gone, weak=False)
+    assert receivers(signal, gone) == (strong,)
+    before = generation()
+    del gone  # blinker forgets a dead sender's receivers: a change like any other
+    gc.collect()
+    assert generation() > before
