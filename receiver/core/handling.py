@@ -74,12 +74,12 @@ def _json(status: int, data: Any, *, same_in_orjson: bool = False, **extra: Any)
 
     ``same_in_orjson``: ``data`` holds only strings, integers, booleans and lists
     of them (no float, no ``None``), for which orjson writes ``json.dumps``'s bytes
-    whenever its text is ASCII: the acknowledgement, every delivery's answer, is
-    written ≈ 10× faster.
+    whenever its text is ASCII without DEL (which json escapes and orjson does not):
+    the acknowledgement, every delivery's answer, is written ≈ 10× faster.
     """
     if same_in_orjson:
         text = orjson.dumps(data)
-        if text.isascii():
+        if text.isascii() and b"\x7f" not in text:
             return Result(status=status, body=text, **extra)
     return Result(status=status, body=_ENCODER.encode(data).encode(), **extra)
 

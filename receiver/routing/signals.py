@@ -74,6 +74,13 @@ class _Signal(NamedSignal):
         _changed()
 
 
+_COUNTED = all(hasattr(NamedSignal, name) for name in ("_disconnect", "_clear_state")) and any(
+    hasattr(NamedSignal, name) for name in ("_make_cleanup_sender", "_cleanup_sender")
+)
+"""Whether this blinker changes receivers through the methods ``_Signal`` overrides (1.7
+to 1.9 do): under one that renamed them, nothing is kept and every lookup is blinker's."""
+
+
 class _Namespace(Namespace):
     def signal(self, name: str, doc: str | None = None) -> NamedSignal:
         if name not in self:
@@ -134,7 +141,7 @@ def receivers(signal: NamedSignal, sender: Any) -> tuple[Callable[..., Any], ...
     if entry is not None and entry[0] == at:  # stored at this state, not a racing past one
         return entry[1]
     found = tuple(signal.receivers_for(sender))
-    if type(signal) is _Signal and not any(
+    if _COUNTED and type(signal) is _Signal and not any(
         isinstance(r, weakref.ref) for r in signal.receivers.values()
     ):
         _known[key] = (at, found)
