@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,19 +31,29 @@ META_CN = "client.webhooks.fbclientcerts.com"
 # --- log lines a client cannot forge -----------------------------------------------------------
 
 
+@contextmanager
+def alone(name: str, handler: logging.Handler, fmt: str) -> Iterator[logging.Logger]:
+    """A logger at INFO whose only output is ``handler`` (formatted by ``fmt``)."""
+    handler.setFormatter(SafeFormatter(fmt))
+    logger = logging.getLogger(name)
+    logger.propagate = False
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield logger
+    finally:
+        logger.removeHandler(handler)
+
+
 def test_the_direct_log_line_is_the_record_path_s_text(monkeypatch: pytest.MonkeyPatch) -> None:
     """``logsafe.emit`` writes the request line itself where it can: the same escaped text."""
     from receiver.observe import logsafe
 
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(SafeFormatter("[%(process)d] [%(levelname)s] %(name)s: %(message)s"))
-    logger = logging.getLogger("receiver.test-direct-line")
-    logger.propagate = False
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
     args = ("delivery", "path='/w?access_token=abc&q=1' x='\n[x] forged\x1b[31m'")
-    try:
+    fmt = "[%(process)d] [%(levelname)s] %(name)s: %(message)s"
+    with alone("receiver.test-direct-line", handler, fmt) as logger:
         assert logsafe._write_line(logger, logging.INFO, "%s %s", args)  # the direct path
         direct = stream.getvalue()
         stream.truncate(0)
@@ -50,8 +62,6 @@ def test_the_direct_log_line_is_the_record_path_s_text(monkeypatch: pytest.Monke
         logsafe.emit(logger, logging.INFO, "%s %s", args, {"kind": "delivery"})
         assert direct == stream.getvalue()
         assert "abc" not in direct and direct.count("\n") == 1 and "\x1b" not in direct
-    finally:
-        logger.removeHandler(handler)
 
 
 def test_the_request_line_s_text_is_pinned() -> None:
@@ -99,12 +109,7 @@ def test_request_lines_leave_together_and_in_order_with_the_others(
     monkeypatch.setattr(logsafe, "FLUSH_SECONDS", 0.05)
     stream = io.StringIO()
     handler = logsafe.BatchedStreamHandler(stream)
-    handler.setFormatter(SafeFormatter("[%(levelname)s] %(message)s"))
-    logger = logging.getLogger("receiver.test-batched")
-    logger.propagate = False
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
+    with alone("receiver.test-batched", handler, "[%(levelname)s] %(message)s") as logger:
         assert logsafe._write_line(logger, logging.INFO, "%s %s", ("delivery", "n=1"))
         logsafe.emit(logger, logging.INFO, "%s %s", ("delivery", "n=2\n[x]"), {})
         assert stream.getvalue() == ""  # held in memory: no write per request
@@ -117,8 +122,6 @@ def test_request_lines_leave_together_and_in_order_with_the_others(
         logsafe.emit(logger, logging.INFO, "%s %s", ("delivery", "n=4"), {})
         handler.flush()  # what logging.shutdown does at exit
         assert stream.getvalue().endswith("[INFO] delivery n=3\n[INFO] delivery n=4\n")
-    finally:
-        logger.removeHandler(handler)
 
 
 def formatted(*args: Any, exc: BaseException | None = None) -> str:
