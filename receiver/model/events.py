@@ -135,6 +135,14 @@ _FIELDS = tuple(f.name for f in dataclass_fields(Event))
 _new = object.__new__
 
 
+def time_text(value: object) -> str:
+    """``json.dumps``'s ``default`` for texts that hold an event's time as a datetime
+    (left for orjson to write, which writes what ``isoformat`` does): json's fallback."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
 def new_event(
     topic: str,
     field: str,

@@ -36,6 +36,7 @@ import orjson
 import redis
 from redis.exceptions import NoScriptError
 
+from receiver.model.events import time_text
 from receiver.routing.contracts import Backend, Request, Result
 from receiver.settings import defaults
 
@@ -237,7 +238,7 @@ def entry(request: Request, result: Result) -> Entry:
         return (True, integration, when, result.status, False, None, None, None, None, None,
                 None, None)  # fmt: skip
     delivery_id = result.delivery_id
-    if result.verified not in ("ok", "unchecked"):  # refused(request, result)
+    if refused(request, result):
         kept = (delivery_id, request.replayed, result.seconds)
         return (False, integration, when, result.status, True, result.error, result.reason,
                 None, None, delivery_id, None, kept)  # fmt: skip
@@ -351,13 +352,7 @@ def record_json(record: dict[str, Any]) -> bytes:
     try:
         return orjson.dumps(record)
     except orjson.JSONEncodeError:
-        return json.dumps(record, separators=(",", ":"), default=_isoformat).encode()
-
-
-def _isoformat(value: Any) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON")
+        return json.dumps(record, separators=(",", ":"), default=time_text).encode()
 
 
 def _write(pipe: Any, batch: list[Entry], ttl: int) -> tuple[Any, ...] | None:

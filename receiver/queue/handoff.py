@@ -11,13 +11,12 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from redis import Redis
 
-from receiver.model.events import Event, as_dict
+from receiver.model.events import Event, as_dict, time_text
 from receiver.queue import keys, scripts
 from receiver.queue.keys import drainers_key, pending_key
 from receiver.routing.contracts import Work
@@ -77,13 +76,7 @@ def dumps(data: Any) -> str:
     return text.decode()
 
 
-def _isoformat(value: object) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON")
-
-
-_ENCODER = json.JSONEncoder(separators=(",", ":"), default=_isoformat)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=time_text)
 
 
 def push_call(

@@ -99,6 +99,49 @@ def test_the_request_line_s_text_is_pinned() -> None:
     )
 
 
+def test_the_request_line_s_text_is_its_fields(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The line's text is written out by hand (cheaper than joining its fields): it must say
+    what the fields handed to JSON logging say, field for field, whatever the result holds."""
+    from receiver.core import handling
+    from receiver.model import envelope
+    from receiver.routing.contracts import Request, Result
+
+    caplog.set_level(logging.INFO, logger="receiver")
+    emitted: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+    monkeypatch.setattr(
+        handling.logsafe,
+        "emit",
+        lambda _log, _level, _msg, args, fields: emitted.append((args, fields)),
+    )
+    body = payload("group__comments__add.json")
+    events = envelope.parse(body, delivery_id="d" * 32, integration="default", max_depth=64)
+    results = [
+        Result(status=200, body=b"{}", events=events, delivery_id="d" * 32, queued=1),
+        Result(status=401, body=b"{}", error="bad_signature", reason="mismatch"),
+        Result(status=202, body=b"{}", events=events, delivery_id="e" * 32, error="x", reason="y"),
+    ]
+    for method, result in zip(["POST", "GET", "POST"], results, strict=True):
+        handling._log_answer(Request(method, path="/webhook"), result)
+    assert len(emitted) == 3
+    for (kind, text), fields in emitted:
+        assert kind == fields["kind"]
+        assert text == " ".join(f"{k}={v!r}" for k, v in fields.items() if k != "kind")
+
+
+def test_printable_text_holds_nothing_escape_would_change() -> None:
+    """``escape`` returns printable text as it is: true only while every character its
+    pattern replaces is unprintable, checked here over all of Unicode."""
+    import sys
+
+    from receiver.observe.logsafe import _CONTROL
+
+    printable = "".join(c for c in map(chr, range(sys.maxunicode + 1)) if c.isprintable())
+    assert len(printable) > 100_000
+    assert _CONTROL.search(printable) is None
+
+
 def test_request_lines_leave_together_and_in_order_with_the_others(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
