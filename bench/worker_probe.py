@@ -1,7 +1,7 @@
 """A gunicorn worker's cost per request: system calls (strace) or instructions (callgrind).
 
     .venv/bin/python bench/worker_probe.py syscalls bare|inline|durable [--worker-class gevent]
-    .venv/bin/python bench/worker_probe.py instructions bare|inline|durable [--root PATH]
+    .venv/bin/python bench/worker_probe.py instructions bare|inline|durable [--root PATH] [--keep FILE]
 
 Serves one scenario of ``bench/http_bench.py`` (bare Flask, the receiver with an
 inline no-op handler, or with a background no-op handler: the durable ack, no
@@ -69,7 +69,9 @@ def syscalls(lab: hb.Lab, scenario: hb.Scenario, root: Path, duration: int) -> N
     print(f"  {'total':<16} {total / wrk.requests:7.2f}")
 
 
-def instructions(lab: hb.Lab, scenario: hb.Scenario, root: Path, duration: int) -> None:
+def instructions(
+    lab: hb.Lab, scenario: hb.Scenario, root: Path, duration: int, keep: Path | None
+) -> None:
     port = free_port()
     command = [
         "valgrind",
@@ -101,6 +103,9 @@ def instructions(lab: hb.Lab, scenario: hb.Scenario, root: Path, duration: int) 
     total = next(int(line.split()[1]) for line in text.splitlines() if line.startswith("totals:"))
     print(f"{wrk.requests} requests; {total / wrk.requests:,.0f} instructions per request "
           "(one worker, user space, callgrind)")
+    if keep is not None:
+        keep.write_text(text)
+        print(f"callgrind profile kept in {keep} (callgrind_annotate --inclusive=yes {keep})")
 
 
 def main() -> None:
@@ -112,6 +117,7 @@ def main() -> None:
     parser.add_argument("--worker-class", default="gevent")
     parser.add_argument("--duration", type=int, default=None, help="seconds of wrk load")
     parser.add_argument("--root", type=Path, default=ROOT, help="the checkout to serve")
+    parser.add_argument("--keep", type=Path, help="instructions: save the worker's callgrind profile here")
     args = parser.parse_args()
     hb.require_wrk()
     scenario = SCENARIOS[args.scenario]
@@ -131,7 +137,10 @@ def main() -> None:
                 env["RECEIVER_HANDLERS"] = scenario.handlers
             lab = hb.Lab(folder, redis_server.url, redis_server.process.pid, env)
             print(f"{args.scenario}, {root}, {args.worker_class} (Procfile config): ", end="")
-            (syscalls if args.what == "syscalls" else instructions)(lab, scenario, root, duration)
+            if args.what == "syscalls":
+                syscalls(lab, scenario, root, duration)
+            else:
+                instructions(lab, scenario, root, duration, args.keep)
         finally:
             redis_server.stop()
 
