@@ -1,7 +1,8 @@
 """A gunicorn worker's cost per request: system calls (strace) or instructions (callgrind).
 
     .venv/bin/python bench/worker_probe.py syscalls bare|inline|durable [--worker-class gevent]
-    .venv/bin/python bench/worker_probe.py instructions bare|inline|durable [--root PATH] [--keep FILE]
+    .venv/bin/python bench/worker_probe.py instructions bare|inline|durable [--root PATH]
+                                                [--keep FILE]
 
 Serves one scenario of ``bench/http_bench.py`` (bare Flask, the receiver with an
 inline no-op handler, or with a background no-op handler: the durable ack, no
@@ -117,7 +118,9 @@ def main() -> None:
     parser.add_argument("--worker-class", default="gevent")
     parser.add_argument("--duration", type=int, default=None, help="seconds of wrk load")
     parser.add_argument("--root", type=Path, default=ROOT, help="the checkout to serve")
-    parser.add_argument("--keep", type=Path, help="instructions: save the worker's callgrind profile here")
+    parser.add_argument(
+        "--keep", type=Path, help="instructions: save the worker's callgrind profile here"
+    )
     args = parser.parse_args()
     hb.require_wrk()
     scenario = SCENARIOS[args.scenario]
