@@ -51,6 +51,7 @@ from receiver.settings.model import Integration, Settings
 log = logging.getLogger("receiver")
 
 ALLOWED_METHODS = ("GET", "POST")
+_ANSWERED_METHODS = frozenset((*ALLOWED_METHODS, "HEAD"))
 REPLAY_OUTCOMES_HEADER = "X-Receiver-Handlers"
 """On answers to genuine replays of synchronous topics: how the inline handlers fared."""
 INTERNAL_ERROR = b'{"error":"internal_error","message":"the receiver failed; see its log"}'
@@ -79,7 +80,7 @@ def _json(status: int, data: Any, *, same_in_orjson: bool = False, **extra: Any)
     """
     if same_in_orjson:
         text = orjson.dumps(data)
-        if text.isascii() and b"\x7f" not in text:
+        if text.isascii() and text.find(b"\x7f") < 0:  # find: ``in`` costs a TypeError
             return Result(status=status, body=text, **extra)
     return Result(status=status, body=_ENCODER.encode(data).encode(), **extra)
 
@@ -121,16 +122,16 @@ class Core:
     def handle(self, request: Request) -> Result:
         received_at = time.time()
         started = time.perf_counter()
+        # Results name only configured integrations: anyone may post to /webhooks/<anything>,
+        # and each name would otherwise become stats keys in Redis and metric series.
+        known = self.settings.integration(request.integration)
         try:
-            result = self._handle(request)
+            result = self._handle(request, known)
         except Exception:  # a bug of ours; still answered (and captured) as JSON
             log.exception("unexpected error answering %s %r", request.method, request.path)
             result = Result(status=500, body=INTERNAL_ERROR, error="internal_error")
         result.received_at = received_at
         result.seconds = time.perf_counter() - started
-        # Results name only configured integrations: anyone may post to /webhooks/<anything>,
-        # and each name would otherwise become stats keys in Redis and metric series.
-        known = self.settings.integration(request.integration)
         if result.integration is None and known is not None:
             result.integration = known.name
         if self.capture is not None and known is not None and known.capture:
@@ -143,9 +144,12 @@ class Core:
             send(delivery_finished, self, request=request, result=result)
         return result
 
-    def _handle(self, request: Request) -> Result:
-        method = request.method.upper()
-        if method not in (*ALLOWED_METHODS, "HEAD"):
+    def _handle(self, request: Request, known: Integration | None) -> Result:
+        """``known``: the integration the request names, if configured (``handle`` looked)."""
+        method = request.method
+        if method not in _ANSWERED_METHODS:
+            method = method.upper()
+        if method not in _ANSWERED_METHODS:
             return rejection(
                 TargetRejected(
                     f"{method} is not allowed here; Meta sends GET (handshake) and POST",
@@ -155,7 +159,7 @@ class Core:
                 headers={"Allow": ", ".join(ALLOWED_METHODS)},
             )
         try:
-            integration = self._integration(request.integration)
+            integration = self._integration(request.integration, known)
             network.check(
                 self.settings,
                 integration,
@@ -169,8 +173,7 @@ class Core:
         except Rejected as exc:
             return rejection(exc)  # ``handle`` names the integration, if it is configured
 
-    def _integration(self, name: str | None) -> Integration:
-        integration = self.settings.integration(name)
+    def _integration(self, name: str | None, integration: Integration | None) -> Integration:
         if integration is None:
             raise TargetRejected(
                 f"no integration named {name!r} is configured here", code="unknown_integration"
@@ -310,10 +313,10 @@ class Core:
         sync: list[tuple[Event, Handler]] = []
         results: list[HandlerResult] = []
         if inline:  # a durable delivery often has none
-            sync = [(e, h) for e, h in inline if e.topic in self.settings.sync_topics]
-            results = [
-                self._run(e, h)[0] for e, h in inline if e.topic not in self.settings.sync_topics
-            ]
+            sync_topics = self.settings.sync_topics
+            sync = [(e, h) for e, h in inline if e.topic in sync_topics]
+            run = self._run
+            results = [run(e, h)[0] for e, h in inline if e.topic not in sync_topics]
         if sync:
             answer, sync_results = self._answer(sync)
             results += sync_results

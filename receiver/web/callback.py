@@ -34,8 +34,6 @@ log = logging.getLogger("receiver.web")
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
-# Where servers expose the client socket, so a read can be given a deadline.
-_SOCKET_KEYS = ("gunicorn.socket", "werkzeug.socket")
 # After these the rest of the body cannot be trusted to arrive: hang up, do not drain it.
 _UNREADABLE_BODY = frozenset({"body_timeout", "bad_framing"})
 # A refused body of up to this many bytes is read and dropped before hanging up, so
@@ -58,8 +56,13 @@ class EnvironHeaders(Mapping[str, str]):
 
     @staticmethod
     def _key(name: str) -> str:
-        upper = name.upper().replace("-", "_")
-        return upper if upper in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{upper}"
+        key = _KEYS.get(name)
+        if key is None:
+            upper = name.upper().replace("-", "_")
+            key = upper if upper in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{upper}"
+            if len(_KEYS) < _KEYS_KEPT:
+                _KEYS[name] = key
+        return key
 
     def __getitem__(self, name: str) -> str:
         return str(self._environ[self._key(name)])
@@ -81,11 +84,16 @@ class EnvironHeaders(Mapping[str, str]):
         return sum(1 for _ in self)
 
 
+_KEYS: dict[str, str] = {}
+"""Header name to environ key, as ``_key`` derived it: the core asks for the same few."""
+_KEYS_KEPT = 256
 _REPLAY_KEY = EnvironHeaders._key(replay_mark.HEADER)
 
 
 def route(path: str) -> tuple[str | None, str | None] | None:
     """``(integration, topic)`` for a callback path, ``None`` for any other path."""
+    if path == "/webhook":  # the default integration's URL: most deliveries
+        return _DEFAULT_TARGET
     parts = path.split("/")
     if len(parts) < 2 or parts[0] != "" or any(p == "" for p in parts[1:]):
         return None
@@ -94,6 +102,9 @@ def route(path: str) -> tuple[str | None, str | None] | None:
     if parts[1] == "webhooks" and 3 <= len(parts) <= 4:
         return parts[2], (parts[3] if len(parts) == 4 else None)
     return None
+
+
+_DEFAULT_TARGET: tuple[str | None, str | None] = (None, None)
 
 
 class CallbackMiddleware:
@@ -279,11 +290,12 @@ def _unread_size(environ: Mapping[str, Any]) -> int:
 
 
 def _client_socket(environ: Mapping[str, Any]) -> socket.socket | None:
-    for key in _SOCKET_KEYS:
-        sock = environ.get(key)
-        if isinstance(sock, socket.socket):
-            return sock
-    return None
+    """Where servers expose the client socket, so a read can be given a deadline."""
+    sock = environ.get("gunicorn.socket")
+    if isinstance(sock, socket.socket):
+        return sock
+    sock = environ.get("werkzeug.socket")
+    return sock if isinstance(sock, socket.socket) else None
 
 
 def _read_within(stream: Any, wanted: int, sock: socket.socket | None, deadline: float) -> bytes:
