@@ -78,11 +78,16 @@ def _json(status: int, data: Any, *, same_in_orjson: bool = False, **extra: Any)
     whenever its text is ASCII without DEL (which json escapes and orjson does not):
     the acknowledgement, every delivery's answer, is written ≈ 10× faster.
     """
+    return Result(status=status, body=_json_bytes(data, same_in_orjson), **extra)
+
+
+def _json_bytes(data: Any, same_in_orjson: bool) -> bytes:
+    """``_json``'s body."""
     if same_in_orjson:
         text = orjson.dumps(data)
         if text.isascii() and text.find(b"\x7f") < 0:  # find: ``in`` costs a TypeError
-            return Result(status=status, body=text, **extra)
-    return Result(status=status, body=_ENCODER.encode(data).encode(), **extra)
+            return text
+    return _ENCODER.encode(data).encode()
 
 
 def rejection(exc: Rejected, **extra: Any) -> Result:
@@ -159,14 +164,18 @@ class Core:
                 headers={"Allow": ", ".join(ALLOWED_METHODS)},
             )
         try:
-            integration = self._integration(request.integration, known)
-            network.check(
-                self.settings,
-                integration,
-                request.headers,
-                request.remote_addr,
-                delivery=method == "POST",
-            )
+            if known is not None and known.enabled and self.switched_off is None:
+                integration = known  # ``_integration``'s answer, without the call
+            else:
+                integration = self._integration(request.integration, known)
+            if integration.allowed_networks or self.settings.client_cert_header:
+                network.check(  # with neither configured it checks nothing
+                    self.settings,
+                    integration,
+                    request.headers,
+                    request.remote_addr,
+                    delivery=method == "POST",
+                )
             if method in ("GET", "HEAD"):
                 return self._handshake(integration, request.query)
             return self._deliver(integration, request)
@@ -341,10 +350,9 @@ class Core:
         }
         if events and events[0].replayed:  # only a genuine replay learns how handlers fared
             body["handlers"] = [[r.handler, r.event_id, r.ok] for r in results]
-        return _json(
+        return Result(  # ``_json``'s, without passing ``context`` on twice (every delivery)
             200,
-            body,
-            same_in_orjson=True,
+            _json_bytes(body, True),
             events=events,
             results=results,
             stored=stored,

@@ -77,7 +77,12 @@ def verify(
     matched = -1
     # Check every secret, not just until the first match, so timing reveals nothing.
     for index, secret in enumerate(secrets):
-        if hmac.compare_digest(digest(secret, body, algorithm), expected) and matched < 0:
+        pads = _PADS.get((secret, algorithm)) or _pads(secret, algorithm)  # ``digest``, inlined
+        inner = pads[0].copy()
+        inner.update(body)
+        outer = pads[1].copy()
+        outer.update(inner.digest())
+        if hmac.compare_digest(outer.digest(), expected) and matched < 0:
             matched = index
     if matched < 0:
         raise SignatureRejected(
