@@ -234,7 +234,7 @@ def _items(topic: str, entry: dict[str, Any], position: int) -> list[Item]:
     changes = entry.get("changes")
     if changes is not None:
         found = True
-        for index, change in enumerate(_list(changes, f"entry[{position}].changes")):
+        for index, change in enumerate(_list(changes, position, "changes")):
             if not isinstance(change, dict) or not isinstance(change.get("field"), str):
                 raise PayloadRejected(
                     f"entry[{position}].changes[{index}] must be an object with a string 'field'",
@@ -256,7 +256,7 @@ def _items(topic: str, entry: dict[str, Any], position: int) -> list[Item]:
         if items is None:
             continue
         found = True
-        for index, item in enumerate(_list(items, f"entry[{position}].{key}")):
+        for index, item in enumerate(_list(items, position, key)):
             if not isinstance(item, dict):
                 raise PayloadRejected(
                     f"entry[{position}].{key}[{index}] must be an object",
@@ -272,7 +272,7 @@ def _items(topic: str, entry: dict[str, Any], position: int) -> list[Item]:
         found = True
         rest = {k: v for k, v in entry.items() if k != "changed_fields"}
         identity = {k: v for k, v in rest.items() if k != "time"}
-        for index, name in enumerate(_list(changed, f"entry[{position}].changed_fields")):
+        for index, name in enumerate(_list(changed, position, "changed_fields")):
             if not isinstance(name, str) or not name:
                 raise PayloadRejected(
                     f"entry[{position}].changed_fields[{index}] must be a field name (a string)",
@@ -399,10 +399,11 @@ def _depth_exceeds(body: bytes, limit: int) -> bool:
     return max(itertools.accumulate(array("b", structure)), default=0) > limit
 
 
-def _list(value: Any, where: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise PayloadRejected(f"{where} must be a list", code="bad_entry", status=422)
-    return value
+def _list(value: Any, position: int, key: str) -> list[Any]:
+    """``entry[position][key]``, which must be a list (its name formatted only to refuse it)."""
+    if isinstance(value, list):
+        return value
+    raise PayloadRejected(f"entry[{position}].{key} must be a list", code="bad_entry", status=422)
 
 
 def _not_envelope(message: str) -> PayloadRejected:

@@ -72,7 +72,7 @@ class EnvironHeaders(Mapping[str, str]):
         return isinstance(name, str) and self._key(name) in self._environ
 
     def get(self, name: str, default: Any = None) -> Any:
-        return self._environ.get(self._key(name), default)
+        return self._environ.get(_KEYS.get(name) or self._key(name), default)  # kept: no call
 
     def __iter__(self) -> Iterator[str]:
         for key in self._environ:

@@ -158,3 +158,51 @@ def test_event_times_are_the_item_s_or_the_entry_s(own: Any, entry_time: Any) ->
     events = envelope.parse(body, delivery_id="d", integration="i", max_depth=64)
     expected = envelope.to_utc(own) or envelope.to_utc(entry_time)
     assert [e.time for e in events] == [expected, expected]
+
+
+# -- The callback adapter's shortcuts ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path", ["/webhook", "/webhook/", "/webhook/group", "/webhooks/a", "/webhooks/a/b", "/x", ""]
+)
+def test_the_default_route_is_the_general_one(path: str) -> None:
+    from receiver.web import callback
+
+    parts = path.split("/")
+    general: Any = None
+    if len(parts) >= 2 and parts[0] == "" and all(parts[1:]):
+        if parts[1] == "webhook" and len(parts) <= 3:
+            general = (None, parts[2] if len(parts) == 3 else None)
+        elif parts[1] == "webhooks" and 3 <= len(parts) <= 4:
+            general = (parts[2], parts[3] if len(parts) == 4 else None)
+    assert callback.route(path) == general
+
+
+@given(st.text(alphabet="abcXYZ-_", min_size=1, max_size=12))
+def test_kept_header_keys_are_derived_ones(name: str) -> None:
+    from receiver.web.callback import EnvironHeaders
+
+    upper = name.upper().replace("-", "_")
+    expected = upper if upper in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{upper}"
+    assert EnvironHeaders._key(name) == expected
+    assert EnvironHeaders._key(name) == expected  # kept
+    assert EnvironHeaders({expected: "v"}).get(name) == "v"
+
+
+@pytest.mark.parametrize(
+    ("path", "secured"),
+    [("/admin", True), ("/admin/", True), ("/admin/x", True), ("/adminx", False),
+     ("/webhook", False), ("/", False), ("/x/admin", False)],
+)  # fmt: skip
+def test_security_headers_cover_the_same_paths(path: str, secured: bool) -> None:
+    from receiver.admin import HEADERS, SecurityHeaders
+
+    seen: list[list[tuple[str, str]]] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("X-Frame-Options", "SAMEORIGIN")])
+        return []
+
+    SecurityHeaders(app)({"PATH_INFO": path}, lambda status, headers: seen.append(headers))
+    assert (seen[0][-len(HEADERS) :] == list(HEADERS)) is secured
