@@ -129,7 +129,8 @@ class Core:
         started = time.perf_counter()
         # Results name only configured integrations: anyone may post to /webhooks/<anything>,
         # and each name would otherwise become stats keys in Redis and metric series.
-        known = self.settings.integration(request.integration)
+        settings = self.settings  # ``settings.integration(...)``, without its frame:
+        known = settings.integrations.get(request.integration or settings.default_integration)
         try:
             result = self._handle(request, known)
         except Exception:  # a bug of ours; still answered (and captured) as JSON
@@ -376,7 +377,9 @@ class Core:
     def _run(self, event: Event, handler: Handler) -> tuple[HandlerResult, Any]:
         started = time.perf_counter()
         try:
-            value = resolve(handler.func(event))  # async def handlers run to completion
+            value = handler.func(event)
+            if value is not None:  # most handlers return None: no call to look
+                value = resolve(value)  # async def handlers run to completion
         except Exception as exc:
             log.exception("handler %s failed on event %s", handler.id, event.id)
             seconds = time.perf_counter() - started

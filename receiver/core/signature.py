@@ -64,16 +64,21 @@ def verify(
     ``headers`` must be case-insensitive (Werkzeug's and our own ``Headers`` are).
     The index tells a rotation in progress which secret senders still use.
     """
-    header, algorithm = _pick_header(headers, accept_sha1)
+    header = headers.get(SHA256_HEADER)  # ``_pick_header``'s first answer, without its frame
+    algorithm = "sha256"
+    if not header:
+        header, algorithm = _pick_header(headers, accept_sha1)
     prefix, _, hexdigest = header.strip().partition("=")
-    if prefix.lower() != algorithm or not _HEX[algorithm].match(hexdigest):
+    expected = b""
+    if prefix.lower() == algorithm:
+        expected = _hex_digest(hexdigest, _HEX_LENGTH[algorithm])
+    if not expected:
         raise SignatureRejected(
             f"{_header_name(algorithm)} must look like "
             f"'{algorithm}=<{_HEX_LENGTH[algorithm]} hex digits>'",
             code="malformed_signature",
             status=400,
         )
-    expected = bytes.fromhex(hexdigest)
     matched = -1
     # Check every secret, not just until the first match, so timing reveals nothing.
     for index, secret in enumerate(secrets):
@@ -92,6 +97,21 @@ def verify(
             status=403,
         )
     return matched
+
+
+def _hex_digest(text: str, length: int) -> bytes:
+    """``bytes.fromhex(text)`` when ``_HEX`` matches ``text`` (``length`` hex digits), else ``b""``.
+
+    fromhex skips whitespace between pairs only: ``length`` characters that give
+    ``length // 2`` bytes are all hex digits. ≈ 2k instructions less than the pattern.
+    """
+    if len(text) != length:
+        return b""
+    try:
+        digest = bytes.fromhex(text)
+    except ValueError:
+        return b""
+    return digest if len(digest) * 2 == length else b""
 
 
 _PADS: dict[tuple[str, str], tuple[Any, Any]] = {}

@@ -157,7 +157,8 @@ def parse(
     body: bytes, *, delivery_id: str, integration: str, max_depth: int, replayed: bool = False
 ) -> list[Event]:
     """Every routable item of a signed body, in delivery order."""
-    envelope, floats = _decode(body, max_depth)
+    fast = _fast_decode(body, max_depth)  # ``_decode``, without its frame
+    envelope, floats = _json_decode(body, max_depth) if fast is None else (fast, False)
     topic = envelope.get("object")
     if not isinstance(topic, str) or not topic:
         if "field" in envelope and "value" in envelope:
@@ -234,7 +235,9 @@ def _items(topic: str, entry: dict[str, Any], position: int) -> list[Item]:
     changes = entry.get("changes")
     if changes is not None:
         found = True
-        for index, change in enumerate(_list(changes, position, "changes")):
+        if not isinstance(changes, list):
+            _list(changes, position, "changes")
+        for index, change in enumerate(changes):
             if not isinstance(change, dict) or not isinstance(change.get("field"), str):
                 raise PayloadRejected(
                     f"entry[{position}].changes[{index}] must be an object with a string 'field'",

@@ -119,9 +119,11 @@ class CallbackMiddleware:
             refused = self._buffer_body(environ)
             if refused is None:
                 return self.app(environ, start_response)
-            return _answer(environ, start_response, refused, body_unread=True)
+            return _answer(environ, start_response, refused, _client_socket(environ),
+                           body_unread=True)
+        sock = _client_socket(environ)  # once: the body's reader and the answer both need it
         try:
-            request = self._request(environ, *target)
+            request = self._request(environ, sock, *target)
             result = self.core.handle(request)
         except Exception:
             log.exception("unexpected error answering %r", environ.get("PATH_INFO"))
@@ -129,7 +131,7 @@ class CallbackMiddleware:
             return [INTERNAL_ERROR]
         # Refused with the body unread: too large, or refused before it was read.
         unread = result.error == "body_too_large" or request.body_source is not None
-        return _answer(environ, start_response, result, body_unread=unread)
+        return _answer(environ, start_response, result, sock, body_unread=unread)
 
     def _buffer_body(self, environ: dict[str, Any]) -> Result | None:
         """Read a non-callback request's body into memory, or the refusal to answer."""
@@ -137,7 +139,9 @@ class CallbackMiddleware:
             return None
         timeout = self.core.settings.read_timeout
         try:
-            body, too_large = _read_body(environ, timeout, OTHER_BODY_LIMIT)
+            body, too_large = _read_body(
+                environ, _client_socket(environ), timeout, OTHER_BODY_LIMIT
+            )
         except PayloadRejected as exc:
             return rejection(exc)
         if too_large:
@@ -153,7 +157,11 @@ class CallbackMiddleware:
         return None
 
     def _request(
-        self, environ: dict[str, Any], integration: str | None, topic: str | None
+        self,
+        environ: dict[str, Any],
+        sock: socket.socket | None,
+        integration: str | None,
+        topic: str | None,
     ) -> Request:
         method = str(environ.get("REQUEST_METHOD", "GET")).upper()
         timeout = self.core.settings.read_timeout
@@ -170,14 +178,21 @@ class CallbackMiddleware:
             topic=topic,
             path=environ.get("PATH_INFO", ""),
             replay_token=environ.get(_REPLAY_KEY),
-            body_source=partial(_read_body, environ, timeout) if method == "POST" else None,
+            body_source=partial(_read_body, environ, sock, timeout) if method == "POST" else None,
             remote_addr=environ.get("REMOTE_ADDR"),
         )
 
 
 def _answer(
-    environ: Mapping[str, Any], start_response: StartResponse, result: Result, *, body_unread: bool
+    environ: Mapping[str, Any],
+    start_response: StartResponse,
+    result: Result,
+    sock: socket.socket | None,
+    *,
+    body_unread: bool,
 ) -> Iterable[bytes]:
+    """The answer to ``start_response``; the body, with ``sock`` (``_client_socket``'s) to
+    hang up after it or to cork it."""
     headers = [("Content-Type", result.content_type), ("Content-Length", str(len(result.body)))]
     headers.extend(result.headers.items())
     line = _STATUS_LINES.get(result.status)
@@ -187,11 +202,10 @@ def _answer(
     start_response(line, headers)
     body = [] if environ.get("REQUEST_METHOD") == "HEAD" else [result.body]
     if result.error in _UNREADABLE_BODY:
-        return _HangUpAfter(body, _client_socket(environ))
+        return _HangUpAfter(body, sock)
     if body_unread:
-        return _HangUpAfter(body, _client_socket(environ), linger=_unread_size(environ))
-    sock = _client_socket(environ) if _CORK else None
-    if sock is None:
+        return _HangUpAfter(body, sock, linger=_unread_size(environ))
+    if sock is None or not _CORK:
         return body
     try:
         sock.setsockopt(socket.IPPROTO_TCP, _CORK, 1)
@@ -237,11 +251,14 @@ def _announces_body(environ: Mapping[str, Any]) -> bool:
         return True  # let the reader refuse it as bad framing
 
 
-def _read_body(environ: Mapping[str, Any], timeout: float, limit: int) -> tuple[bytes, bool]:
+def _read_body(
+    environ: Mapping[str, Any], sock: socket.socket | None, timeout: float, limit: int
+) -> tuple[bytes, bool]:
     """The body, read up to one byte past ``limit`` however the client framed it.
 
-    ``limit`` last: ``partial(_read_body, environ, timeout)`` is a request's body source
-    (a lambda around it cost a Python frame more per delivery).
+    ``sock``: ``_client_socket(environ)``. ``limit`` last: ``partial(_read_body, environ,
+    sock, timeout)`` is a request's body source (a lambda around it cost a Python frame
+    more per delivery).
 
     Whatever the server raises while reading is the client's doing (its framing,
     its silence); it becomes a 400 or 408 ``PayloadRejected``.
@@ -255,7 +272,6 @@ def _read_body(environ: Mapping[str, Any], timeout: float, limit: int) -> tuple[
     if length < 0 and not environ.get("wsgi.input_terminated"):
         return b"", False  # no length and no end marker: nothing can be read safely
     wanted = limit + 1 if length < 0 else length
-    sock = _client_socket(environ)
     try:
         body = _read_within(environ["wsgi.input"], wanted, sock, time.monotonic() + timeout)
     except TimeoutError:

@@ -206,3 +206,21 @@ def test_security_headers_cover_the_same_paths(path: str, secured: bool) -> None
 
     SecurityHeaders(app)({"PATH_INFO": path}, lambda status, headers: seen.append(headers))
     assert (seen[0][-len(HEADERS) :] == list(HEADERS)) is secured
+
+
+@settings(deadline=None, max_examples=500)
+@given(
+    st.text(alphabet="0123456789abcdefABCDEFg \t\n\x0b\u0660é", min_size=38, max_size=66),
+    st.sampled_from(["sha256", "sha1"]),
+)
+@example("a" * 64, "sha256")
+@example("a" * 63 + "\n", "sha256")
+@example("a" * 62 + " a", "sha256")
+@example("٠" * 40, "sha1")
+def test_hex_digest_is_the_pattern_s_reading(text: str, algorithm: str) -> None:
+    # ``verify`` strips the header first: its digest never ends in whitespace (where the
+    # pattern's ``$`` would also match before a last newline).
+    text = text.rstrip()
+    matched = signature._HEX[algorithm].match(text)
+    expected = bytes.fromhex(text) if matched else b""
+    assert signature._hex_digest(text, signature._HEX_LENGTH[algorithm]) == expected
