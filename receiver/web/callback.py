@@ -163,7 +163,9 @@ class CallbackMiddleware:
         integration: str | None,
         topic: str | None,
     ) -> Request:
-        method = str(environ.get("REQUEST_METHOD", "GET")).upper()
+        method = environ.get("REQUEST_METHOD", "GET")
+        if method != "POST":  # deliveries: no conversions to make
+            method = str(method).upper()
         timeout = self.core.settings.read_timeout
         query = (
             dict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))
@@ -194,7 +196,8 @@ def _answer(
     """The answer to ``start_response``; the body, with ``sock`` (``_client_socket``'s) to
     hang up after it or to cork it."""
     headers = [("Content-Type", result.content_type), ("Content-Length", str(len(result.body)))]
-    headers.extend(result.headers.items())
+    if result.headers:  # deliveries' answers have none
+        headers.extend(result.headers.items())
     line = _STATUS_LINES.get(result.status)
     if line is None:
         status = HTTPStatus(result.status)

@@ -224,3 +224,22 @@ def test_hex_digest_is_the_pattern_s_reading(text: str, algorithm: str) -> None:
     matched = signature._HEX[algorithm].match(text)
     expected = bytes.fromhex(text) if matched else b""
     assert signature._hex_digest(text, signature._HEX_LENGTH[algorithm]) == expected
+
+
+def test_new_event_is_an_event_in_every_way() -> None:
+    import copy
+    import pickle
+    from datetime import UTC, datetime
+
+    from receiver.model.events import Event, new_event
+
+    args = ("g", "f", ["v"], "id", "d", "i", None, "1", datetime(2020, 1, 1, tzinfo=UTC),
+            False, {})  # fmt: skip
+    made = new_event(*args)
+    assert type(made) is Event
+    assert made == Event(*args)
+    assert pickle.loads(pickle.dumps(made)) == made
+    assert copy.deepcopy(made) == made
+    assert Event.from_dict(made.to_dict()) == made
+    with pytest.raises(AttributeError):
+        made.value = "other"  # type: ignore[misc]
