@@ -172,16 +172,21 @@ class CallbackMiddleware:
             if method in ("GET", "HEAD")
             else {}
         )
+        # Every field by position, in the dataclass's order: with nine keywords its
+        # ``__init__`` took ≈ 4k instructions more (callgrind).
         return Request(
-            method=method,
-            headers=EnvironHeaders(environ),
-            query=query,
-            integration=integration,
-            topic=topic,
-            path=environ.get("PATH_INFO", ""),
-            replay_token=environ.get(_REPLAY_KEY),
-            body_source=partial(_read_body, environ, sock, timeout) if method == "POST" else None,
-            remote_addr=environ.get("REMOTE_ADDR"),
+            method,
+            b"",  # body: read from body_source once admitted
+            EnvironHeaders(environ),
+            query,
+            integration,
+            topic,
+            False,  # body_too_large
+            environ.get("PATH_INFO", ""),
+            environ.get(_REPLAY_KEY),  # replay_token
+            False,  # replayed
+            partial(_read_body, environ, sock, timeout) if method == "POST" else None,
+            environ.get("REMOTE_ADDR"),
         )
 
 

@@ -233,8 +233,8 @@ def test_new_event_is_an_event_in_every_way() -> None:
 
     from receiver.model.events import Event, new_event
 
-    args = ("g", "f", ["v"], "id", "d", "i", None, "1", datetime(2020, 1, 1, tzinfo=UTC),
-            False, {})  # fmt: skip
+    when = datetime(2020, 1, 1, tzinfo=UTC)
+    args: tuple[Any, ...] = ("g", "f", ["v"], "id", "d", "i", None, "1", when, False, {})
     made = new_event(*args)
     assert type(made) is Event
     assert made == Event(*args)
@@ -243,3 +243,34 @@ def test_new_event_is_an_event_in_every_way() -> None:
     assert Event.from_dict(made.to_dict()) == made
     with pytest.raises(AttributeError):
         made.value = "other"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("method", ["POST", "GET", "head", "PUT"])
+def test_the_adapter_s_request_is_the_keyword_built_one(method: str) -> None:
+    from dataclasses import fields
+    from types import SimpleNamespace
+
+    from receiver.routing.contracts import Request
+    from receiver.web.callback import CallbackMiddleware
+
+    environ = {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": "/webhooks/x/t",
+        "QUERY_STRING": "hub.mode=subscribe&a=",
+        "REMOTE_ADDR": "10.0.0.1",
+        "HTTP_X_RECEIVER_REPLAY": "token",
+    }
+    adapter = CallbackMiddleware.__new__(CallbackMiddleware)
+    adapter.core = SimpleNamespace(settings=SimpleNamespace(read_timeout=5.0))  # type: ignore[assignment]
+    made = adapter._request(environ, None, "x", "t")
+    upper = method.upper()
+    query = {"hub.mode": "subscribe", "a": ""} if upper in ("GET", "HEAD") else {}
+    expected = Request(
+        method=upper, query=query, integration="x", topic="t", path="/webhooks/x/t",
+        replay_token="token", remote_addr="10.0.0.1",
+    )  # fmt: skip
+    for f in fields(Request):
+        if f.name not in ("headers", "body_source"):
+            assert getattr(made, f.name) == getattr(expected, f.name), f.name
+    assert made.headers.get("X-Receiver-Replay") == "token"
+    assert (made.body_source is not None) == (upper == "POST")
