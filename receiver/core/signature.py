@@ -103,7 +103,8 @@ def _hex_digest(text: str, length: int) -> bytes:
     """``bytes.fromhex(text)`` when ``_HEX`` matches ``text`` (``length`` hex digits), else ``b""``.
 
     fromhex skips whitespace between pairs only: ``length`` characters that give
-    ``length // 2`` bytes are all hex digits. ≈ 2k instructions less than the pattern.
+    ``length // 2`` bytes are all hex digits. Cheaper than the pattern's match, which
+    ``verify`` ran on every delivery (``fromhex`` it ran anyway).
     """
     if len(text) != length:
         return b""
@@ -128,7 +129,8 @@ def digest(secret: str, body: bytes, algorithm: str = "sha256") -> bytes:
     RFC 2104's HMAC is ``H(key ^ opad || H(key ^ ipad || body))``; both padded-key
     blocks depend on the secret only, so their hash states are computed once and
     copied per call. OpenSSL 3's one-shot ``HMAC`` sets its whole MAC context up on
-    every call: ≈ 36k instructions a 500-byte delivery against ≈ 9k here (callgrind).
+    every call: 9.2 against 3.2 µs for 509 bytes (timeit). Under callgrind, which runs
+    SHA-256 without the CPU's SHA extensions, the gap is smaller: 39k against 35k.
     """
     pads = _PADS.get((secret, algorithm))
     if pads is None:

@@ -99,7 +99,7 @@ def _fast_decode(body: bytes, max_depth: int) -> dict[str, Any] | None:
     between them): then the body holds no float and no integer past 18 digits. Text
     in strings can only send a body to json (as before), never hide a number. Anything
     orjson refuses, and any JSON that is not an object, goes to json for its answer.
-    ≈ 7k instructions against ≈ 35k for a 500-byte delivery (callgrind).
+    ≈ 37k instructions against ≈ 50k for json, a 509-byte delivery (callgrind).
     """
     shape = body.translate(_SHAPE)
     # ``find``, not ``in``: bytes' ``in`` first tries its operand as an integer, and the
@@ -226,9 +226,7 @@ Item = tuple[str, Any, Any, Any]
 
 
 def _items(topic: str, entry: dict[str, Any], position: int) -> list[Item]:
-    """The entry's items, in order: a list, not a generator (≈ 1.5k instructions an entry
-    of resumed frames less).
-    """
+    """The entry's items, in order: a list, not a generator (no frame resumed per item)."""
     out: list[Item] = []
     append = out.append
     found = False
