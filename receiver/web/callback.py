@@ -28,6 +28,7 @@ from receiver.core.handling import INTERNAL_ERROR, Core, Request, Result, reject
 from receiver.errors import PayloadRejected
 from receiver.model import replay_mark
 from receiver.web.deadline import WATCHDOG
+from receiver.web.gunicorn_io import buffered_body, send_whole
 
 log = logging.getLogger("receiver.web")
 
@@ -180,6 +181,8 @@ def _answer(
         return _HangUpAfter(body, _client_socket(environ))
     if body_unread:
         return _HangUpAfter(body, _client_socket(environ), linger=_unread_size(environ))
+    if body and send_whole(start_response, result.body):
+        return []
     sock = _client_socket(environ) if _CORK else None
     if sock is None:
         return body
@@ -197,6 +200,9 @@ _CORK: int = getattr(socket, "TCP_CORK", 0)
 
 class _Uncork(list[bytes]):
     """The answer's body; the socket is corked until the server has written all of it.
+
+    Under gunicorn the answer leaves in one ``sendall`` instead (``send_whole``); this
+    is for other servers (the development server) and answers that cannot.
 
     gunicorn sends the status line and headers, then the body, in two ``send``
     calls: two TCP segments, each costing the kernel a full trip through the
@@ -242,9 +248,12 @@ def _read_body(environ: Mapping[str, Any], limit: int, timeout: float) -> tuple[
     if length < 0 and not environ.get("wsgi.input_terminated"):
         return b"", False  # no length and no end marker: nothing can be read safely
     wanted = limit + 1 if length < 0 else length
-    sock = _client_socket(environ)
+    stream = environ["wsgi.input"]
     try:
-        body = _read_within(environ["wsgi.input"], wanted, sock, time.monotonic() + timeout)
+        body = buffered_body(stream, length) if length >= 0 else None
+        if body is None:
+            sock = _client_socket(environ)
+            body = _read_within(stream, wanted, sock, time.monotonic() + timeout)
     except TimeoutError:
         log.info("body of %r not received within %.0fs; refused", environ.get("PATH_INFO"), timeout)
         raise PayloadRejected(
