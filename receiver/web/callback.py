@@ -49,6 +49,12 @@ OTHER_BODY_LIMIT = 1024 * 1024
 """Bodies the dashboard and other non-callback paths accept: their forms are small."""
 
 
+_ENVIRON_KEYS: dict[str, str] = {}
+"""Header name → environ key, for the few names the core asks for (the signature's, every
+request): worked out once rather than upper-cased and formatted on each lookup."""
+_KNOWN_NAMES = 64
+
+
 class EnvironHeaders(Mapping[str, str]):
     """Request headers read straight from the WSGI environ, case-insensitively, no copying."""
 
@@ -59,8 +65,13 @@ class EnvironHeaders(Mapping[str, str]):
 
     @staticmethod
     def _key(name: str) -> str:
-        upper = name.upper().replace("-", "_")
-        return upper if upper in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{upper}"
+        key = _ENVIRON_KEYS.get(name)
+        if key is None:
+            upper = name.upper().replace("-", "_")
+            key = upper if upper in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{upper}"
+            if len(_ENVIRON_KEYS) < _KNOWN_NAMES:
+                _ENVIRON_KEYS[name] = key
+        return key
 
     def __getitem__(self, name: str) -> str:
         return str(self._environ[self._key(name)])
@@ -85,8 +96,13 @@ class EnvironHeaders(Mapping[str, str]):
 _REPLAY_KEY = EnvironHeaders._key(replay_mark.HEADER)
 
 
+_DEFAULT_ROUTE: tuple[str | None, str | None] = (None, None)
+
+
 def route(path: str) -> tuple[str | None, str | None] | None:
     """``(integration, topic)`` for a callback path, ``None`` for any other path."""
+    if path == "/webhook":
+        return _DEFAULT_ROUTE  # the usual callback URL, without splitting it
     parts = path.split("/")
     if len(parts) < 2 or parts[0] != "" or any(p == "" for p in parts[1:]):
         return None

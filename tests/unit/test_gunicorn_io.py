@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from receiver import Router, create_app
 from receiver.core.signature import signature_headers
-from receiver.web import callback
+from receiver.web import callback, gunicorn_io
 from receiver.web.gunicorn_io import buffered_body, send_whole
 from tests.conftest import SECRET, TOKEN, base_config, envelope
 
@@ -43,6 +43,7 @@ class Wire:
 @pytest.fixture(autouse=True)
 def fixed_date(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(util, "http_date", lambda *_: "Mon, 07 Dec 2026 12:00:00 GMT")
+    monkeypatch.setattr(gunicorn_io, "_date", (0, ""))
 
 
 @pytest.fixture(scope="module")
@@ -181,3 +182,45 @@ def test_send_whole_is_only_for_gunicorns_own_start_response() -> None:
     response.start_response("200 OK", [("Content-Length", "2")])
     assert send_whole(response.start_response, b"{}") is False  # HEAD: headers only, gunicorn's way
     assert wire.sends == []
+
+
+def test_the_date_is_gunicorns_made_once_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.undo()  # gunicorn's own http_date, no cached date
+    made: list[float] = []
+    real = util.http_date
+    monkeypatch.setattr(util, "http_date", lambda now: made.append(now) or real(now))
+    clock = iter([1_800_000_000.1, 1_800_000_000.9, 1_800_000_001.0])
+    monkeypatch.setattr(gunicorn_io.time, "time", lambda: next(clock))
+    dates = [gunicorn_io._http_date() for _ in range(3)]
+    assert dates == [real(1_800_000_000.1)] * 2 + [real(1_800_000_001.0)]
+    assert dates[0] == "Fri, 15 Jan 2027 08:00:00 GMT" and len(made) == 2
+
+
+# --- the adapter's per-request lookups, shortened: the same answers ----------------------------
+
+
+def route_by_parts(path: str) -> tuple[str | None, str | None] | None:
+    """``callback.route`` without its shortcut for ``/webhook``."""
+    parts = path.split("/")
+    if len(parts) < 2 or parts[0] != "" or any(p == "" for p in parts[1:]):
+        return None
+    if parts[1] == "webhook" and len(parts) <= 3:
+        return None, (parts[2] if len(parts) == 3 else None)
+    if parts[1] == "webhooks" and 3 <= len(parts) <= 4:
+        return parts[2], (parts[3] if len(parts) == 4 else None)
+    return None
+
+
+@given(st.lists(st.sampled_from(["", "webhook", "webhooks", "x", "/"]), max_size=5))
+def test_route_shortcut_agrees_with_the_split(pieces: list[str]) -> None:
+    path = "/".join(pieces)
+    assert callback.route(path) == route_by_parts(path)
+    assert callback.route("/webhook") == route_by_parts("/webhook") == (None, None)
+
+
+@given(st.text(alphabet="abcXYZ-_", min_size=1, max_size=12))
+def test_environ_keys_are_the_same_remembered_or_not(name: str) -> None:
+    upper = name.upper().replace("-", "_")
+    expected = upper if upper in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{upper}"
+    assert callback.EnvironHeaders._key(name) == callback.EnvironHeaders._key(name) == expected
+    assert len(callback._ENVIRON_KEYS) <= callback._KNOWN_NAMES
