@@ -28,7 +28,7 @@ from receiver.core.handling import INTERNAL_ERROR, Core, Request, Result, reject
 from receiver.errors import PayloadRejected
 from receiver.model import replay_mark
 from receiver.web.deadline import WATCHDOG
-from receiver.web.gunicorn_io import buffered_body, send_whole
+from receiver.web.gunicorn_io import answer_whole, buffered_body
 
 log = logging.getLogger("receiver.web")
 
@@ -191,14 +191,15 @@ def _answer(
     if line is None:
         status = HTTPStatus(result.status)
         line = f"{status.value} {status.phrase}"
+    hang_up = body_unread or result.error in _UNREADABLE_BODY
+    if not hang_up and answer_whole(start_response, line, headers, result.body):
+        return []
     start_response(line, headers)
     body = [] if environ.get("REQUEST_METHOD") == "HEAD" else [result.body]
     if result.error in _UNREADABLE_BODY:
         return _HangUpAfter(body, _client_socket(environ))
     if body_unread:
         return _HangUpAfter(body, _client_socket(environ), linger=_unread_size(environ))
-    if body and send_whole(start_response, result.body):
-        return []
     sock = _client_socket(environ) if _CORK else None
     if sock is None:
         return body
@@ -217,7 +218,7 @@ _CORK: int = getattr(socket, "TCP_CORK", 0)
 class _Uncork(list[bytes]):
     """The answer's body; the socket is corked until the server has written all of it.
 
-    Under gunicorn the answer leaves in one ``sendall`` instead (``send_whole``); this
+    Under gunicorn the answer leaves in one ``sendall`` instead (``answer_whole``); this
     is for other servers (the development server) and answers that cannot.
 
     gunicorn sends the status line and headers, then the body, in two ``send``

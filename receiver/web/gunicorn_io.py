@@ -15,10 +15,12 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
 from gunicorn import util
 from gunicorn.http.body import Body, LengthReader
+from gunicorn.http.message import TOKEN_RE
 from gunicorn.http.wsgi import Response
 
 
@@ -43,36 +45,46 @@ def buffered_body(stream: Any, length: int) -> bytes | None:
     return body
 
 
-def send_whole(start_response: Callable[..., Any], body: bytes) -> bool:
-    """Send the started answer's status line, headers and ``body`` in one ``sendall``.
+def answer_whole(
+    start_response: Callable[..., Any], status: str, headers: list[tuple[str, str]], body: bytes
+) -> bool:
+    """Start the answer and send its status line, headers and ``body`` in one ``sendall``.
 
-    ``start_response`` must be gunicorn's own (its response, not a wrapper's): the
-    bytes are what gunicorn's ``send_headers`` and ``write`` would send, in one
-    system call rather than two, and its response is left as they leave it (headers
-    sent, ``sent`` counted for the access log), so gunicorn sends nothing more for
-    the empty iterable the adapter then returns. The first lines are
-    ``Response.default_headers``' for such an answer (no upgrade, not chunked), with
-    the Date of the current second made once a second rather than every request
-    (``util.http_date``: ≈ 26,500 instructions under callgrind). Under gevent this was two
-    ``sendall`` (each a ``getsockopt`` and a ``sendto``) plus two ``setsockopt`` for
-    ``TCP_CORK``. ``False`` when it does not apply: another server, a wrapped
-    ``start_response``, an answer without a body or framed otherwise than by the
-    Content-Length it declares.
+    ``start_response`` must be gunicorn's own (its response, not a wrapper's), not yet
+    called. The bytes are what gunicorn's ``start_response``, ``send_headers`` and
+    ``write`` would send, in one system call rather than two (under gevent that was
+    two ``sendall``, each a ``getsockopt`` and a ``sendto``, plus two ``setsockopt``
+    for ``TCP_CORK``), and its response is left as they leave it (status, headers,
+    length, ``sent`` for the access log), so it sends nothing more for the empty
+    iterable the adapter then returns. Two of gunicorn's per-request costs are cut on
+    the way: its ``start_response`` (≈ 34,000 instructions under callgrind: a pattern
+    match per status and header, config lookups) is replaced by ``_plain``'s checks,
+    which pass only what gunicorn accepts unchanged; and the Date header is made
+    once a second (``util.http_date``: ≈ 26,500 instructions). ``False``, having done
+    nothing, when it does not apply: another server, a wrapped or already called
+    ``start_response``, HEAD, an answer without a body by its status, a header
+    ``_plain`` does not pass, or a Content-Length other than the body's.
     """
     response: Any = getattr(start_response, "__self__", None)
+    if type(response) is not Response or response.status is not None:
+        return False
+    code = int(status[:3])
     if (
-        type(response) is not Response
-        or response.headers_sent
-        or response.chunked
-        or response.upgrade
-        or response.response_length != len(body)
-        or getattr(response, "_omits_body", True)
+        code < 200
+        or code in (204, 304)
+        or response.req.method == "HEAD"
+        or status not in _STATUS_LINES
+        or not _all_plain(headers, len(body))
     ):
         return False
+    response.status, response.status_code = status, code
+    response.headers = list(headers)
+    response.response_length = len(body)
+    response._omits_body = response.chunked = False
     major, minor = response.req.version
     connection = "close" if response.should_close() else "keep-alive"
     lines = [
-        f"HTTP/{major}.{minor} {response.status}\r\nServer: {response.version}\r\n"
+        f"HTTP/{major}.{minor} {status}\r\nServer: {response.version}\r\n"
         f"Date: {_http_date()}\r\nConnection: {connection}\r\n",
         *[f"{name}: {value}\r\n" for name, value in response.headers],
         "\r\n",
@@ -81,6 +93,46 @@ def send_whole(start_response: Callable[..., Any], body: bytes) -> bool:
     response.headers_sent = True
     response.sent = len(body)
     return True
+
+
+_STATUS_LINES = frozenset(f"{s.value} {s.phrase}" for s in HTTPStatus)
+"""Status lines gunicorn's pattern accepts: the adapter's, from ``http.HTTPStatus``."""
+_PLAIN: set[tuple[str, str]] = set()
+"""Headers (name, value) found plain once: the content types and the like, not lengths."""
+_KNOWN_HEADERS = 256
+
+
+def _all_plain(headers: list[tuple[str, str]], length: int) -> bool:
+    for header in headers:
+        if header in _PLAIN:
+            continue
+        name, value = header
+        if name == "Content-Length":
+            if value != str(length):
+                return False
+        elif not _plain(name, value):
+            return False
+        elif len(_PLAIN) < _KNOWN_HEADERS:
+            _PLAIN.add(header)
+    return True
+
+
+def _plain(name: str, value: str) -> bool:
+    """Whether gunicorn's ``process_headers`` would keep this header exactly as it is.
+
+    The name matches its token pattern and is not one it drops or handles itself
+    (hop-by-hop, Content-Length); the value is printable ASCII without surrounding
+    spaces (which it would strip): a subset of what its value pattern takes. Any
+    other header goes through gunicorn itself.
+    """
+    return (
+        TOKEN_RE.fullmatch(name) is not None
+        and not util.is_hoppish(name)
+        and name.lower() != "content-length"
+        and value.isascii()
+        and value.isprintable()
+        and value == value.strip(" ")
+    )
 
 
 _date: tuple[int, str] = (0, "")

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from receiver import Router, create_app
 from receiver.core.signature import signature_headers
 from receiver.web import callback, gunicorn_io
-from receiver.web.gunicorn_io import buffered_body, send_whole
+from receiver.web.gunicorn_io import answer_whole, buffered_body
 from tests.conftest import SECRET, TOKEN, base_config, envelope
 
 CLIENT = ("127.0.0.1", 5555)
@@ -74,7 +74,7 @@ def serve(app: Flask, requests: Iterator[Any]) -> tuple[list[bytes], Any]:
 
 def without_shortcuts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(callback, "buffered_body", lambda stream, length: None)
-    monkeypatch.setattr(callback, "send_whole", lambda start_response, body: False)
+    monkeypatch.setattr(callback, "answer_whole", lambda *args: False)
 
 
 def delivery(message: str) -> bytes:
@@ -135,6 +135,7 @@ requests = st.one_of(
     ),
     st.just(b"GET /webhook?hub.mode=subscribe HTTP/1.1\r\nHost: x\r\n\r\n"),
     st.just(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"),
+    st.just(b"PUT /webhook HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"),  # 405, Allow
 )
 
 
@@ -151,7 +152,10 @@ def test_the_shortcuts_send_what_gunicorn_would(app: Flask, raw: bytes, split: b
         without_shortcuts(monkeypatch)
         plain, plain_response = serve(app, parser(*chunks))
     assert normalised(b"".join(with_them)) == normalised(b"".join(plain))
-    assert (response.status, response.headers_sent) == (plain_response.status, True)
+    kept = ("status", "status_code", "response_length", "chunked", "sent", "must_close")
+    assert [getattr(response, k) for k in kept] == [getattr(plain_response, k) for k in kept]
+    assert response.headers_sent and plain_response.headers_sent
+    assert [n for n, _ in response.headers] == [n for n, _ in plain_response.headers]
 
 
 def test_a_pipelined_request_after_a_buffered_body_is_parsed_whole(app: Flask) -> None:
@@ -174,14 +178,26 @@ def test_buffered_body_takes_only_what_gunicorn_already_holds() -> None:
     assert buffered_body(object(), 0) is None
 
 
-def test_send_whole_is_only_for_gunicorns_own_start_response() -> None:
-    assert send_whole(lambda status, headers: None, b"x") is False
-    request = next(parser(post(b"{}").replace(b"POST", b"HEAD", 1)))
-    wire = Wire()
-    response = wsgi.Response(request, wire, Config())
-    response.start_response("200 OK", [("Content-Length", "2")])
-    assert send_whole(response.start_response, b"{}") is False  # HEAD: headers only, gunicorn's way
-    assert wire.sends == []
+def test_answer_whole_leaves_to_gunicorn_what_it_cannot_vouch_for() -> None:
+    """Nothing sent and the response not started: gunicorn's own path answers instead."""
+    headers = [("Content-Type", "application/json"), ("Content-Length", "2")]
+    assert answer_whole(lambda status, headers: None, "200 OK", headers, b"{}") is False
+    for raw, status, extra in [
+        (post(b"{}").replace(b"POST", b"HEAD", 1), "200 OK", []),  # headers only
+        (post(b"{}"), "204 No Content", []),
+        (post(b"{}"), "200 OK", [("X-Note", " padded")]),  # gunicorn would strip it
+        (post(b"{}"), "200 OK", [("X-Note", "tab\there")]),
+        (post(b"{}"), "200 OK", [("Bad Name", "x")]),
+        (post(b"{}"), "200 OK", [("Connection", "close")]),  # hop-by-hop: gunicorn's own
+        (post(b"{}"), "200 OK", [("content-length", "2")]),
+    ]:
+        wire = Wire()
+        response = wsgi.Response(next(parser(raw)), wire, Config())
+        assert answer_whole(response.start_response, status, headers + extra, b"{}") is False
+        assert wire.sends == [] and response.status is None
+    response = wsgi.Response(next(parser(post(b"{}"))), Wire(), Config())
+    wrong_length = [("Content-Type", "application/json"), ("Content-Length", "3")]
+    assert answer_whole(response.start_response, "200 OK", wrong_length, b"{}") is False
 
 
 def test_the_date_is_gunicorns_made_once_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
