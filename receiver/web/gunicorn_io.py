@@ -4,10 +4,13 @@ Under a live gunicorn worker the receiver cost more per request than in-process
 (callgrind, one gevent worker, ``bench/worker_probe.py``): reading the body
 through a per-read socket timeout and the read watchdog, and an answer sent in
 two ``send`` calls kept in one TCP segment by ``TCP_CORK``, were system calls
-and Python bare Flask never pays. Both shortcuts rely on how gunicorn 27 keeps a
+and Python bare Flask never pays. ``answer_whole`` also skips two costs gunicorn
+puts on every answer, bare Flask's included (its ``start_response`` checks and
+the Date header's formatting). Both shortcuts rely on how gunicorn 27 keeps a
 request and a response; each checks the exact types it knows and answers
 ``None`` / ``False`` for anything else (another server, a gunicorn that changed),
-and the adapter then takes its general path, as before.
+and the adapter then takes its general path, as before. ``tests/unit/test_gunicorn_io.py``
+holds them to gunicorn's own bytes.
 """
 
 from __future__ import annotations
