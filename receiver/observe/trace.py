@@ -318,8 +318,14 @@ class TraceWriter:
             self._pending.clear()
             return 0
         written = 0
-        while self._pending:
-            count = min(len(self._pending), FLUSH_CHUNK)
+        # What is queued now, not what arrives meanwhile: with threads (gthread), requests
+        # kept adding records during each round trip, and the loop went on writing them a
+        # few at a time, a pipeline each (≈ 7 pipelines a flush, ≈ 1 Redis command a
+        # request); they wait for the next turn instead, and leave in one pipeline.
+        left = len(self._pending)
+        while left > 0 and self._pending:
+            count = min(left, len(self._pending), FLUSH_CHUNK)
+            left -= count
             batch = [self._pending.popleft() for _ in range(count)]
             pipe = connection.pipeline(transaction=False)
             traces = _write(pipe, batch, self.ttl)

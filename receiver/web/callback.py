@@ -29,6 +29,7 @@ from receiver.core.handling import INTERNAL_ERROR, Core, Request, Result, reject
 from receiver.errors import PayloadRejected
 from receiver.model import replay_mark
 from receiver.web.deadline import WATCHDOG
+from receiver.web.gunicorn_io import answer_whole, buffered_body
 
 log = logging.getLogger("receiver.web")
 
@@ -207,6 +208,9 @@ def _answer(
     if line is None:
         status = HTTPStatus(result.status)
         line = f"{status.value} {status.phrase}"
+    hang_up = body_unread or result.error in _UNREADABLE_BODY
+    if not hang_up and answer_whole(start_response, line, headers, result.body):
+        return []
     start_response(line, headers)
     body = [] if environ.get("REQUEST_METHOD") == "HEAD" else [result.body]
     if result.error in _UNREADABLE_BODY:
@@ -229,6 +233,9 @@ _CORK: int = getattr(socket, "TCP_CORK", 0)
 
 class _Uncork(list[bytes]):
     """The answer's body; the socket is corked until the server has written all of it.
+
+    Under gunicorn the answer leaves in one ``sendall`` instead (``answer_whole``); this
+    is for other servers (the development server) and answers that cannot.
 
     gunicorn sends the status line and headers, then the body, in two ``send``
     calls: two TCP segments, each costing the kernel a full trip through the
@@ -280,8 +287,11 @@ def _read_body(
     if length < 0 and not environ.get("wsgi.input_terminated"):
         return b"", False  # no length and no end marker: nothing can be read safely
     wanted = limit + 1 if length < 0 else length
+    stream = environ["wsgi.input"]
     try:
-        body = _read_within(environ["wsgi.input"], wanted, sock, time.monotonic() + timeout)
+        body = buffered_body(stream, length) if length >= 0 else None
+        if body is None:
+            body = _read_within(stream, wanted, sock, time.monotonic() + timeout)
     except TimeoutError:
         log.info("body of %r not received within %.0fs; refused", environ.get("PATH_INFO"), timeout)
         raise PayloadRejected(

@@ -163,22 +163,6 @@ def test_event_times_are_the_item_s_or_the_entry_s(own: Any, entry_time: Any) ->
 # -- The callback adapter's shortcuts ---------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "path", ["/webhook", "/webhook/", "/webhook/group", "/webhooks/a", "/webhooks/a/b", "/x", ""]
-)
-def test_the_default_route_is_the_general_one(path: str) -> None:
-    from receiver.web import callback
-
-    parts = path.split("/")
-    general: Any = None
-    if len(parts) >= 2 and parts[0] == "" and all(parts[1:]):
-        if parts[1] == "webhook" and len(parts) <= 3:
-            general = (None, parts[2] if len(parts) == 3 else None)
-        elif parts[1] == "webhooks" and 3 <= len(parts) <= 4:
-            general = (parts[2], parts[3] if len(parts) == 4 else None)
-    assert callback.route(path) == general
-
-
 @given(st.text(alphabet="abcXYZ-_", min_size=1, max_size=12))
 def test_kept_header_keys_are_derived_ones(name: str) -> None:
     from receiver.web.callback import EnvironHeaders

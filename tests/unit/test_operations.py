@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 import pytest
 
@@ -112,3 +113,45 @@ def test_take_turns_yields_only_when_the_hub_has_not_polled_since_the_last_answe
     real_sleep(0.001)
     gunicorn_hooks.take_turns(None, None, None, None)
     assert yields == [0]
+
+
+# --- the trace writer's turns ------------------------------------------------------------------
+
+
+def test_a_trace_flush_writes_what_was_queued_in_one_pipeline_not_what_arrives_meanwhile() -> None:
+    """Records queued during the round trip wait for the next turn: with gthread, writing
+    them at once meant a pipeline (and its Redis commands) for every few requests."""
+    from receiver.observe import trace
+    from receiver.routing.contracts import Request, Result
+
+    def deliver(writer: trace.TraceWriter) -> None:
+        result = Result(status=200, body=b"{}", delivery_id="d", integration="i", received_at=1e9)
+        writer(None, Request(method="POST", path="/webhook"), result)
+
+    pipelines: list[list[str]] = []
+
+    class Pipeline:
+        def __init__(self) -> None:
+            self.commands: list[str] = []
+            pipelines.append(self.commands)
+
+        def __getattr__(self, name: str) -> Any:
+            return lambda *args, **kwargs: self.commands.append(name)
+
+        def execute(self, raise_on_error: bool = True) -> list[None]:
+            if len(pipelines) == 1:
+                deliver(writer)  # a request answered while Redis answers
+            return [None] * len(self.commands)
+
+    class Connection:
+        def pipeline(self, transaction: bool = True) -> Pipeline:
+            return Pipeline()
+
+    writer = trace.TraceWriter(60, lambda: Connection())  # type: ignore[arg-type,return-value]
+    writer._thread = object()  # type: ignore[assignment]  # flushed by hand
+    for _ in range(3):
+        deliver(writer)
+    assert writer.flush() == 3
+    assert len(pipelines) == 1
+    assert writer.flush() == 1  # the one that arrived meanwhile: on the next turn
+    assert len(pipelines) == 2
