@@ -4,7 +4,8 @@ Web processes count what they answer (``delivery_finished``); workers count
 what their handlers did. Under gunicorn, several processes count at once:
 prometheus_client's multiprocess mode adds them up, with the directory it
 needs created by the gunicorn config (``PROMETHEUS_MULTIPROC_DIR``) before
-any worker starts. Levels that live in Redis or on disk (queue depth, oldest
+any worker starts. Each process adds up in memory and folds into its file
+at most ``FOLD_SECONDS`` later (``_Folder``). Levels that live in Redis or on disk (queue depth, oldest
 pending delivery, retries scheduled, failed items, spool files) are read when
 scraped, so every process reports the same truth.
 """

@@ -99,7 +99,8 @@ def test_metrics_add_up_across_gunicorn_workers(served: Served) -> None:
     requests.post(f"{served.url}/webhook", data=body, headers=signed(body, "forged"), timeout=10)
     integration = ("integration", "default")
     ok, refused = (
-        ("receiver_deliveries_total", (integration, ("status", status))) for status in ("200", "403")
+        ("receiver_deliveries_total", (integration, ("status", status)))
+        for status in ("200", "403")
     )
 
     def all_folded() -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
