@@ -19,9 +19,7 @@ import os
 import struct
 import threading
 import time
-from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator
-from functools import partial
 from typing import Any
 
 import redis
@@ -182,9 +180,8 @@ class _Histogram:
     """A histogram child's observations not folded yet, as they came.
 
     Folded as prometheus_client's ``observe`` adds each (to the sum, and one to the
-    first bucket whose bound is ≥ it; kept per bucket, summed on collection), for all
-    of them at once: their sum and their buckets counted in C (``sum``, ``Counter``
-    over ``bisect_left``), not two float additions and a bisect per delivery.
+    first bucket whose bound is ≥ it; kept per bucket, summed on collection): one
+    write for the sum and one per bucket that changed, whatever their number.
     """
 
     __slots__ = ("seen", "bounds", "_sum", "_buckets")
@@ -205,8 +202,13 @@ class _Histogram:
             return
         self.seen = []
         self._sum.inc(sum(seen))
-        for at, count in Tally(map(partial(bisect.bisect_left, self.bounds), seen)).items():
-            self._buckets[at].inc(float(count))
+        bounds = self.bounds
+        counts: dict[int, float] = {}
+        for amount in seen:
+            at = bisect.bisect_left(bounds, amount)
+            counts[at] = counts.get(at, 0.0) + 1.0
+        for at, count in counts.items():
+            self._buckets[at].inc(count)
 
 
 class _Timed:
@@ -225,9 +227,9 @@ class _Timed:
         _PLANS.append(self)
 
     def fold(self) -> None:
-        taken = _take(self.seen)
-        if not taken:
+        if not self.seen:
             return
+        taken = _take(self.seen)
         self.count.pending += len(taken)
         if self.seconds is None:
             metric, labels = self._labels
@@ -379,13 +381,15 @@ class _DeliveryPlan(_Timed):
 
     def fold(self) -> None:
         super().fold()
-        for (topic, field), count in Tally(_take(self.names)).items():
-            found = self.events.get((topic, field))
+        if not self.names:
+            return
+        events = self.events
+        for name in _take(self.names):
+            found = events.get(name)
             if found is None:
-                found = self.events[topic, field] = _child(
-                    EVENTS, self.integration, f"{topic}.{field}"
-                )
-            found.pending += count
+                topic, field = name
+                found = events[name] = _child(EVENTS, self.integration, f"{topic}.{field}")
+            found.pending += 1.0
 
 
 class _HandlerPlan(_Timed):
