@@ -447,17 +447,19 @@ def _write(pipe: Any, batch: list[Entry], ttl: int) -> tuple[Any, ...] | None:
     written: list[bytes] = []
     run: tuple[str, int, str | None] = ("", 0, None)  # deliveries alike in a row, counted once
     alike = 0
+    start = end = 0.0  # the run's day, as epoch seconds surely in it
     for item in batch:
         (handshake, integration, when, _, is_refused, _, _, topic, _, _, record, _) = item
         if handshake or is_refused:
             others.append(item)
             continue
-        day = int(when // 86400)
-        if when - day * 86400 >= _LAST_MICROSECOND:
-            day = _day(when)
-        if day != run[1] or topic != run[2] or integration != run[0]:
+        if not start <= when < end or topic != run[2] or integration != run[0]:
             counts[run] = counts.get(run, 0) + alike
+            day = int(when // 86400)
+            if when - day * 86400 >= _LAST_MICROSECOND:
+                day = _day(when)
             run, alike = (integration, day, topic), 0
+            start, end = day * 86400.0, day * 86400.0 + _LAST_MICROSECOND
         alike += 1
         if record is not None:
             written.append(record)
