@@ -20,6 +20,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from operator import attrgetter
 from typing import Any
 
@@ -182,8 +183,8 @@ class _Histogram:
 
     Folded as prometheus_client's ``observe`` adds each (to the sum, and one to the
     first bucket whose bound is ≥ it; kept per bucket, summed on collection): one
-    write for the sum and one per bucket that changed, the values sorted and each
-    bound looked up in them (C), not each value in the bounds (a Python step each).
+    write for the sum and one per bucket that changed, the buckets found and counted
+    in C (``map``, ``set``, ``list.count``), never a Python step per value.
     """
 
     __slots__ = ("seen", "bounds", "_sum", "_buckets")
@@ -204,13 +205,9 @@ class _Histogram:
             return
         self.seen = []
         self._sum.inc(sum(seen))
-        seen.sort()
-        below = 0  # how many are at most the bound before: bucket by bucket, not value by value
-        for bound, bucket in zip(self.bounds, self._buckets, strict=True):
-            upto = bisect.bisect_right(seen, bound)
-            if upto > below:
-                bucket.inc(float(upto - below))
-                below = upto
+        buckets = list(map(partial(bisect.bisect_left, self.bounds), seen))
+        for at in set(buckets):  # a bucket or two: counted in C, not value by value
+            self._buckets[at].inc(float(buckets.count(at)))
 
 
 class _Timed:
