@@ -30,6 +30,7 @@ import threading
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -523,7 +524,9 @@ def _day(when: float) -> int:
     return (datetime.fromtimestamp(when, UTC).date() - _EPOCH).days
 
 
+@lru_cache(maxsize=16)
 def _text_of(when: float) -> str:
+    """The newest delivery's time as text, made once when it is also the newest keyed one."""
     return datetime.fromtimestamp(when, UTC).isoformat()
 
 
