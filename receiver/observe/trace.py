@@ -322,7 +322,7 @@ def entry(request: Request, result: Result) -> Entry:
         return (True, integration, when, result.status, False, None, None, None, None, None,
                 None, None)  # fmt: skip
     delivery_id = result.delivery_id
-    if result.verified not in ("ok", "unchecked"):  # refused(): a POST, here
+    if refused(request, result):
         kept = (delivery_id, request.replayed, result.seconds)
         return (False, integration, when, result.status, True, result.error, result.reason,
                 None, None, delivery_id, None, kept)  # fmt: skip
