@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,19 @@ def test_the_group_writer_s_held_connection_recovers_and_is_never_reused_after_a
     assert first._sock is None  # dropped after the failed call
     assert scripts.run(client, source, ["held-counter"], [], held=held) == 3
     assert client.get("held-counter") == b"3"
+
+
+def test_drainer_ids_differ_in_a_forked_child() -> None:
+    """``random`` seeds itself again in a child: two workers never draw the same ids."""
+    from receiver.queue.handoff import uuid4_hex
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its first id, to the parent
+        os.write(write, uuid4_hex().encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    theirs = os.read(read, 64).decode()
+    os.close(read)
+    assert len(theirs) == 32 and theirs != uuid4_hex()
