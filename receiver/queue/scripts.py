@@ -12,6 +12,7 @@ import errno
 import hashlib
 import os
 import socket
+import struct
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -290,6 +291,29 @@ class Held:
         return reply
 
 
+def _kernel_timeouts(sock: socket.socket) -> None:
+    """The socket's timeout enforced by the kernel (``SO_SNDTIMEO``/``SO_RCVTIMEO``).
+
+    A Python socket with a timeout polls before every ``send`` and ``recv``: two
+    more system calls per round trip, and under gthread workers two more releases
+    of the GIL, each a chance for another thread to take it and for this one to
+    wait for it back (futex calls, context switches). A blocking socket with the
+    kernel's timeouts waits as long, and fails with EAGAIN (``BlockingIOError``,
+    read as a timeout) instead. Left as it is when the options cannot be set.
+    """
+    timeout = sock.gettimeout()
+    if timeout is None or timeout <= 0:
+        return
+    seconds = int(timeout)
+    value = struct.pack("ll", seconds, int((timeout - seconds) * 1_000_000))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+    except OSError:
+        return
+    sock.settimeout(None)
+
+
 def _raise(error: BaseException) -> Any:
     raise error
 
@@ -313,12 +337,16 @@ class _Direct:
         self._conn = conn
         self._reader = reader
         self._buffer = buffer
-        raw = getattr(sock, "_sock", None) if type(sock).__module__.startswith("gevent") else None
+        kind = type(sock)
+        plain_gevent = (kind.__module__, kind.__name__) == ("gevent._socket3", "socket")
+        raw = getattr(sock, "_sock", None) if plain_gevent else None  # never TLS's
         wait, event = getattr(sock, "_wait", None), getattr(sock, "_read_event", None)
         gevent = raw is not None and wait is not None and event is not None
         self._raw = raw if gevent else None
         self._wait = wait
         self._event = event
+        if kind is socket.socket:
+            _kernel_timeouts(sock)
 
     @classmethod
     def of(cls, conn: Any) -> _Direct | None:
@@ -386,7 +414,8 @@ class _Direct:
     def _failed(self, error: OSError, doing: str) -> Exception:
         """redis-py's exception for a failed send or read; the connection is dropped."""
         self._conn.disconnect()
-        if isinstance(error, socket.timeout) and error.errno != errno.ETIMEDOUT:
+        timeout = isinstance(error, socket.timeout) and error.errno != errno.ETIMEDOUT
+        if timeout or isinstance(error, BlockingIOError):  # BlockingIOError: the kernel's
             return RedisTimeoutError(f"Timeout {doing} socket")
         return RedisConnectionError(f"Error while {doing} socket: {error.args}")
 
