@@ -138,3 +138,27 @@ def test_drainer_ids_differ_in_a_forked_child() -> None:
     theirs = os.read(read, 64).decode()
     os.close(read)
     assert len(theirs) == 32 and theirs != uuid4_hex()
+
+
+def test_the_held_connection_times_out_on_a_slow_redis_and_recovers(redis_url: str) -> None:
+    """``scripts.Held`` with the kernel's socket timeouts: a Redis slower than the client's
+    timeout gives redis-py's ``TimeoutError`` (the web side then spools), the connection is
+    dropped, and the next call, once Redis answers again, goes through."""
+    from receiver.app import connect
+    from receiver.queue import scripts
+
+    client = connect(redis_url, 0.2)
+    held = scripts.Held(client)
+    source = "return redis.call('INCR', KEYS[1])"
+    assert scripts.run(client, source, ["held-slow"], [], held=held) == 1
+    assert held.connection()._sock.gettimeout() is None  # the kernel's timeouts now
+    other = redis.Redis.from_url(redis_url)
+    other.execute_command("CLIENT", "PAUSE", 1000, "ALL")
+    try:
+        with pytest.raises(redis.TimeoutError):
+            scripts.run(client, source, ["held-slow"], [], held=held)
+        assert held.connection()._sock is None
+    finally:
+        other.execute_command("CLIENT", "UNPAUSE")
+    assert scripts.run(client, source, ["held-slow"], [], held=held) >= 2  # a timed-out
+    # call may still have run once Redis went on: what the per-item dedupe is for

@@ -102,3 +102,30 @@ def test_any_error_of_a_lone_write_reaches_its_caller_and_frees_the_writer() -> 
     with pytest.raises(ZeroDivisionError):
         commit.submit({"q": ["a"]}, {})
     assert not commit._busy
+
+
+def test_callers_that_arrive_during_the_leader_s_turn_join_its_write() -> None:
+    """The turn (a yield under gevent) comes before the write: who queued meanwhile is in it."""
+    calls: list[Queues] = []
+    errors: list[BaseException] = []
+    late: list[threading.Thread] = []
+
+    def turn() -> None:  # as other greenlets would, reaching ``submit`` during the yield
+        if not late:
+            late.extend(run(commit, {"q": [name]}, errors) for name in ("b", "c"))
+            wait_queued(commit, 2)
+
+    commit = PacketGroup(lambda queues, lanes: calls.append(queues), turn)
+    commit.submit({"q": ["a"]}, {})
+    for thread in late:
+        thread.join(10)
+    assert not errors
+    assert len(calls) == 1 and calls[0]["q"][0] == "a" and sorted(calls[0]["q"]) == ["a", "b", "c"]
+    commit.submit({"q": ["d"]}, {})  # the line is free again: its own write
+    assert calls[-1] == {"q": ["d"]}
+
+
+def test_the_turn_is_gevent_s_only_in_a_patched_process() -> None:
+    from receiver.queue.web_store import gevent_turn
+
+    assert gevent_turn() is None  # tests run with real threads
