@@ -81,10 +81,10 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), default=time_text)
 
 def push_call(
     queue: str,
-    packets: Sequence[bytes],
+    packets: Sequence[str | bytes],
     max_drainers: int,
     candidate: str,
-    lanes: Sequence[tuple[str, str, str]] = (),
+    lanes: Sequence[Sequence[str]] = (),
 ) -> tuple[list[str], list[Any]]:
     """``scripts.PUSH``'s KEYS and ARGV: append ``packets`` and ordered items, and give
     ``candidate`` a drain slot if one is wanted.
@@ -104,9 +104,9 @@ def push_call(
 def push(
     connection: Redis,
     queue: str,
-    packets: list[bytes],
+    packets: Sequence[str | bytes],
     max_drainers: int,
-    lanes: Sequence[tuple[str, str, str]] = (),
+    lanes: Sequence[Sequence[str]] = (),
     held: scripts.Held | None = None,
 ) -> str | None:
     """Append packets and ordered items (one round trip); return a new drainer id when one

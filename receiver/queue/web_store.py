@@ -192,7 +192,7 @@ class RedisBackend:
         # One write at a time goes through the group: it keeps a connection of its own.
         self._held = scripts.Held(connection)
         self._group = PacketGroup(
-            lambda queues, lanes: self._push(queues, lanes, self._held), gevent_turn()
+            lambda queues, lanes: self._push_local(queues, lanes, self._held), gevent_turn()
         )
         if self.commit is None:
             for copy in self.spool.held():  # replicated durability was switched off
@@ -263,21 +263,27 @@ class RedisBackend:
             self._group.submit(queues, lanes)
 
     def _push(self, queues: Queues, lanes: Lanes, held: scripts.Held | None = None) -> None:
+        if self.commit is None:
+            self._push_local(queues, lanes, held)
+            return
         encoded = {queue: [p.encode() for p in items] for queue, items in queues.items()}
         ordered = {
             queue: [(lane, element, wake) for lane, element, wake in items]
             for queue, items in lanes.items()
         }
-        if self.commit is not None:
-            self.commit.store(encoded, ordered)
-            return
-        for queue in sorted(encoded.keys() | ordered.keys()):
+        self.commit.store(encoded, ordered)
+
+    def _push_local(self, queues: Queues, lanes: Lanes, held: scripts.Held | None) -> None:
+        """One ``PUSH`` per queue, in queue order; packets go as text (``scripts.run``
+        encodes them once), with no copy of the packets and lanes per write."""
+        names = queues.keys() | lanes.keys() if lanes else queues.keys()
+        for queue in sorted(names) if len(names) > 1 else names:
             drainer = push(
                 self.connection,
                 queue,
-                encoded.get(queue, []),
+                queues.get(queue, ()),
                 self.settings.max_drainers,
-                ordered.get(queue, []),
+                lanes.get(queue, ()),
                 held,
             )
             if drainer is not None:
