@@ -19,6 +19,7 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 from redis import Redis
+from redis.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -330,12 +331,25 @@ class _Direct:
     there yet.
     """
 
-    __slots__ = ("sock", "_conn", "_reader", "_buffer", "_raw", "_wait", "_event")
+    __slots__ = (
+        "sock",
+        "_conn",
+        "_parser",
+        "_reader",
+        "_push",
+        "_buffer",
+        "_raw",
+        "_wait",
+        "_event",
+    )
 
-    def __init__(self, conn: Any, sock: Any, reader: Any, buffer: bytearray) -> None:
+    def __init__(self, conn: Any, sock: Any, parser: Any, buffer: bytearray) -> None:
         self.sock = sock
         self._conn = conn
-        self._reader = reader
+        self._parser = parser
+        self._reader = parser._reader
+        self._push = getattr(parser, "_hiredis_PushNotificationType", None)
+        """RESP3's push message type, when hiredis has one (as redis-py checks for it)."""
         self._buffer = buffer
         kind = type(sock)
         plain_gevent = (kind.__module__, kind.__name__) == ("gevent._socket3", "socket")
@@ -350,14 +364,25 @@ class _Direct:
 
     @classmethod
     def of(cls, conn: Any) -> _Direct | None:
-        """For a connected connection with redis-py's hiredis parser, else None."""
+        """For a connected connection with redis-py's hiredis parser, else None.
+
+        Also None for a connection class with a ``read_response`` or
+        ``send_packed_command`` of its own: Sentinel's turns a demoted master's READONLY
+        into a ``ConnectionError`` (retried on the new master), which this path would not.
+        """
+        kind = type(conn)
+        if (
+            getattr(kind, "read_response", None) is not _READ_RESPONSE
+            or getattr(kind, "send_packed_command", None) is not _SEND_PACKED
+        ):
+            return None
         sock = getattr(conn, "_sock", None)
         parser = getattr(conn, "_parser", None)
         reader = getattr(parser, "_reader", None)
         buffer = getattr(parser, "_buffer", None)
         if sock is None or reader is None or not isinstance(buffer, bytearray):
             return None
-        return cls(conn, sock, reader, buffer)
+        return cls(conn, sock, parser, buffer)
 
     def round_trip(self, packed: bytes) -> Any:
         try:
@@ -409,7 +434,15 @@ class _Direct:
             reader.feed(buffer, 0, count)
             reply = reader.gets()
             if reply is not False:
+                if self._push is not None and isinstance(reply, self._push):
+                    return self._after_push(reply)
                 return reply
+
+    def _after_push(self, push: Any) -> Any:
+        """A RESP3 push message came first: its handler, then redis-py reads the reply
+        (from the same reader), as its ``read_response`` does."""
+        self._parser.handle_push_response(push)
+        return self._conn.read_response()
 
     def _failed(self, error: OSError, doing: str) -> Exception:
         """redis-py's exception for a failed send or read; the connection is dropped."""
@@ -419,6 +452,9 @@ class _Direct:
             return RedisTimeoutError(f"Timeout {doing} socket")
         return RedisConnectionError(f"Error while {doing} socket: {error.args}")
 
+
+_READ_RESPONSE = getattr(AbstractConnection, "read_response", None)
+_SEND_PACKED = getattr(AbstractConnection, "send_packed_command", None)
 
 _PID = [os.getpid()]
 os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
