@@ -7,7 +7,7 @@ retry, a hand-over and its maintenance. So it lives in neither.
 from __future__ import annotations
 
 import json
-import os
+import random
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -81,10 +81,10 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), default=time_text)
 
 def push_call(
     queue: str,
-    packets: Sequence[bytes],
+    packets: Sequence[str | bytes],
     max_drainers: int,
     candidate: str,
-    lanes: Sequence[tuple[str, str, str]] = (),
+    lanes: Sequence[Sequence[str]] = (),
 ) -> tuple[list[str], list[Any]]:
     """``scripts.PUSH``'s KEYS and ARGV: append ``packets`` and ordered items, and give
     ``candidate`` a drain slot if one is wanted.
@@ -104,9 +104,9 @@ def push_call(
 def push(
     connection: Redis,
     queue: str,
-    packets: list[bytes],
+    packets: Sequence[str | bytes],
     max_drainers: int,
-    lanes: Sequence[tuple[str, str, str]] = (),
+    lanes: Sequence[Sequence[str]] = (),
     held: scripts.Held | None = None,
 ) -> str | None:
     """Append packets and ordered items (one round trip); return a new drainer id when one
@@ -122,10 +122,16 @@ _RFC_4122_VERSION_4 = (0x8000 << 48) | (4 << 76)
 
 
 def uuid4_hex() -> str:
-    """``uuid.uuid4().hex``, the same bits set from the same 16 random bytes, without the
-    ``UUID`` object (its checks cost ≈ 1 µs of every durable delivery's push)."""
-    number = int.from_bytes(os.urandom(16), "big")
+    """``uuid.uuid4().hex``'s form (version and variant bits set as it sets them) without
+    the ``UUID`` object (its checks cost ≈ 1 µs of every durable delivery's push), and of
+    ``random``'s 128 bits, not ``os.urandom``'s: a drainer id needs to be unique, not
+    secret, and ``os.urandom`` is a ``getrandom`` system call per write (``random``
+    seeds itself again in a forked child, so workers draw different ids)."""
+    number = _random_bits(128)
     return "%032x" % (number & _VARIANT_AND_VERSION_CLEARED | _RFC_4122_VERSION_4)
+
+
+_random_bits = random.getrandbits
 
 
 def start_drainer(connection: Redis, queue: str, drainer_id: str, settings_timeout: int) -> None:

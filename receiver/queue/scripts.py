@@ -8,14 +8,21 @@ The script that moves ordered work on (``ordering.LANE``) lives with the rest of
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import socket
+import struct
+import time
 from collections.abc import Sequence
 from typing import Any
 from weakref import WeakKeyDictionary
 
 from redis import Redis
+from redis.connection import AbstractConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 CLAIM = """
 -- KEYS: the items' state keys (keys.state_key).
@@ -173,12 +180,17 @@ def run(
     redis-py's per-argument encoding checks and its generic command path (command
     lookup, options, response callbacks), ≈ 40 % of a durable delivery's CPU in
     ``bench/wsgi_bench.py``'s cProfile. Keys and arguments are ``str``, ``bytes``
-    or ``int``. With ``held``, its connection is used instead of one of the pool's.
+    or ``int``. With ``held``, its connection is used instead of one of the pool's
+    (``Held.call``).
     """
     command = (b"EVALSHA", _sha(source), b"%d" % len(keys), *_args(keys), *_args(args))
+    if held is not None:
+        try:
+            return held.call(command)
+        except NoScriptError:
+            return script(connection, source)(keys=keys, args=args)  # Redis restarted
     pool = connection.connection_pool
-    # redis-py's connections carry no type hints
-    conn: Any = pool.get_connection() if held is None else held.connection()
+    conn: Any = pool.get_connection()  # redis-py's connections carry no type hints
     try:
         packed = [_pack(command)] if _pack is not None else conn.pack_command(*command)
         return conn.retry.call_with_retry(
@@ -187,23 +199,23 @@ def run(
         )
     except NoScriptError:
         pass  # the server restarted since the script was loaded
-    except BaseException:
-        if held is not None:  # a reply may be left half read: never reuse the connection
-            conn.disconnect()
-        raise
     finally:
-        reconnect = getattr(conn, "should_reconnect", None)  # redis-py ≥ 7's maintenance
-        if reconnect is not None and reconnect():
-            conn.disconnect()
-            conn.connect()
-        if held is None:
-            pool.release(conn)
+        _tend(conn)
+        pool.release(conn)
     return script(connection, source)(keys=keys, args=args)
 
 
 def _send(conn: Any, packed: Any) -> Any:
     conn.send_packed_command(packed)
     return conn.read_response()
+
+
+def _tend(conn: Any) -> None:
+    """Reconnect when redis-py ≥ 7's maintenance notifications asked for it."""
+    reconnect = getattr(conn, "should_reconnect", None)
+    if reconnect is not None and reconnect():
+        conn.disconnect()
+        conn.connect()
 
 
 class Held:
@@ -223,6 +235,7 @@ class Held:
         self.client = client
         self._conn: Any = None
         self._pid = -1
+        self._io: _Direct | None = None
 
     def connection(self) -> Any:
         if self._conn is None or self._pid != _PID[0]:
@@ -230,6 +243,218 @@ class Held:
             self._pid = _PID[0]
         return self._conn
 
+    def call(self, command: tuple[bytes, ...]) -> Any:
+        """Send one command on the held connection and read its reply, as redis-py would.
+
+        The same retry (the client's policy, as ``run``'s), the same errors (a reply
+        that is an error is raised; a timeout or a broken socket drops the connection
+        and raises redis-py's ``TimeoutError``/``ConnectionError``) and the same health
+        check (a PING first after ``health_check_interval`` idle seconds); the connection
+        is dropped after any failure but NOSCRIPT, as ``run`` drops it. What it skips
+        is redis-py's per-command Python around the socket (``_Direct``).
+        """
+        conn = self.connection()
+        try:
+            packed = _pack(command) if _pack is not None else b"".join(conn.pack_command(*command))
+            try:
+                return self._round_trip(conn, packed)
+            except ResponseError:
+                raise  # the connection is in step
+            except Exception as error:  # the retry policy decides, as if it had made the call
+                first = [error]
+            return conn.retry.call_with_retry(
+                lambda: self._round_trip(conn, packed) if not first else _raise(first.pop()),
+                lambda error: conn.disconnect(),
+            )
+        except NoScriptError:
+            raise  # in step: loaded again through the pool
+        except BaseException:  # a reply may be left half read: never reuse the connection
+            conn.disconnect()
+            raise
+        finally:
+            _tend(conn)
+
+    def _round_trip(self, conn: Any, packed: bytes) -> Any:
+        sock = conn._sock
+        io = self._io
+        if io is None or io.sock is not sock:
+            io = self._io = _Direct.of(conn)
+        if io is None or (conn.health_check_interval and time.monotonic() > conn.next_health_check):
+            return _send(conn, [packed])  # connects, or PINGs first: redis-py's own path
+        reply = io.round_trip(packed)
+        if conn.health_check_interval:
+            conn.next_health_check = time.monotonic() + conn.health_check_interval
+        if isinstance(reply, ResponseError):
+            raise reply
+        if isinstance(reply, RedisConnectionError):  # LOADING, say: redis-py drops it
+            conn.disconnect()
+            raise reply
+        return reply
+
+
+def _kernel_timeouts(sock: socket.socket) -> None:
+    """The socket's timeout enforced by the kernel (``SO_SNDTIMEO``/``SO_RCVTIMEO``).
+
+    A Python socket with a timeout polls before every ``send`` and ``recv``: two
+    more system calls per round trip, and under gthread workers two more releases
+    of the GIL, each a chance for another thread to take it and for this one to
+    wait for it back (futex calls, context switches). A blocking socket with the
+    kernel's timeouts waits as long, and fails with EAGAIN (``BlockingIOError``,
+    read as a timeout) instead. Left as it is when the options cannot be set.
+    """
+    timeout = sock.gettimeout()
+    if timeout is None or timeout <= 0:
+        return
+    seconds = int(timeout)
+    value = struct.pack("ll", seconds, int((timeout - seconds) * 1_000_000))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+    except OSError:
+        return
+    sock.settimeout(None)
+
+
+def _raise(error: BaseException) -> Any:
+    raise error
+
+
+class _Direct:
+    """A held connection's socket and hiredis reader, used without redis-py's layers.
+
+    Per round trip redis-py runs a dozen Python calls around ``sendall`` and
+    ``recv_into`` (the retry wrapper, ``send_packed_command``, ``check_health``,
+    ``read_response`` twice, ``read_from_socket``, ``_host_error``…), and under gevent
+    ``sendall`` is four more in Python plus a ``getsockopt`` system call, and
+    ``recv_into`` two. Here: one non-blocking ``send`` and ``recv_into`` on gevent's
+    underlying socket, waiting (gevent's wait, its timeout) only when the reply is not
+    there yet.
+    """
+
+    __slots__ = (
+        "sock",
+        "_conn",
+        "_parser",
+        "_reader",
+        "_push",
+        "_buffer",
+        "_raw",
+        "_wait",
+        "_event",
+    )
+
+    def __init__(self, conn: Any, sock: Any, parser: Any, buffer: bytearray) -> None:
+        self.sock = sock
+        self._conn = conn
+        self._parser = parser
+        self._reader = parser._reader
+        self._push = getattr(parser, "_hiredis_PushNotificationType", None)
+        """RESP3's push message type, when hiredis has one (as redis-py checks for it)."""
+        self._buffer = buffer
+        kind = type(sock)
+        plain_gevent = (kind.__module__, kind.__name__) == ("gevent._socket3", "socket")
+        raw = getattr(sock, "_sock", None) if plain_gevent else None  # never TLS's
+        wait, event = getattr(sock, "_wait", None), getattr(sock, "_read_event", None)
+        gevent = raw is not None and wait is not None and event is not None
+        self._raw = raw if gevent else None
+        self._wait = wait
+        self._event = event
+        if kind is socket.socket:
+            _kernel_timeouts(sock)
+
+    @classmethod
+    def of(cls, conn: Any) -> _Direct | None:
+        """For a connected connection with redis-py's hiredis parser, else None.
+
+        Also None for a connection class with a ``read_response`` or
+        ``send_packed_command`` of its own: Sentinel's turns a demoted master's READONLY
+        into a ``ConnectionError`` (retried on the new master), which this path would not.
+        """
+        kind = type(conn)
+        if (
+            getattr(kind, "read_response", None) is not _READ_RESPONSE
+            or getattr(kind, "send_packed_command", None) is not _SEND_PACKED
+        ):
+            return None
+        sock = getattr(conn, "_sock", None)
+        parser = getattr(conn, "_parser", None)
+        reader = getattr(parser, "_reader", None)
+        buffer = getattr(parser, "_buffer", None)
+        if sock is None or reader is None or not isinstance(buffer, bytearray):
+            return None
+        return cls(conn, sock, parser, buffer)
+
+    def round_trip(self, packed: bytes) -> Any:
+        try:
+            self._send(packed)
+        except OSError as error:
+            raise self._failed(error, "writing to") from error
+        except BaseException:
+            self._conn.disconnect()
+            raise
+        try:
+            return self._read()
+        except OSError as error:
+            raise self._failed(error, "reading from") from error
+        except BaseException:
+            self._conn.disconnect()
+            raise
+
+    def _send(self, packed: bytes) -> None:
+        raw = self._raw
+        if raw is None:
+            self.sock.sendall(packed)
+            return
+        try:
+            sent = raw.send(packed)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(packed):
+            self.sock.sendall(memoryview(packed)[sent:])  # gevent waits for room
+
+    def _read(self) -> Any:
+        reader, buffer, sock, raw, wait = (
+            self._reader,
+            self._buffer,
+            self.sock,
+            self._raw,
+            self._wait,
+        )
+        while True:
+            if raw is None or wait is None:
+                count = sock.recv_into(buffer)
+            else:
+                try:
+                    count = raw.recv_into(buffer)
+                except BlockingIOError:  # not there yet: let other greenlets run meanwhile
+                    wait(self._event)  # gevent's: raises socket.timeout after its timeout
+                    continue
+            if not count:
+                raise RedisConnectionError("Connection closed by server.")
+            reader.feed(buffer, 0, count)
+            reply = reader.gets()
+            if reply is not False:
+                if self._push is not None and isinstance(reply, self._push):
+                    return self._after_push(reply)
+                return reply
+
+    def _after_push(self, push: Any) -> Any:
+        """A RESP3 push message came first: its handler, then redis-py reads the reply
+        (from the same reader), as its ``read_response`` does."""
+        self._parser.handle_push_response(push)
+        return self._conn.read_response()
+
+    def _failed(self, error: OSError, doing: str) -> Exception:
+        """redis-py's exception for a failed send or read; the connection is dropped."""
+        self._conn.disconnect()
+        timeout = isinstance(error, socket.timeout) and error.errno != errno.ETIMEDOUT
+        if timeout or isinstance(error, BlockingIOError):  # BlockingIOError: the kernel's
+            return RedisTimeoutError(f"Timeout {doing} socket")
+        return RedisConnectionError(f"Error while {doing} socket: {error.args}")
+
+
+_READ_RESPONSE = getattr(AbstractConnection, "read_response", None)
+_SEND_PACKED = getattr(AbstractConnection, "send_packed_command", None)
 
 _PID = [os.getpid()]
 os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))

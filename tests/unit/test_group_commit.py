@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from functools import partial
 
 import pytest
 
@@ -102,3 +103,51 @@ def test_any_error_of_a_lone_write_reaches_its_caller_and_frees_the_writer() -> 
     with pytest.raises(ZeroDivisionError):
         commit.submit({"q": ["a"]}, {})
     assert not commit._busy
+
+
+def test_callers_that_arrive_during_the_leader_s_turn_join_its_write() -> None:
+    """The turn (a yield under gevent) comes before the write: who queued meanwhile is in it."""
+    calls: list[Queues] = []
+    errors: list[BaseException] = []
+    late: list[threading.Thread] = []
+
+    def turn() -> None:  # as other greenlets would, reaching ``submit`` during the yield
+        if not late:
+            late.extend(run(commit, {"q": [name]}, errors) for name in ("b", "c"))
+            wait_queued(commit, 2)
+
+    commit = PacketGroup(lambda queues, lanes: calls.append(queues), (turn, threading.Lock))
+    commit.submit({"q": ["a"]}, {})
+    for thread in late:
+        thread.join(10)
+    assert not errors
+    assert len(calls) == 1 and calls[0]["q"][0] == "a" and sorted(calls[0]["q"]) == ["a", "b", "c"]
+    commit.submit({"q": ["d"]}, {})  # the line is free again: its own write
+    assert calls[-1] == {"q": ["d"]}
+
+
+def test_the_turn_is_gevent_s_only_in_a_patched_process() -> None:
+    from receiver.queue.web_store import gevent_parts
+
+    assert gevent_parts() is None  # tests run with real threads
+
+
+def test_under_gevent_greenlets_ready_together_share_one_write() -> None:
+    """gevent's parts (its yield and C semaphores), with greenlets: the first to arrive
+    yields, the others ready in the same loop iteration join its write; who arrives
+    during a write goes in the next one."""
+    import gevent
+    from gevent.lock import Semaphore
+
+    calls: list[list[str]] = []
+
+    def write(queues: Queues, lanes: Lanes) -> None:
+        calls.append(list(queues["q"]))
+        gevent.sleep(0.01)  # the round trip: the hub runs others meanwhile
+
+    commit = PacketGroup(write, (partial(gevent.sleep, 0), Semaphore))
+    first = [gevent.spawn(commit.submit, {"q": [name]}, {}) for name in "abc"]
+    gevent.sleep(0.001)  # during the first write
+    late = [gevent.spawn(commit.submit, {"q": [name]}, {}) for name in "de"]
+    gevent.joinall(first + late, timeout=10, raise_error=True)
+    assert calls == [["a", "b", "c"], ["d", "e"]]
