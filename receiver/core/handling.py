@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -428,6 +429,8 @@ class Core:
 _REQUEST_LINE = logsafe.DirectLine(log, logging.INFO)
 _SHAPES: dict[tuple[Any, ...], tuple[str, str, str]] = {}
 _MAX_SHAPES = 1024
+_NO_EVENT: Any = SimpleNamespace(topic=None, field=None)
+"""The event of a shape without any: no event's topic is None."""
 
 
 def _log_answer(request: Request, result: Result) -> None:
@@ -460,19 +463,24 @@ def _shape(request: Request, result: Result, integration: str) -> tuple[str, str
     looked up: 2.5k. Shapes of more events, and beyond ``_MAX_SHAPES``, are made each time.
     """
     events = result.events
-    if len(events) > 1:
+    event: Any
+    if not events:
+        event = _NO_EVENT
+    elif len(events) == 1:
+        event = events[0]
+    else:
         return _make_shape(request, result, integration)
-    event = events[0] if events else None
     key = (
         request.method, integration, result.status, result.queued, result.error,
-        result.reason, event and event.topic, event and event.field,
+        result.reason, event.topic, event.field,
     )  # fmt: skip
-    shape = _SHAPES.get(key)
-    if shape is None:
+    try:
+        return _SHAPES[key]
+    except KeyError:
         shape = _make_shape(request, result, integration)
         if len(_SHAPES) < _MAX_SHAPES:
             _SHAPES[key] = shape
-    return shape
+        return shape
 
 
 def _make_shape(request: Request, result: Result, integration: str) -> tuple[str, str, str]:
@@ -498,15 +506,12 @@ def _milliseconds(seconds: float) -> str:
     cannot cross a half (far from one); their text from tables: repr writes such a number
     as its digits without the zeros that end them.
     """
-    hundredths = seconds * 100_000
-    if not 0 < hundredths < 99_999:  # a second or more, none (-0.0), no number
+    hundredths = seconds * 100_000.0  # floats throughout: no int-float dispatch
+    if not 0.0 < hundredths < 99_999.0:  # a second or more, none (-0.0), no number
         return repr(round(seconds * 1000, 2))
-    whole = _floor(hundredths)
-    fraction = hundredths - whole
-    if 0.4999 < fraction < 0.5001:  # near a half: the float's error decides
+    whole = _floor(hundredths + 0.5)  # the nearest
+    if abs(hundredths - whole) > 0.4999:  # near a half: the float's error decides
         return repr(round(seconds * 1000, 2))
-    if fraction > 0.5:
-        whole += 1
     return _WHOLE_MS[whole // 100] + _HUNDREDTHS[whole % 100]
 
 
