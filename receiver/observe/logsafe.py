@@ -287,9 +287,10 @@ class DirectLine:
     the record factory, the root's handlers) is compared before every line: a change
     to logging's setup is obeyed from the next line on (to the formatter's
     ``default_msec_format``, ``converter``, the handler's ``terminator`` or
-    ``logging.logProcesses``: from the next second on). The request line cost 61k
-    instructions a request through ``emit`` (``bench/wsgi_bench.py --callgrind``),
-    ≈ 17k now, its text included; ≈ 7k of it here (2.5k the comparison).
+    ``logging.logProcesses``: from the next second on). The request line cost 64k
+    instructions a request through ``emit`` (``bench/wsgi_bench.py --callgrind``,
+    with less ``--without log``), ≈ 16.5k now, its text included; ≈ 7k of it here
+    (2.5k the comparison).
     """
 
     __slots__ = ("logger", "level", "_route", "__weakref__")

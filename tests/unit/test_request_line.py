@@ -264,3 +264,54 @@ def test_lines_added_from_threads_while_batches_leave_are_written_once(
     for prefix in "abc":  # each thread's lines in its order
         mine = [x for x in lines if x.startswith(prefix)]
         assert mine == [f"{prefix}{n}" for n in range(2000)]
+
+
+# --- the worker's attempt line ------------------------------------------------------------------
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    handler=hostile,
+    error=st.none() | hostile.map(lambda text: f"Traceback...\n{text}"),
+    seconds=st.floats(0, 5),
+    now=st.floats(min_value=1.7e9, max_value=1.8e9),
+)
+def test_the_direct_attempt_line_is_the_record_path_s_line(
+    handler: str, error: str | None, seconds: float, now: float
+) -> None:
+    from receiver.observe import outcomes
+
+    done = event("group", "comments?token=x")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        at(monkeypatch, now)
+        monkeypatch.setattr(outcomes, "trace_entry", _fixed_time(outcomes.trace_entry))
+        stream = io.StringIO()
+        output = logging.StreamHandler(stream)
+        output.setFormatter(logsafe.SafeFormatter(CLI_FORMAT))
+        logger = logging.getLogger("receiver.worker")
+        level = logger.level
+        logger.addHandler(output)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+        try:
+            outcomes.attempt_ended(done, handler, 1, error, seconds)
+            direct = stream.getvalue()
+            stream.seek(0)
+            stream.truncate()
+            monkeypatch.setattr(outcomes, "_ATTEMPT_LINES", {20: Refusing(), 30: Refusing()})
+            monkeypatch.setattr(logsafe, "_write_line", lambda *_: False)
+            outcomes.attempt_ended(done, handler, 1, error, seconds)
+        finally:
+            logger.removeHandler(output)
+            logger.setLevel(level)
+            logger.propagate = True
+        assert direct == stream.getvalue() and direct.count("\n") == 1
+
+
+def _fixed_time(trace_entry: Any) -> Any:
+    """``trace_entry`` with a constant ``at`` (not on the line; the record's extra)."""
+
+    def fixed(*args: Any) -> dict[str, Any]:
+        return {**trace_entry(*args), "at": "2026-01-01T00:00:00+00:00"}
+
+    return fixed
