@@ -429,6 +429,7 @@ class Core:
 _REQUEST_LINE = logsafe.DirectLine(log, logging.INFO)
 _SHAPES: dict[tuple[Any, ...], tuple[str, str, str]] = {}
 _MAX_SHAPES = 1024
+_KEPT_METHODS = frozenset({*ALLOWED_METHODS, "HEAD"})
 _NO_EVENT: Any = SimpleNamespace(topic=None, field=None)
 """The event of a shape without any: no event's topic is None."""
 
@@ -460,7 +461,8 @@ def _shape(request: Request, result: Result, integration: str) -> tuple[str, str
     Kept per shape (method, integration, status, queued, error, reason, the one
     event's topic and field: a few shapes answer almost every request), by value: the
     fields are strings, ints or None. Made each time: 13k instructions of a request;
-    looked up: 2.5k. Shapes of more events, and beyond ``_MAX_SHAPES``, are made each time.
+    looked up: 2k. Made each time: shapes of more events, of a method or integration
+    a client made up (they would fill the cache), and beyond ``_MAX_SHAPES``.
     """
     events = result.events
     event: Any
@@ -478,7 +480,9 @@ def _shape(request: Request, result: Result, integration: str) -> tuple[str, str
         return _SHAPES[key]
     except KeyError:
         shape = _make_shape(request, result, integration)
-        if len(_SHAPES) < _MAX_SHAPES:
+        # Not a client's made-up method or integration name: no filling the cache with them.
+        known = result.integration is not None or request.integration is None
+        if known and request.method in _KEPT_METHODS and len(_SHAPES) < _MAX_SHAPES:
             _SHAPES[key] = shape
         return shape
 

@@ -624,7 +624,7 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         the ≈ 3.7k a line cost in ``append``; under gevent its lock is a greenlet's.
         """
         self._pending.append(text)
-        self._size += len(text)  # lost updates across threads only delay an early write
+        self._size += len(text)  # a race across threads only moves an early write
         if self._size >= BATCH_BYTES:
             with self._batch_lock:
                 self._write_pending()

@@ -315,3 +315,14 @@ def _fixed_time(trace_entry: Any) -> Any:
         return {**trace_entry(*args), "at": "2026-01-01T00:00:00+00:00"}
 
     return fixed
+
+
+def test_a_client_s_made_up_names_are_not_kept() -> None:
+    """Any path or method reaches the line: their shapes are made, never kept."""
+    handling._SHAPES.clear()
+    for n in range(3):
+        handling._shape(Request(f"M{n}"), Result(404, b"{}"), "default")
+        handling._shape(Request("POST", integration=f"x{n}"), Result(404, b"{}"), f"x{n}")
+    assert handling._SHAPES == {}
+    handling._shape(Request("POST"), Result(200, b"{}", integration="default"), "default")
+    assert len(handling._SHAPES) == 1
