@@ -289,8 +289,8 @@ class DirectLine:
     to logging's setup is obeyed from the next line on (to the formatter's
     ``default_msec_format``, ``converter``, the handler's ``terminator`` or
     ``logging.logProcesses``: from the next second on). The request line cost 64k
-    instructions a request through ``emit`` (``bench/wsgi_bench.py --callgrind``,
-    with less ``--without log``), ≈ 16.5k now, its text included; ≈ 7k of it here
+    instructions a request through ``emit`` (``bench/wsgi_bench.py --callgrind``, less
+    the same run ``--without log``); ≈ 16k now, its text included, ≈ 7k of it here
     (2.5k the comparison).
     """
 
