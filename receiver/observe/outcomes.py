@@ -41,8 +41,15 @@ def attempt_ended(
     level = logging.INFO if outcome == "ok" else logging.WARNING
     if log.isEnabledFor(level):
         text = " ".join([f"{k}={v!r}" for k, v in entry.items() if k != "at" and v is not None])
-        logsafe.emit(log, level, "attempt %s", (text,), {"kind": "attempt", **entry})
+        if not _ATTEMPT_LINES[level].write(f"attempt {text}"):  # reprs: printable
+            logsafe.emit(log, level, "attempt %s", (text,), {"kind": "attempt", **entry})
     return entry
+
+
+_ATTEMPT_LINES = {
+    level: logsafe.DirectLine(log, level) for level in (logging.INFO, logging.WARNING)
+}
+"""The attempt line written directly where logging would only write it (``DirectLine``)."""
 
 
 def duplicate_skipped(event: Event, handler: str) -> dict[str, Any]:
