@@ -130,23 +130,9 @@ def as_dict(event: Event, time: str | datetime | None) -> dict[str, Any]:
 _FIELDS = tuple(f.name for f in dataclass_fields(Event))
 
 
-class _Unfrozen:
-    """An ``Event``'s slots, in its order, settable: ``new_event`` fills one, then makes it
-    an ``Event`` (``__class__`` may change between classes of the same layout)."""
-
-    __slots__ = _FIELDS
-
-    topic: str
-    field: str
-    value: Any
-    id: str
-    delivery_id: str
-    integration: str
-    verb: str | None
-    entry_id: str | None
-    time: datetime | None
-    replayed: bool
-    extra: dict[str, Any]
+_Unfrozen = type("_Unfrozen", (), {"__slots__": _FIELDS, "__module__": __name__})
+"""An ``Event``'s slots, in its order, settable: ``new_event`` fills one, then makes it
+an ``Event`` (``__class__`` may change between classes of the same layout)."""
 
 
 _new = object.__new__
@@ -181,7 +167,7 @@ def new_event(
     (callgrind). Gives an equal event, frozen like any other
     (``tests/unit/test_envelope.py`` checks it against the constructor).
     """
-    event = _new(_Unfrozen)
+    event: Any = _new(_Unfrozen)
     event.topic = topic
     event.field = field
     event.value = value
@@ -193,5 +179,5 @@ def new_event(
     event.time = time
     event.replayed = replayed
     event.extra = extra
-    event.__class__ = Event  # type: ignore[assignment]
-    return event  # type: ignore[return-value]
+    event.__class__ = Event
+    return event  # type: ignore[no-any-return]

@@ -96,6 +96,11 @@ def route(path: str) -> tuple[str | None, str | None] | None:
     """``(integration, topic)`` for a callback path, ``None`` for any other path."""
     if path == "/webhook":  # the default integration's URL: most deliveries
         return _DEFAULT_TARGET
+    return _route_by_parts(path)
+
+
+def _route_by_parts(path: str) -> tuple[str | None, str | None] | None:
+    """``route``'s general reading, without its shortcut."""
     parts = path.split("/")
     if len(parts) < 2 or parts[0] != "" or any(p == "" for p in parts[1:]):
         return None

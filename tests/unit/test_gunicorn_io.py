@@ -215,20 +215,8 @@ def test_the_date_is_gunicorns_made_once_a_second(monkeypatch: pytest.MonkeyPatc
 # --- the adapter's per-request lookups, shortened: the same answers ----------------------------
 
 
-def route_by_parts(path: str) -> tuple[str | None, str | None] | None:
-    """``callback.route`` without its shortcut for ``/webhook``."""
-    parts = path.split("/")
-    if len(parts) < 2 or parts[0] != "" or any(p == "" for p in parts[1:]):
-        return None
-    if parts[1] == "webhook" and len(parts) <= 3:
-        return None, (parts[2] if len(parts) == 3 else None)
-    if parts[1] == "webhooks" and 3 <= len(parts) <= 4:
-        return parts[2], (parts[3] if len(parts) == 4 else None)
-    return None
-
-
 @given(st.lists(st.sampled_from(["", "webhook", "webhooks", "x", "/"]), max_size=5))
 def test_route_shortcut_agrees_with_the_split(pieces: list[str]) -> None:
     path = "/".join(pieces)
-    assert callback.route(path) == route_by_parts(path)
-    assert callback.route("/webhook") == route_by_parts("/webhook") == (None, None)
+    assert callback.route(path) == callback._route_by_parts(path)
+    assert callback.route("/webhook") == callback._route_by_parts("/webhook") == (None, None)
