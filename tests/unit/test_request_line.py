@@ -275,10 +275,12 @@ def test_lines_added_from_threads_while_batches_leave_are_written_once(
     error=st.none() | hostile.map(lambda text: f"Traceback...\n{text}"),
     seconds=st.floats(0, 5),
     now=st.floats(min_value=1.7e9, max_value=1.8e9),
+    batched=st.booleans(),
 )
 def test_the_direct_attempt_line_is_the_record_path_s_line(
-    handler: str, error: str | None, seconds: float, now: float
+    handler: str, error: str | None, seconds: float, now: float, batched: bool
 ) -> None:
+    """Written at once or batched (``receiver worker``'s handler), the same bytes."""
     from receiver.observe import outcomes
 
     done = event("group", "comments?token=x")
@@ -286,7 +288,7 @@ def test_the_direct_attempt_line_is_the_record_path_s_line(
         at(monkeypatch, now)
         monkeypatch.setattr(outcomes, "trace_entry", _fixed_time(outcomes.trace_entry))
         stream = io.StringIO()
-        output = logging.StreamHandler(stream)
+        output = logsafe.BatchedStreamHandler(stream) if batched else logging.StreamHandler(stream)
         output.setFormatter(logsafe.SafeFormatter(CLI_FORMAT))
         logger = logging.getLogger("receiver.worker")
         level = logger.level
@@ -295,17 +297,43 @@ def test_the_direct_attempt_line_is_the_record_path_s_line(
         logger.propagate = False
         try:
             outcomes.attempt_ended(done, handler, 1, error, seconds)
+            output.flush()
             direct = stream.getvalue()
             stream.seek(0)
             stream.truncate()
             monkeypatch.setattr(outcomes, "_ATTEMPT_LINES", {20: Refusing(), 30: Refusing()})
             monkeypatch.setattr(logsafe, "_write_line", lambda *_: False)
             outcomes.attempt_ended(done, handler, 1, error, seconds)
+            output.flush()
         finally:
             logger.removeHandler(output)
             logger.setLevel(level)
             logger.propagate = True
         assert direct == stream.getvalue() and direct.count("\n") == 1
+
+
+def test_a_batched_worker_writes_a_failed_attempt_at_once_after_the_lines_before_it() -> None:
+    """``receiver worker`` batches its attempt lines; a WARNING must not wait in the batch."""
+    from receiver.observe import outcomes
+
+    stream = io.StringIO()
+    output = logsafe.BatchedStreamHandler(stream)
+    output.setFormatter(logsafe.SafeFormatter(CLI_FORMAT))
+    logger = logging.getLogger("receiver.worker")
+    level = logger.level
+    logger.addHandler(output)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        outcomes.attempt_ended(event("group", "posts"), "h:ok", 1, None, 0.001)
+        assert stream.getvalue() == ""  # an ok attempt waits for its batch
+        outcomes.attempt_ended(event("group", "posts"), "h:bad", 1, "Traceback\nboom", 0.001)
+        lines = stream.getvalue().splitlines()
+    finally:
+        logger.removeHandler(output)
+        logger.setLevel(level)
+        logger.propagate = True
+    assert [("h:ok" in line, "WARNING" in line) for line in lines] == [(True, False), (False, True)]
 
 
 def _fixed_time(trace_entry: Any) -> Any:
