@@ -354,3 +354,46 @@ def test_a_client_s_made_up_names_are_not_kept() -> None:
     assert handling._SHAPES == {}
     handling._shape(Request("POST"), Result(200, b"{}", integration="default"), "default")
     assert len(handling._SHAPES) == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    handler=hostile,
+    event_id=st.none() | hostile,
+    delivery_id=st.none() | hostile,
+    attempt=st.integers(0, 50),
+    outcome=st.sampled_from(["ok", "failed", "timeout", "duplicate"]),
+    error=st.none() | hostile,
+    seconds=st.floats(0, 1e4),
+)
+def test_the_usual_attempt_text_is_the_general_one(
+    handler: str,
+    event_id: str | None,
+    delivery_id: str | None,
+    attempt: int,
+    outcome: str,
+    error: str | None,
+    seconds: float,
+) -> None:
+    from receiver.observe import outcomes
+
+    done = Event("group", "posts", {}, event_id, delivery_id, "i")  # type: ignore[arg-type]
+    entry = outcomes.trace_entry(done, handler, attempt, outcome, error, seconds)
+    assert outcomes.attempt_text(entry) == outcomes.any_attempt_text(entry)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    ns=st.integers(0, 4_102_444_800 * 10**9)
+    | st.integers(1_700_000_000 * 10**9, 1_800_000_000 * 10**9)
+)
+def test_an_attempt_s_time_is_datetime_s_text(ns: int) -> None:
+    """``iso_at`` (its second's text kept) writes what ``datetime`` writes, zero fractions too."""
+    from datetime import UTC, datetime
+
+    from receiver.observe import outcomes
+
+    for at in (ns, ns - ns % 1000, ns - ns % 10**9, ns + 10**9):  # the kept second, another
+        whole, nanos = divmod(at, 10**9)
+        expected = datetime.fromtimestamp(whole, UTC).replace(microsecond=nanos // 1000)
+        assert outcomes.iso_at(at) == expected.isoformat()
