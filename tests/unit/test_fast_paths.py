@@ -258,3 +258,43 @@ def test_the_adapter_s_request_is_the_keyword_built_one(method: str) -> None:
             assert getattr(made, f.name) == getattr(expected, f.name), f.name
     assert made.headers.get("X-Receiver-Replay") == "token"
     assert (made.body_source is not None) == (upper == "POST")
+
+
+# -- Packets read by orjson (handoff.loads) ----------------------------------------------------
+
+
+@settings(deadline=None, max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.dictionaries(st.text(max_size=5), json_values | st.floats(), max_size=5),
+    st.sampled_from(["dumps", "compact", "spaced", "ascii"]),
+)
+def test_a_packet_is_read_as_json_reads_it(data: dict[str, Any], writer: str) -> None:
+    """Whoever wrote it (this version's ``dumps``, json as older versions did), with long
+    integers, any double, NaN, infinities and lone surrogates."""
+    from receiver.queue import handoff
+
+    if writer == "dumps":
+        text = handoff.dumps(data)
+    else:
+        separators = (",", ":") if writer == "compact" else None
+        text = json.dumps(data, separators=separators, ensure_ascii=writer == "ascii")
+    raw = text.encode("utf-8", "surrogatepass")
+    assert _typed(handoff.loads(raw)) == _typed(json.loads(raw))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"n":18446744073709551616}',
+        b'{"n":[1,-9223372036854775809]}',
+        b'{"n": 12345678901234567890123}',
+        b"123456789012345678901234",
+        b'{"n":NaN,"m":Infinity}',
+        b'{"s":"\\ud800"}',
+        b'{"at":1796652320.496,"items":[]}',
+    ],
+)
+def test_packets_orjson_would_misread_or_refuse_are_json_s(raw: bytes) -> None:
+    from receiver.queue import handoff
+
+    assert _typed(handoff.loads(raw)) == _typed(json.loads(raw))
