@@ -298,7 +298,8 @@ def drain_in_process(url: str, events: int, callgrind: bool) -> None:
     from receiver.worker.process import WORKER_REDIS_TIMEOUT
 
     log_file = tempfile.TemporaryFile("w+")
-    handler = logging.StreamHandler(log_file)  # a worker's INFO line per attempt, to a file
+    # A worker's INFO line per attempt, to a file, in batches as `receiver worker` writes them
+    handler = logsafe.BatchedStreamHandler(log_file)
     handler.setFormatter(logsafe.formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
     logging.getLogger().setLevel(LOG_LEVEL)

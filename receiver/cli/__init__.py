@@ -79,7 +79,20 @@ def _mask(url: str) -> str:
 )
 def main(log_level: str) -> None:
     """Webhook receiver for Workplace from Meta and Graph API webhooks."""
-    logsafe.install(log_level, "%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logsafe.install(
+        log_level,
+        "%(asctime)s %(levelname)s %(name)s: %(message)s",
+        batched=click.get_current_context().invoked_subcommand in BATCHED_COMMANDS,
+    )
+
+
+BATCHED_COMMANDS = ("worker",)
+"""Commands whose per-item lines are written in batches (``logsafe.BatchedStreamHandler``):
+a worker logs a line per attempt, whose ``write`` and ``flush`` were a system call an
+event of its drain (3.8 µs CPU a line to a file, 0.7 µs batched: timeit); the web side's
+gunicorn config does the same for its request lines. What a SIGKILLed worker loses: its
+last ``FLUSH_SECONDS`` of attempt lines (docs/operating.md); a WARNING or worse is written
+at once, the batch before it."""
 
 
 for _command in (

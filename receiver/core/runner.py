@@ -94,6 +94,10 @@ async def _await(value: Any) -> Any:
     return await value
 
 
+_KEPT_FUNCTIONS = 256
+"""How many functions a runner remembers as coroutine functions or not."""
+
+
 class Runner:
     """Up to ``concurrency`` handler calls at once; completions go to ``done``."""
 
@@ -111,6 +115,7 @@ class Runner:
         self._in_flight = 0
         self._names = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._coroutines: dict[Any, bool] = {}
 
     # -- capacity --------------------------------------------------------------------------
 
@@ -143,15 +148,30 @@ class Runner:
         attempt.deadline = attempt.started + attempt.timeout
         self._in_flight += 1
         self._running[attempt.key] = self._running.get(attempt.key, 0) + 1
-        if inspect.iscoroutinefunction(attempt.func):
+        if self._coroutine_function(attempt.func):
             coroutine = attempt.func(attempt.arg)
             future = asyncio.run_coroutine_threadsafe(self._guard(coroutine), self._event_loop())
             attempt._future = future
             future.add_done_callback(functools.partial(self._coroutine_done, attempt))
         else:
-            self._ensure_threads()
+            if len(self._threads) < self.concurrency:  # else all there: no lock to take
+                self._ensure_threads()
             self._tasks.put(attempt)
         return attempt
+
+    def _coroutine_function(self, func: Any) -> bool:
+        """``inspect.iscoroutinefunction(func)``, kept per function: a drainer starts the
+        same few handlers' calls again and again (0.45 µs a call instead of ≈ 0.05)."""
+        try:
+            return self._coroutines[func]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable callable
+            return inspect.iscoroutinefunction(func)
+        if len(self._coroutines) >= _KEPT_FUNCTIONS:  # made on the fly: keep none for long
+            self._coroutines.clear()
+        found = self._coroutines[func] = inspect.iscoroutinefunction(func)
+        return found
 
     def expire(self, attempt: Attempt) -> bool:
         """Past its deadline: free its slot, never report it. False if it had just finished."""

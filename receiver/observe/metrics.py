@@ -497,6 +497,18 @@ def increment(metric: Counter, *labels: str) -> None:
 
 
 def observe_handler(handler: str, mode: str, outcome: str, seconds: float | None) -> None:
+    """Count one handler run (``seconds``: its duration; ``None``: a duplicate skipped).
+
+    A timed run of a known plan (a worker's every attempt but its first) appends its
+    duration and takes no lock, as ``observe_delivery`` does: 2.2k instructions a call instead
+    of 4.7k (callgrind, 20,000 calls).
+    """
+    plan = _handler_plans.get((handler, mode, outcome))
+    if plan is not None and seconds is not None:
+        plan.seen.append(seconds)  # atomic; ``fold`` takes it or leaves it for the next
+        if not _FOLDER.armed:  # after the append: see _Folder.disarm
+            _FOLDER.arm()
+        return
     with _WRITING:
         plan = _handler_plan(handler, mode, outcome)
         if seconds is None:

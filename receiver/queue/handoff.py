@@ -79,6 +79,46 @@ def dumps(data: Any) -> str:
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=time_text)
 
 
+def loads(raw: bytes | str) -> Any:
+    """A packet (``dumps``'s text) as ``json.loads`` reads it, by orjson where that is the same.
+
+    A drainer reads every packet it takes: orjson reads a one-event packet in ≈ 1 µs
+    where json takes ≈ 4 µs (≈ 2 µs less an event, the look below included). orjson
+    refuses what json would read otherwise (NaN, Infinity, a lone surrogate, a byte
+    order mark): json reads those. What it reads differently without refusing is an
+    integer outside 64 bits (a float to it): a text that might hold one (a run of 19
+    digits after ``:``, ``,``, ``[`` or whitespace, strings included) goes to json.
+    Floats in a packet are written as ``repr`` writes them (orjson's and json's
+    ``dumps`` alike), which orjson reads to the same double (a test holds it to json's
+    reading, and 2 million random doubles did); unlike a delivery's body
+    (``envelope._fast_decode``), a packet's text is never a sender's.
+    """
+    if isinstance(raw, bytes):
+        marked = raw.translate(_DIGITS_AND_STARTS)
+        if _MAYBE_LONG in marked or marked.startswith(_MAYBE_LONG[1:]):
+            return json.loads(raw)
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(raw)
+
+
+def _digits_and_starts() -> bytes:
+    table = bytearray(range(256))
+    for byte in b"0123456789-":
+        table[byte] = ord("0")
+    for byte in b":,[ \t\n\r":  # what a number may follow (or it starts the text)
+        table[byte] = ord(":")
+    return bytes(table)
+
+
+_DIGITS_AND_STARTS = _digits_and_starts()
+"""Digits and ``-`` as ``0``, what a number may follow as ``:``: a long number shows as
+``_MAYBE_LONG``."""
+_MAYBE_LONG = b":" + b"0" * 19
+
+
 def push_call(
     queue: str,
     packets: Sequence[str | bytes],

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import json
 import logging
 import threading
 import time
@@ -51,7 +50,7 @@ from receiver.core.runner import Attempt, Runner
 from receiver.errors import PluginError
 from receiver.model.events import Event
 from receiver.observe import outcomes
-from receiver.queue import keys, ordering, scripts
+from receiver.queue import handoff, keys, ordering, scripts
 from receiver.queue.handoff import POP_PACKETS, SLOT_GRACE, start_drainer
 from receiver.queue.keys import drainers_key, pending_key
 from receiver.routing.handlers import Handler
@@ -323,7 +322,7 @@ class _Drain:
     def _take(self, raws: list[Any]) -> None:
         wakes: list[tuple[bytes, str]] = []
         for raw in raws:
-            data = json.loads(raw)
+            data = handoff.loads(raw)
             if ordering.WAKE in data:
                 wakes.append((raw, data[ordering.WAKE]))
                 continue
@@ -349,7 +348,7 @@ class _Drain:
                 self.finished.append(raw)  # a stray wake: its lane emptied meanwhile
                 continue
             self.open[id(packet)] = packet
-            self._queue_item(json.loads(head), packet, wake=raw.decode())
+            self._queue_item(handoff.loads(head), packet, wake=raw.decode())
 
     def _queue_item(self, item: dict[str, Any], packet: _Packet, wake: str = "") -> None:
         """One item waits for a slot; one whose handler is not loaded is filed at once."""
@@ -651,7 +650,7 @@ class _Drain:
                 continue
             if head:
                 packet.started = False  # the lane's next head: given back if winding
-                self._queue_item(json.loads(head), packet, wake=packet.raw.decode())
+                self._queue_item(handoff.loads(head), packet, wake=packet.raw.decode())
             else:
                 self.open.pop(id(packet), None)  # its wake went with the lane's step
 

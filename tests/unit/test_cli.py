@@ -84,3 +84,22 @@ def test_routes_without_a_verify_token_or_secret(monkeypatch: pytest.MonkeyPatch
     result = CliRunner().invoke(main, ["routes"])
     assert result.exit_code == 0, result.output
     assert "handlers.welcome.welcome_new_member" in result.output
+
+
+@pytest.mark.parametrize(("command", "batched"), [("worker", True), ("routes", False)])
+def test_only_the_worker_batches_its_lines(command: str, batched: bool) -> None:
+    """``receiver worker`` writes its attempt lines in batches, as the web writes its
+    request lines; other commands write each line at once."""
+    import logging
+
+    from receiver.observe import logsafe
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        assert CliRunner().invoke(main, [command, "--help"]).exit_code == 0
+        (installed,) = [h for h in root.handlers if getattr(h, "_receiver_logsafe", False)]
+        assert isinstance(installed, logsafe.BatchedStreamHandler) is batched
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)

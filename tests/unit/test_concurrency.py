@@ -120,3 +120,25 @@ def test_runner_runs_coroutines_on_one_loop_and_cancels_late_ones() -> None:
     assert cancelled.wait(5)
     assert runner.free == 4 and runner.abandoned == 0
     runner.close()
+
+
+def test_a_runner_s_kept_coroutine_answers_are_inspect_s() -> None:
+    """``Runner.start`` asks once per function; unhashable callables are asked each time."""
+    import functools
+    import inspect
+
+    async def coroutine(_: object) -> None:
+        return None
+
+    def plain(_: object) -> None:
+        return None
+
+    class Unhashable:
+        __hash__ = None  # type: ignore[assignment]
+
+        def __call__(self, _: object) -> None:
+            return None
+
+    runner = Runner(1)
+    for func in (coroutine, plain, functools.partial(coroutine), Unhashable(), plain, coroutine):
+        assert runner._coroutine_function(func) is inspect.iscoroutinefunction(func)

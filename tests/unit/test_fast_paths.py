@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hmac
 import json
+from dataclasses import fields
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -14,6 +16,7 @@ from hypothesis import strategies as st
 from receiver.core import signature
 from receiver.errors import PayloadRejected
 from receiver.model import envelope
+from receiver.model.events import Event
 
 # -- HMAC ------------------------------------------------------------------------------------
 
@@ -258,3 +261,79 @@ def test_the_adapter_s_request_is_the_keyword_built_one(method: str) -> None:
             assert getattr(made, f.name) == getattr(expected, f.name), f.name
     assert made.headers.get("X-Receiver-Replay") == "token"
     assert (made.body_source is not None) == (upper == "POST")
+
+
+# -- Packets read by orjson (handoff.loads) ----------------------------------------------------
+
+
+@settings(deadline=None, max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.dictionaries(st.text(max_size=5), json_values | st.floats(), max_size=5),
+    st.sampled_from(["dumps", "compact", "spaced", "ascii"]),
+)
+def test_a_packet_is_read_as_json_reads_it(data: dict[str, Any], writer: str) -> None:
+    """Whoever wrote it (this version's ``dumps``, json as older versions did), with long
+    integers, any double, NaN, infinities and lone surrogates."""
+    from receiver.queue import handoff
+
+    if writer == "dumps":
+        text = handoff.dumps(data)
+    else:
+        separators = (",", ":") if writer == "compact" else None
+        text = json.dumps(data, separators=separators, ensure_ascii=writer == "ascii")
+    raw = text.encode("utf-8", "surrogatepass")
+    assert _typed(handoff.loads(raw)) == _typed(json.loads(raw))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"n":18446744073709551616}',
+        b'{"n":[1,-9223372036854775809]}',
+        b'{"n": 12345678901234567890123}',
+        b"123456789012345678901234",
+        b'{"n":NaN,"m":Infinity}',
+        b'{"s":"\\ud800"}',
+        b'{"at":1796652320.496,"items":[]}',
+    ],
+)
+def test_packets_orjson_would_misread_or_refuse_are_json_s(raw: bytes) -> None:
+    from receiver.queue import handoff
+
+    assert _typed(handoff.loads(raw)) == _typed(json.loads(raw))
+
+
+events = st.builds(
+    Event,
+    topic=st.text(max_size=8),
+    field=st.text(max_size=8),
+    value=json_values,
+    id=st.text(max_size=8),
+    delivery_id=st.text(max_size=8),
+    integration=st.text(max_size=8),
+    verb=st.none() | st.text(max_size=5),
+    entry_id=st.none() | st.text(max_size=5),
+    time=st.none()
+    | st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=-7))])),
+    replayed=st.booleans(),
+    extra=st.dictionaries(st.text(max_size=4), json_values, max_size=3),
+)
+
+
+@settings(deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(events, st.sampled_from([None, "name", "extra", "verb"]))
+def test_an_event_read_back_from_its_dict_is_the_constructor_s(
+    event: Event, without: str | None
+) -> None:
+    """``from_dict``'s shortcut (every key of ``to_dict``) and its general reading."""
+    data = event.to_dict()
+    if without is not None:
+        del data[without]
+    values = {k: v for k, v in data.items() if k != "name"}
+    raw_time = values.get("time")
+    values["time"] = datetime.fromisoformat(raw_time).astimezone(UTC) if raw_time else None
+    made = Event.from_dict(data)
+    expected = Event(**values)
+    assert type(made) is Event and made == expected
+    names = [f.name for f in fields(Event)]
+    assert [repr(getattr(made, n)) for n in names] == [repr(getattr(expected, n)) for n in names]

@@ -129,3 +129,45 @@ def test_worker_outcomes_fold_like_deliveries() -> None:
         "receiver_handler_duration_seconds_count", {"handler": "h:f@x", "mode": "background"}
     )
     assert summed is not None and summed >= 1
+
+
+def test_worker_attempts_counted_without_the_lock_are_each_folded_once() -> None:
+    """A known plan's attempts append without ``_WRITING``; folds meanwhile lose none."""
+    import threading
+
+    labels = {"handler": "h:threads@x", "mode": "background", "outcome": "ok"}
+    runs = "receiver_handler_runs_total"
+    metrics.observe_handler("h:threads@x", "background", "ok", 0.001)  # the plan, made
+    metrics.fold()
+    before = metrics._OWN.get_sample_value(runs, labels) or 0.0
+    stop = threading.Event()
+
+    def observing() -> None:
+        for _ in range(3000):
+            metrics.observe_handler("h:threads@x", "background", "ok", 0.001)
+
+    def folding() -> None:
+        while not stop.is_set():
+            metrics.fold()
+
+    folder = threading.Thread(target=folding)
+    folder.start()
+    threads = [threading.Thread(target=observing) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stop.set()
+    folder.join()
+    assert metrics._OWN.get_sample_value(runs, labels) == before + 9000
+
+
+def test_a_lock_free_attempt_arms_the_fold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counted after a fold, it reaches the files within ``FOLD_SECONDS`` unasked."""
+    metrics.observe_handler("h:armed@x", "background", "ok", 0.001)
+    metrics.fold()
+    armed: list[bool] = []
+    monkeypatch.setattr(metrics._Folder, "arm", lambda self: armed.append(True))
+    metrics.observe_handler("h:armed@x", "background", "ok", 0.001)
+    assert armed == [True]
+    metrics.fold()

@@ -275,10 +275,12 @@ def test_lines_added_from_threads_while_batches_leave_are_written_once(
     error=st.none() | hostile.map(lambda text: f"Traceback...\n{text}"),
     seconds=st.floats(0, 5),
     now=st.floats(min_value=1.7e9, max_value=1.8e9),
+    batched=st.booleans(),
 )
 def test_the_direct_attempt_line_is_the_record_path_s_line(
-    handler: str, error: str | None, seconds: float, now: float
+    handler: str, error: str | None, seconds: float, now: float, batched: bool
 ) -> None:
+    """Written at once or batched (``receiver worker``'s handler), the same bytes."""
     from receiver.observe import outcomes
 
     done = event("group", "comments?token=x")
@@ -286,7 +288,7 @@ def test_the_direct_attempt_line_is_the_record_path_s_line(
         at(monkeypatch, now)
         monkeypatch.setattr(outcomes, "trace_entry", _fixed_time(outcomes.trace_entry))
         stream = io.StringIO()
-        output = logging.StreamHandler(stream)
+        output = logsafe.BatchedStreamHandler(stream) if batched else logging.StreamHandler(stream)
         output.setFormatter(logsafe.SafeFormatter(CLI_FORMAT))
         logger = logging.getLogger("receiver.worker")
         level = logger.level
@@ -295,17 +297,43 @@ def test_the_direct_attempt_line_is_the_record_path_s_line(
         logger.propagate = False
         try:
             outcomes.attempt_ended(done, handler, 1, error, seconds)
+            output.flush()
             direct = stream.getvalue()
             stream.seek(0)
             stream.truncate()
             monkeypatch.setattr(outcomes, "_ATTEMPT_LINES", {20: Refusing(), 30: Refusing()})
             monkeypatch.setattr(logsafe, "_write_line", lambda *_: False)
             outcomes.attempt_ended(done, handler, 1, error, seconds)
+            output.flush()
         finally:
             logger.removeHandler(output)
             logger.setLevel(level)
             logger.propagate = True
         assert direct == stream.getvalue() and direct.count("\n") == 1
+
+
+def test_a_batched_worker_writes_a_failed_attempt_at_once_after_the_lines_before_it() -> None:
+    """``receiver worker`` batches its attempt lines; a WARNING must not wait in the batch."""
+    from receiver.observe import outcomes
+
+    stream = io.StringIO()
+    output = logsafe.BatchedStreamHandler(stream)
+    output.setFormatter(logsafe.SafeFormatter(CLI_FORMAT))
+    logger = logging.getLogger("receiver.worker")
+    level = logger.level
+    logger.addHandler(output)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        outcomes.attempt_ended(event("group", "posts"), "h:ok", 1, None, 0.001)
+        assert stream.getvalue() == ""  # an ok attempt waits for its batch
+        outcomes.attempt_ended(event("group", "posts"), "h:bad", 1, "Traceback\nboom", 0.001)
+        lines = stream.getvalue().splitlines()
+    finally:
+        logger.removeHandler(output)
+        logger.setLevel(level)
+        logger.propagate = True
+    assert [("h:ok" in line, "WARNING" in line) for line in lines] == [(True, False), (False, True)]
 
 
 def _fixed_time(trace_entry: Any) -> Any:
@@ -326,3 +354,46 @@ def test_a_client_s_made_up_names_are_not_kept() -> None:
     assert handling._SHAPES == {}
     handling._shape(Request("POST"), Result(200, b"{}", integration="default"), "default")
     assert len(handling._SHAPES) == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    handler=hostile,
+    event_id=st.none() | hostile,
+    delivery_id=st.none() | hostile,
+    attempt=st.integers(0, 50),
+    outcome=st.sampled_from(["ok", "failed", "timeout", "duplicate"]),
+    error=st.none() | hostile,
+    seconds=st.floats(0, 1e4),
+)
+def test_the_usual_attempt_text_is_the_general_one(
+    handler: str,
+    event_id: str | None,
+    delivery_id: str | None,
+    attempt: int,
+    outcome: str,
+    error: str | None,
+    seconds: float,
+) -> None:
+    from receiver.observe import outcomes
+
+    done = Event("group", "posts", {}, event_id, delivery_id, "i")  # type: ignore[arg-type]
+    entry = outcomes.trace_entry(done, handler, attempt, outcome, error, seconds)
+    assert outcomes.attempt_text(entry) == outcomes.any_attempt_text(entry)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    ns=st.integers(0, 4_102_444_800 * 10**9)
+    | st.integers(1_700_000_000 * 10**9, 1_800_000_000 * 10**9)
+)
+def test_an_attempt_s_time_is_datetime_s_text(ns: int) -> None:
+    """``iso_at`` (its second's text kept) writes what ``datetime`` writes, zero fractions too."""
+    from datetime import UTC, datetime
+
+    from receiver.observe import outcomes
+
+    for at in (ns, ns - ns % 1000, ns - ns % 10**9, ns + 10**9):  # the kept second, another
+        whole, nanos = divmod(at, 10**9)
+        expected = datetime.fromtimestamp(whole, UTC).replace(microsecond=nanos // 1000)
+        assert outcomes.iso_at(at) == expected.isoformat()
