@@ -268,6 +268,22 @@ def test_lines_added_from_threads_while_batches_leave_are_written_once(
 
 # --- the worker's attempt line ------------------------------------------------------------------
 
+@contextmanager
+def worker_logger_to(output: logging.Handler) -> Iterator[None]:
+    """``receiver.worker``'s lines to ``output`` alone, at INFO, for the ``with`` block."""
+    logger = logging.getLogger("receiver.worker")
+    level = logger.level
+    logger.addHandler(output)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(output)
+        logger.setLevel(level)
+        logger.propagate = True
+
+
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
@@ -290,12 +306,7 @@ def test_the_direct_attempt_line_is_the_record_path_s_line(
         stream = io.StringIO()
         output = logsafe.BatchedStreamHandler(stream) if batched else logging.StreamHandler(stream)
         output.setFormatter(logsafe.SafeFormatter(CLI_FORMAT))
-        logger = logging.getLogger("receiver.worker")
-        level = logger.level
-        logger.addHandler(output)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
-        try:
+        with worker_logger_to(output):
             outcomes.attempt_ended(done, handler, 1, error, seconds)
             output.flush()
             direct = stream.getvalue()
@@ -305,10 +316,6 @@ def test_the_direct_attempt_line_is_the_record_path_s_line(
             monkeypatch.setattr(logsafe, "_write_line", lambda *_: False)
             outcomes.attempt_ended(done, handler, 1, error, seconds)
             output.flush()
-        finally:
-            logger.removeHandler(output)
-            logger.setLevel(level)
-            logger.propagate = True
         assert direct == stream.getvalue() and direct.count("\n") == 1
 
 
@@ -319,20 +326,11 @@ def test_a_batched_worker_writes_a_failed_attempt_at_once_after_the_lines_before
     stream = io.StringIO()
     output = logsafe.BatchedStreamHandler(stream)
     output.setFormatter(logsafe.SafeFormatter(CLI_FORMAT))
-    logger = logging.getLogger("receiver.worker")
-    level = logger.level
-    logger.addHandler(output)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    try:
+    with worker_logger_to(output):
         outcomes.attempt_ended(event("group", "posts"), "h:ok", 1, None, 0.001)
         assert stream.getvalue() == ""  # an ok attempt waits for its batch
         outcomes.attempt_ended(event("group", "posts"), "h:bad", 1, "Traceback\nboom", 0.001)
         lines = stream.getvalue().splitlines()
-    finally:
-        logger.removeHandler(output)
-        logger.setLevel(level)
-        logger.propagate = True
     assert [("h:ok" in line, "WARNING" in line) for line in lines] == [(True, False), (False, True)]
 
 
