@@ -177,39 +177,6 @@ def live_connection(backend: Backend) -> redis.Redis | None:
     return backend.connection if backend.started else None
 
 
-def delivery_record(
-    request: Request, result: Result, received: datetime | None = None
-) -> dict[str, Any]:
-    """A delivery's trace record as ``load`` gives it back: what ``compact_record`` stores."""
-    record: dict[str, Any] = {
-        "delivery_id": result.delivery_id,
-        "integration": result.integration or request.integration,
-        "received_at": (received or datetime.fromtimestamp(result.received_at, UTC)).isoformat(),
-        "status": result.status,
-        "error": result.error,
-        "reason": result.reason,
-        "replayed": request.replayed,
-        "duration_ms": _ms(result.seconds),
-        "events": [[f"{e.topic}.{e.field}", e.id] for e in result.events],
-        "inline": [
-            {
-                "handler": r.handler,
-                "event_id": r.event_id,
-                "outcome": _outcome(r.ok, r.error),
-                "error": r.error,
-                "duration_ms": _ms(r.seconds),
-            }
-            for r in result.results
-        ],
-        "queued": result.queued,
-    }
-    if result.ordered:
-        record["ordered"] = result.ordered
-    record["stored"] = result.stored
-    record["secret_index"] = result.secret_index
-    return record
-
-
 def _outcome(ok: bool, error: str | None) -> str:
     return "ok" if ok else ("timeout" if error == "timeout" else "failed")
 
@@ -225,7 +192,7 @@ def compact_record(request: Request, result: Result) -> bytes:
     ``[1, delivery_id, [event_id, ...], integration, received_at (epoch seconds), status,
     error, reason, replayed, seconds, [[topic, field], ...], [[handler, event_id, ok,
     error, seconds], ...], queued, ordered, stored, secret_index]``. ``load`` (``expand``)
-    makes the record ``delivery_record`` describes: the datetime text, milliseconds,
+    makes the record readers always got: the datetime text, milliseconds,
     event names and outcomes are made when a trace is read, not for every delivery. A
     dict of 13 keys and a dict per handler cost ≈ 4,500 instructions to build and ≈ 7,000
     to serialise (orjson asks the datetime's tzinfo in Python), a tuple of the same values
@@ -258,8 +225,8 @@ def compact_record(request: Request, result: Result) -> bytes:
 
 
 def expand(stored: Any) -> dict[str, Any]:
-    """A stored record as ``delivery_record`` makes it: a compact one expanded, an older
-    one (a JSON object) as it is."""
+    """A stored record as readers get it: a compact one expanded to the object records
+    were stored as before them (an older one is that object, as it is)."""
     if not isinstance(stored, list) or not stored or stored[0] != COMPACT:
         return stored  # type: ignore[no-any-return]
     (_, delivery_id, ids, integration, received_at, status, error, reason, replayed, seconds,
@@ -567,7 +534,8 @@ def _others(
 
 
 def _refused_record(item: Entry) -> dict[str, Any]:
-    """``delivery_record`` of a refused delivery, from what its entry kept."""
+    """A refused delivery's record (the object a verified one expands to), from what its
+    entry kept."""
     _, integration, when, status, _, error, reason, _, _, _, _, kept = item
     assert kept is not None
     delivery_id, replayed, seconds = kept
